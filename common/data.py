@@ -1,0 +1,316 @@
+"""Input pipeline shared by every experiment: load, preprocess, hold out validation data, batch.
+
+Two sources:
+  * a named TFDS dataset (`cifar10`, `mnist`) read with `tfds.builder(...).as_dataset`, honouring
+    `TFDS_DATA_DIR` or an explicit `tfds_data_dir`;
+  * an image-folder tree in the course's layout, `PATH/{Train,Test}/<label>/*.png`, read with TFDS's
+    `ImageFolder` after a quick validation of the tree (so a malformed folder gets one clear message).
+
+Everything ends up as in-memory numpy arrays (the course datasets are tiny); batches are slices of them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import threading
+from typing import Iterator
+
+import numpy as np
+
+from common import tf_quiet
+from common.errors import DataError
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+MNIST_CLASSES = tuple(str(d) for d in range(10))
+CLASS_NAMES = {"cifar10": CIFAR10_CLASSES, "mnist": MNIST_CLASSES}
+IMAGE_MODES = ("gray28", "rgb32")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+# Where each named dataset downloads from; probed before a download so that an offline machine fails in
+# milliseconds instead of retrying for minutes.
+DOWNLOAD_HOSTS = {"cifar10": "www.cs.toronto.edu", "mnist": "storage.googleapis.com"}
+FOLDER_LAYOUT = "PATH/{Train,Test}/<label>/*.png (e.g. ../shared/data/elec576/CIFAR10)"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from and how it is prepared. Experiment configs carry the same field names."""
+
+    dataset: str = "cifar10"
+    data_dir: str | None = None  # image-folder tree; overrides the named TFDS dataset
+    tfds_data_dir: str | None = None  # defaults to $TFDS_DATA_DIR, then TFDS's own default
+    image_mode: str = "gray28"
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    limit: int | None = None  # train on the first `limit` training examples (smoke runs)
+
+    @classmethod
+    def from_config(cls, config) -> "DataConfig":
+        """Picks this class's fields out of an experiment config with the same field names."""
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    images: np.ndarray  # [n, height, width, channels] float32 in [0, 1]
+    labels: np.ndarray  # [n] int32
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    train: Split
+    val: Split
+    test: Split
+    class_names: tuple[str, ...]
+    source: str  # human-readable description, recorded in metrics.json
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])
+
+
+def load_dataset(config: DataConfig) -> Dataset:
+    """Loads, preprocesses and splits the data that `config` describes."""
+    if config.image_mode not in IMAGE_MODES:
+        raise DataError(f"unknown image mode {config.image_mode!r}; choose one of {', '.join(IMAGE_MODES)}")
+    if not 0.0 <= config.val_fraction < 1.0:
+        raise DataError(f"val_fraction must be in [0, 1), got {config.val_fraction}")
+    if config.data_dir:
+        raw, source = read_image_folder(config.data_dir), f"image folder {os.path.abspath(config.data_dir)}"
+    else:
+        raw, source = read_tfds(config.dataset, config.tfds_data_dir), f"tfds:{config.dataset}"
+    (x_train, y_train), (x_test, y_test) = raw["train"], raw["test"]
+    x_train, x_test = to_image_mode(x_train, config.image_mode), to_image_mode(x_test, config.image_mode)
+    train_idx, val_idx = stratified_holdout(y_train, config.val_fraction, config.split_seed)
+    # A seeded shuffle of the training order, so that `limit` takes a class-mixed subset even from a
+    # folder whose file order groups the classes.
+    train_idx = np.random.default_rng([config.split_seed, 1]).permutation(train_idx)
+    if config.limit is not None:
+        if config.limit <= 0:
+            raise DataError(f"--limit must be positive, got {config.limit}")
+        train_idx = train_idx[: config.limit]
+    names = CLASS_NAMES.get(config.dataset, tuple(str(i) for i in range(int(y_train.max()) + 1)))
+    return Dataset(
+        train=Split(x_train[train_idx], y_train[train_idx]),
+        val=Split(x_train[val_idx], y_train[val_idx]),
+        test=Split(x_test, y_test),
+        class_names=names,
+        source=source,
+    )
+
+
+# ----------------------------------------------------------------------------------------------- sources
+
+
+def read_tfds(name: str, data_dir: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Reads the train and test splits of a TFDS dataset as uint8 images [n, h, w, c] and int32 labels."""
+    tfds = tf_quiet.tfds()
+    data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as e:  # unknown name and the like: TFDS raises several types
+        raise DataError(f"cannot open TFDS dataset {name!r}: {e}") from None
+    if not builder.is_prepared():
+        where = data_dir or "TFDS's default data dir (~/tensorflow_datasets)"
+        if not download_reachable(name):
+            raise DataError(
+                f"TFDS dataset {name!r} is not prepared in {where}, and it cannot be downloaded from this "
+                f"machine (no network). Either point --data-dir at an image folder in the course layout, "
+                f"{FOLDER_LAYOUT}, or point --tfds-data-dir (or TFDS_DATA_DIR) at a folder where the dataset "
+                f"is prepared (made with `tfds build {name}` on a machine with internet access)."
+            )
+        builder.download_and_prepare()
+    return {split: _tfds_split_to_numpy(builder, split) for split in ("train", "test")}
+
+
+def _tfds_split_to_numpy(builder, split: str) -> tuple[np.ndarray, np.ndarray]:
+    ds = builder.as_dataset(split=split, shuffle_files=False, as_supervised=True).batch(4096)
+    images, labels = [], []
+    for x, y in tf_quiet.tfds().as_numpy(ds):
+        images.append(x)
+        labels.append(y)
+    return np.concatenate(images).astype(np.uint8), np.concatenate(labels).astype(np.int32)
+
+
+def download_reachable(name: str, timeout: float = 3.0) -> bool:
+    """True when the dataset's download host answers; bounded even when name resolution hangs."""
+    host = DOWNLOAD_HOSTS.get(name, "storage.googleapis.com")
+    result = []
+
+    def probe():
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    return bool(result)
+
+
+def read_image_folder(root: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Reads `root/{Train,Test}/<label>/*.png` with TFDS's ImageFolder, after validating the tree.
+
+    Returns uint8 images [n, h, w, c] (c = 1 when every image is grayscale, else 3) and int32 labels, in
+    file-name order so that every run sees the same order.
+    """
+    splits = validate_image_folder(root)
+    tfds = tf_quiet.tfds()
+    builder = tfds.folder_dataset.ImageFolder(root)
+    out = {}
+    for key, split_name in splits.items():
+        ds = builder.as_dataset(split=split_name, shuffle_files=False, batch_size=-1)
+        ex = tfds.as_numpy(ds)
+        label_names = builder.info.features["label"].names
+        order = np.argsort(ex["image/filename"], kind="stable")
+        labels = np.asarray([_label_id(label_names[i]) for i in ex["label"][order]], np.int32)
+        images = ex["image"][order]
+        if images.shape[-1] == 3 and _is_gray(images):
+            images = images[..., :1]
+        out[key] = (images.astype(np.uint8), labels)
+    return out
+
+
+def validate_image_folder(root: str) -> dict[str, str]:
+    """Checks the course layout; returns {'train': name, 'test': name} of the split folders."""
+    hint = f"expected an image folder laid out as {FOLDER_LAYOUT}"
+    if not os.path.isdir(root):
+        raise DataError(f"data folder {root!r} does not exist; {hint}")
+    entries = {e.lower(): e for e in os.listdir(root) if os.path.isdir(os.path.join(root, e))}
+    missing = [s for s in ("train", "test") if s not in entries]
+    if missing:
+        raise DataError(f"data folder {root!r} has no {' or '.join(m.capitalize() for m in missing)} split "
+                        f"folder; {hint}")
+    sizes: dict[tuple, str] = {}
+    for split in ("train", "test"):
+        split_dir = os.path.join(root, entries[split])
+        labels = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
+        if not labels:
+            raise DataError(f"split folder {split_dir!r} has no label folders; {hint}")
+        bad_labels = [lab for lab in labels if not lab.isdigit()]
+        if bad_labels:
+            raise DataError(f"label folder names must be class indices 0, 1, ...; found {bad_labels[0]!r} in "
+                            f"{split_dir!r}")
+        n_images = 0
+        for label in labels:
+            for name in sorted(os.listdir(os.path.join(split_dir, label))):
+                path = os.path.join(split_dir, label, name)
+                sizes.setdefault(_image_size(path), path)
+                n_images += 1
+                if len(sizes) > 1:
+                    (s1, p1), (s2, p2) = list(sizes.items())[:2]
+                    raise DataError(f"images of different sizes: {p1} is {s1[0]}x{s1[1]} {s1[2]}, {p2} is "
+                                    f"{s2[0]}x{s2[1]} {s2[2]}; all images must have one size and colour mode")
+        if n_images == 0:
+            raise DataError(f"split folder {split_dir!r} contains no images; {hint}")
+    return {"train": entries["train"], "test": entries["test"]}
+
+
+def _image_size(path: str) -> tuple[int, int, str]:
+    from PIL import Image, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
+
+    if not path.lower().endswith(IMAGE_EXTENSIONS) or not os.path.isfile(path):
+        raise DataError(f"{path!r} is not an image file (expected {', '.join(IMAGE_EXTENSIONS)}); remove it "
+                        "from the data folder")
+    try:
+        with Image.open(path) as im:
+            im.verify()
+            return im.size[1], im.size[0], "grayscale" if im.mode in ("L", "I", "I;16", "1") else "colour"
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise DataError(f"{path!r} is not a readable image ({e.__class__.__name__}); remove or replace it") from None
+
+
+def _label_id(name: str) -> int:
+    return int(name)
+
+
+def _is_gray(images: np.ndarray) -> bool:
+    return bool(np.all(images[..., 0] == images[..., 1]) and np.all(images[..., 1] == images[..., 2]))
+
+
+# --------------------------------------------------------------------------------------------- transforms
+
+
+def to_image_mode(images: np.ndarray, mode: str) -> np.ndarray:
+    """uint8 [n, h, w, c] -> float32 in [0, 1]: 'gray28' [n, 28, 28, 1] (the course format), 'rgb32' [n, 32, 32, 3]."""
+    if mode == "gray28":
+        gray = to_grayscale_uint8(images)
+        if gray.shape[1:3] != (28, 28):
+            gray = resize_uint8(gray, (28, 28))
+        return gray.astype(np.float32) / 255.0
+    if images.shape[-1] != 3 or images.shape[1:3] != (32, 32):
+        raise DataError(f"image mode 'rgb32' needs 32x32 colour images, these are {images.shape[1]}x"
+                        f"{images.shape[2]} with {images.shape[3]} channel(s); use --image-mode gray28")
+    return images.astype(np.float32) / 255.0
+
+
+def to_grayscale_uint8(images: np.ndarray) -> np.ndarray:
+    """ITU-R 601 luma, rounded to 8 bits as PIL's convert('L') does: [n, h, w, 3|1] uint8 -> [n, h, w, 1] uint8."""
+    if images.shape[-1] == 1:
+        return images
+    luma = images[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.clip(np.round(luma), 0, 255).astype(np.uint8)[..., None]
+
+
+def resize_uint8(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Antialiased bilinear resize of uint8 [n, h, w, c], rounded back to uint8 (the course shrank CIFAR10 to 28x28)."""
+    tf = tf_quiet.tensorflow()
+    out = tf.image.resize(images.astype(np.float32), size, method="bilinear", antialias=True).numpy()
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded per-class holdout. Returns sorted (train_idx, val_idx); each class keeps `fraction` of its
+    examples in validation (at least one when the class has two or more and fraction > 0)."""
+    rng = np.random.default_rng(seed)
+    val = []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        n_val = int(round(fraction * len(idx)))
+        if fraction > 0 and n_val == 0 and len(idx) >= 2:
+            n_val = 1
+        val.append(rng.permutation(idx)[:n_val])
+    val_idx = np.sort(np.concatenate(val)) if val else np.zeros(0, np.int64)
+    train_idx = np.setdiff1d(np.arange(len(labels)), val_idx)
+    return train_idx, val_idx
+
+
+# ----------------------------------------------------------------------------------------------- batching
+
+
+def num_train_batches(n: int, batch_size: int) -> int:
+    return n // batch_size
+
+
+def train_batches(split: Split, batch_size: int, seed: int, epoch: int) -> Iterator[dict[str, np.ndarray]]:
+    """Yields {'image': [b, h, w, c], 'label': [b]} in a permutation seeded by (seed, epoch).
+
+    The short last batch is dropped (a different one each epoch), which keeps a single compiled shape and
+    batch-norm statistics over full batches.
+    """
+    if len(split) < batch_size:
+        raise DataError(f"the training split has {len(split)} examples, fewer than the batch size {batch_size}")
+    perm = np.random.default_rng([seed, epoch]).permutation(len(split))
+    for i in range(num_train_batches(len(split), batch_size)):
+        idx = perm[i * batch_size:(i + 1) * batch_size]
+        yield {"image": split.images[idx], "label": split.labels[idx]}
+
+
+def eval_batches(split: Split, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
+    """Yields every example once, in order; the last batch is zero-padded to `batch_size` and carries a
+    'mask' (1 for real examples) so that metrics count each example exactly once without recompiling."""
+    n = len(split)
+    for start in range(0, n, batch_size):
+        images, labels = split.images[start:start + batch_size], split.labels[start:start + batch_size]
+        real = len(labels)
+        pad = batch_size - real
+        if pad:
+            images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
+            labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+        mask = np.concatenate([np.ones(real, np.float32), np.zeros(pad, np.float32)])
+        yield {"image": images, "label": labels, "mask": mask}

@@ -1,0 +1,43 @@
+"""Import TensorFlow (for TFDS) without its log noise and without letting it take GPU memory from JAX."""
+import contextlib
+import functools
+import logging
+import os
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    # TensorFlow's C++ runtime writes a few lines straight to file descriptor 2 while it loads; Python-level
+    # redirection cannot catch them, so point the descriptor at /dev/null for the duration of the import.
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+@functools.lru_cache(maxsize=None)
+def tensorflow():
+    """Returns the `tensorflow` module, imported quietly and with its GPUs hidden."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    with _stderr_silenced():
+        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    # TFDS only feeds arrays to JAX: keep TensorFlow off the accelerators so it does not reserve their memory.
+    tf.config.set_visible_devices([], "GPU")
+    tf.get_logger().setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    return tf
+
+
+@functools.lru_cache(maxsize=None)
+def tfds():
+    """Returns `tensorflow_datasets`, imported after `tensorflow()`."""
+    tensorflow()
+    with _stderr_silenced():
+        import tensorflow_datasets  # pylint: disable=import-outside-toplevel
+    return tensorflow_datasets

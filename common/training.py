@@ -1,0 +1,186 @@
+"""Training-loop pieces shared by the LeNet5 and recurrent experiments.
+
+The steps are pure functions of (state, batch, rng); the loop around them only moves numpy batches in and
+summed metrics out. Metrics are kept as sums and counts on the device and normalised once per epoch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Iterator, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax.training import train_state
+from tqdm.auto import tqdm
+
+from common import data as data_lib
+from common.errors import TrainingDiverged
+
+Metrics = dict[str, jax.Array]
+
+
+class TrainState(train_state.TrainState):
+    """Flax's TrainState plus the batch-norm running statistics ({} for models without batch norm)."""
+
+    batch_stats: Any = None
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, input_shape, rng) -> TrainState:
+    """Initialises `model` on a dummy batch of `input_shape` ([batch, ...]) and wraps it with `tx`."""
+    variables = model.init({"params": rng, "dropout": rng}, jnp.zeros(input_shape, jnp.float32), train=False)
+    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                             batch_stats=variables.get("batch_stats", {}))
+
+
+def model_variables(state: TrainState) -> dict:
+    variables = {"params": state.params}
+    if state.batch_stats:
+        variables["batch_stats"] = state.batch_stats
+    return variables
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per-example softmax cross-entropy from logits: [b, classes], [b] -> [b]."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+def make_train_step(penalty_fn: Callable[[Any], jax.Array] | None = None):
+    """Returns the pure `train_step(state, batch, rng) -> (state, metrics)` for a classifier.
+
+    The objective is mean cross-entropy + `penalty_fn(params)` (L2 terms); metrics report the cross-entropy
+    alone as sums, so that train, validation and test losses are the same quantity.
+    """
+
+    def train_step(state: TrainState, batch: dict, rng: jax.Array):
+        dropout_rng = jax.random.fold_in(rng, state.step)
+
+        def loss_fn(params):
+            variables = {"params": params, "batch_stats": state.batch_stats}
+            logits, updates = state.apply_fn(variables, batch["image"], train=True,
+                                             rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
+            ce = cross_entropy(logits, batch["label"])
+            penalty = penalty_fn(params) if penalty_fn is not None else jnp.zeros(())
+            return ce.mean() + penalty, (ce, logits, updates, penalty)
+
+        grads, (ce, logits, updates, penalty) = jax.grad(loss_fn, has_aux=True)(state.params)
+        state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
+        metrics = {
+            "loss_sum": ce.sum(),
+            "correct": jnp.sum(jnp.argmax(logits, -1) == batch["label"]),
+            "count": jnp.asarray(ce.shape[0], jnp.float32),
+            "penalty_sum": penalty,
+            "steps": jnp.ones(()),
+        }
+        return state, metrics
+
+    return train_step
+
+
+def eval_step(state: TrainState, batch: dict) -> Metrics:
+    """Summed loss and correct predictions over the real (mask == 1) examples of one padded batch."""
+    logits = state.apply_fn(model_variables(state), batch["image"], train=False)
+    mask = batch["mask"]
+    return {
+        "loss_sum": jnp.sum(cross_entropy(logits, batch["label"]) * mask),
+        "correct": jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * mask),
+        "count": jnp.sum(mask),
+    }
+
+
+def add_metrics(total: Metrics | None, new: Metrics) -> Metrics:
+    return new if total is None else jax.tree_util.tree_map(jnp.add, total, new)
+
+
+def summarize(total: Metrics) -> dict[str, Any]:
+    """Sums -> means, once per epoch. Works elementwise when the metrics carry a leading seed axis."""
+    total = jax.device_get(total)
+    out = {"loss": total["loss_sum"] / total["count"], "accuracy": total["correct"] / total["count"]}
+    if "penalty_sum" in total:
+        out["penalty"] = total["penalty_sum"] / total["steps"]
+    return {k: (v.tolist() if isinstance(v, np.ndarray) and v.ndim else float(v)) for k, v in out.items()}
+
+
+def evaluate(eval_fn, state, split: data_lib.Split, batch_size: int) -> dict[str, Any] | None:
+    """Mean loss and accuracy over every example of `split` (None for an empty split)."""
+    if len(split) == 0:
+        return None
+    total = None
+    for batch in data_lib.eval_batches(split, batch_size):
+        total = add_metrics(total, eval_fn(state, batch))
+    return summarize(total)
+
+
+@dataclasses.dataclass
+class EpochResult:
+    epoch: int
+    state: Any
+    row: dict[str, Any]  # one row of history.csv
+
+
+def train_epochs(
+    state,
+    train_fn,
+    eval_fn,
+    dataset: data_lib.Dataset,
+    *,
+    epochs: int,
+    batch_size: int,
+    eval_batch_size: int,
+    seeds: Sequence[int],
+    rngs: jax.Array,
+    start_epoch: int = 0,
+    desc: str = "train",
+    progress: bool = True,
+):
+    """Yields an `EpochResult` after each epoch: trains on a permutation seeded by (seed, epoch), then
+    evaluates the train (in eval mode), validation and test splits.
+
+    With one seed, `train_fn(state, batch, rng)` and `eval_fn(state, batch)` are the jitted steps and `rngs`
+    one key. With several, they are vmapped over a leading model axis: each model gets its own batches (its
+    own seed's permutation, stacked) and key, so model i follows exactly the run it would have alone with
+    seed `seeds[i]`; the metrics in each row are then lists, one entry per model.
+
+    Raises TrainingDiverged when the epoch's training loss is not finite.
+    """
+    n_batches = data_lib.num_train_batches(len(dataset.train), batch_size)
+    for epoch in range(start_epoch + 1, epochs + 1):
+        total, t0 = None, time.perf_counter()
+        bar = tqdm(_batches_for_models(dataset.train, batch_size, seeds, epoch), total=n_batches,
+                   desc=f"{desc} epoch {epoch}/{epochs}", disable=not progress, leave=False, unit="batch",
+                   dynamic_ncols=True)
+        for i, batch in enumerate(bar):
+            state, metrics = train_fn(state, batch, rngs)
+            total = add_metrics(total, metrics)
+            if progress and (i % 20 == 19 or i == n_batches - 1):
+                # Reading the loss syncs with the device, so do it only every few steps.
+                loss = np.mean(np.asarray(total["loss_sum"]) / np.asarray(total["count"]))
+                bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{(i + 1) * batch_size / (time.perf_counter() - t0):.0f}")
+        jax.block_until_ready(state)
+        train_seconds = time.perf_counter() - t0
+        running = summarize(total)
+        if not np.all(np.isfinite(running["loss"])):
+            raise TrainingDiverged(f"the training loss became {running['loss']} in epoch {epoch}; stopping "
+                                   "(lower --lr?). Earlier results and the last good epoch's checkpoint are kept.")
+        row = {"epoch": epoch, "train_running_loss": running["loss"], "train_running_accuracy": running["accuracy"],
+               "l2_penalty": running["penalty"]}
+        for name, split in (("train", dataset.train), ("val", dataset.val), ("test", dataset.test)):
+            result = evaluate(eval_fn, state, split, eval_batch_size)
+            row[f"{name}_loss"] = None if result is None else result["loss"]
+            row[f"{name}_accuracy"] = None if result is None else result["accuracy"]
+        row["train_seconds"] = train_seconds
+        row["epoch_seconds"] = time.perf_counter() - t0
+        row["train_images_per_sec"] = n_batches * batch_size * len(seeds) / train_seconds
+        yield EpochResult(epoch, state, row)
+
+
+def _batches_for_models(split, batch_size: int, seeds: Sequence[int], epoch: int) -> Iterator[dict]:
+    if len(seeds) == 1:
+        yield from data_lib.train_batches(split, batch_size, seeds[0], epoch)
+        return
+    streams = [data_lib.train_batches(split, batch_size, s, epoch) for s in seeds]
+    for batches in zip(*streams):
+        yield {k: np.stack([b[k] for b in batches]) for k in batches[0]}

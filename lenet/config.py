@@ -1,0 +1,58 @@
+"""The one source of LeNet5 hyperparameters; the defaults are the report's (Part 1b)."""
+from __future__ import annotations
+
+import dataclasses
+
+from common.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class LeNetConfig:
+    # data (field names shared with common.data.DataConfig)
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    tfds_data_dir: str | None = None
+    image_mode: str = "gray28"  # the course format; 'rgb32' keeps CIFAR10's 32x32 colour
+    val_fraction: float = 0.1  # the report held out 10% of the training data
+    split_seed: int = 0
+    limit: int | None = None
+    # model
+    features: tuple[int, ...] = (32, 64)
+    hidden: int = 1024
+    dropout_rate: float = 0.8  # fraction dropped on fc1 (Keras Dropout(0.8))
+    bias_init: float = 0.1  # "bias initialization to a positive constant"
+    use_batchnorm: bool = True
+    # optimisation
+    lr: float = 1.7e-4
+    batch_size: int = 50
+    epochs: int = 25
+    conv_l2: float = 0.01  # Keras l2(): weight * sum of squares of each conv kernel
+    fc_l2: float = 0.005  # ... and of the fc1 kernel
+    seed: int = 0
+    eval_batch_size: int = 500
+    filter_epochs: tuple[int, ...] = (0, 1, 2, 5, 10, 25)  # conv1 kernels saved after these epochs
+
+    def validate(self) -> "LeNetConfig":
+        checks = [
+            (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
+            (self.eval_batch_size >= 1, f"eval batch size must be at least 1, got {self.eval_batch_size}"),
+            (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
+            (0 <= self.dropout_rate < 1, f"dropout rate must be in [0, 1), got {self.dropout_rate}"),
+            (self.conv_l2 >= 0 and self.fc_l2 >= 0, "L2 weights must be non-negative"),
+            (self.limit is None or self.limit >= 1, f"--limit must be positive, got {self.limit}"),
+            (0 <= self.val_fraction < 1, f"validation fraction must be in [0, 1), got {self.val_fraction}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LeNetConfig":
+        names = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
+        return cls(**kwargs)

@@ -1,0 +1,64 @@
+"""LeNet5 as in the report: two 5x5 conv layers with batch norm before 2x2 max-pooling, fc 1024, dropout."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """Non-overlapping 2x2 max-pool, [b, h, w, c] -> [b, h/2, w/2, c] (h, w even).
+
+    Written as reshape + max rather than `nn.max_pool`: the values are identical, and XLA's CPU backend
+    differentiates a reduction much faster than `reduce_window`. Ties share the gradient equally; after a
+    ReLU such ties are zeros whose gradient the ReLU discards anyway.
+    """
+    b, h, w, c = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+class LeNet5(nn.Module):
+    """conv5x5(32)+ReLU -> BN -> pool -> conv5x5(64)+ReLU -> BN -> pool -> fc1024+ReLU -> dropout -> fc10.
+
+    Sows each conv layer's activations into the 'intermediates' collection as `conv{i}` (after ReLU, before
+    batch norm: the report's Figure 3), `conv{i}_bn` (after batch norm) and `conv{i}_pool`.
+    """
+
+    num_classes: int = 10
+    features: Sequence[int] = (32, 64)
+    hidden: int = 1024
+    dropout_rate: float = 0.8
+    bias_init: float = 0.1
+    use_batchnorm: bool = True
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        """x: [batch, height, width, channels] in [0, 1] -> logits [batch, num_classes]."""
+        kernel_init, bias_init = nn.initializers.glorot_normal(), nn.initializers.constant(self.bias_init)
+        for i, features in enumerate(self.features, start=1):
+            x = nn.Conv(features, (5, 5), padding="SAME", kernel_init=kernel_init, bias_init=bias_init,
+                        name=f"conv{i}")(x)
+            x = nn.relu(x)
+            self.sow("intermediates", f"conv{i}", x)
+            if self.use_batchnorm:
+                # Keras defaults (momentum 0.99, epsilon 1e-3), as the report's model used.
+                x = nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=1e-3, name=f"bn{i}")(x)
+                self.sow("intermediates", f"conv{i}_bn", x)
+            x = max_pool_2x2(x)
+            self.sow("intermediates", f"conv{i}_pool", x)
+        x = x.reshape(x.shape[0], -1)
+        x = nn.relu(nn.Dense(self.hidden, kernel_init=kernel_init, bias_init=bias_init, name="fc1")(x))
+        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        return nn.Dense(self.num_classes, kernel_init=kernel_init, bias_init=bias_init, name="fc2")(x)
+
+
+def l2_penalty(params, conv_l2: float, fc_l2: float) -> jax.Array:
+    """Keras `l2()` semantics: weight * sum of squares, on each conv kernel and the fc1 kernel only."""
+    conv = sum(jnp.sum(jnp.square(p["kernel"])) for name, p in params.items() if name.startswith("conv"))
+    return conv_l2 * conv + fc_l2 * jnp.sum(jnp.square(params["fc1"]["kernel"]))
+
+
+def conv_layer_names(params) -> list[str]:
+    return sorted((n for n in params if n.startswith("conv")), key=lambda n: int(n[4:]))

@@ -1,0 +1,160 @@
+"""The hand-written fused cells against Flax's reference cells, finite differences,
+and the classifier's parameter counts and shapes."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import flax.linen as nn
+from jax.test_util import check_grads
+
+from recurrent.cells import (CELLS, CELL_TYPES, GRUCell, LSTMCell, RNNCell,
+                             RNNLayer, RecurrentClassifier, param_count)
+
+BATCH, TIME, INPUTS, HIDDEN = 3, 28, 5, 7
+FLAX_CELLS = {'rnn': nn.SimpleCell, 'lstm': nn.LSTMCell, 'gru': nn.GRUCell}
+GATES = {'rnn': [''], 'lstm': ['i', 'f', 'g', 'o'], 'gru': ['r', 'z', 'n']}
+
+
+def _cat(params, names, leaf):
+    """Concatenate one leaf of several Flax Dense modules along the output axis."""
+    return jnp.concatenate([params[n][leaf] for n in names], axis=-1)
+
+
+def flax_to_fused(cell, p):
+    """Map a Flax cell's per-gate Dense parameters onto the fused layout."""
+    if cell == 'rnn':  # SimpleCell: the bias lives in the input Dense `i`
+        return {'input_kernel': p['i']['kernel'], 'recurrent_kernel': p['h']['kernel'],
+                'bias': p['i']['bias']}
+    inputs = [f'i{g}' for g in GATES[cell]]
+    recurrent = [f'h{g}' for g in GATES[cell]]
+    fused = {'input_kernel': _cat(p, inputs, 'kernel'),
+             'recurrent_kernel': _cat(p, recurrent, 'kernel')}
+    if cell == 'lstm':  # LSTMCell: biases in the recurrent Denses
+        fused['bias'] = _cat(p, recurrent, 'bias')
+    else:  # GRUCell: biases in the input Denses, plus hn's own bias
+        fused['bias'] = _cat(p, inputs, 'bias')
+        fused['recurrent_bias'] = p['hn']['bias']
+    return fused
+
+
+def _randomize(params, key, scale=0.5):
+    """Replace every leaf with noise so that zero-initialised biases are tested too."""
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree.unflatten(
+        tree, [scale * jax.random.normal(k, l.shape, l.dtype) for k, l in zip(keys, leaves)])
+
+
+def _flax_reference(cell, x):
+    """Random parameters of Flax's cell and its outputs [B, T, H] under nn.RNN."""
+    rnn = nn.RNN(FLAX_CELLS[cell](HIDDEN))
+    params = _randomize(rnn.init(jax.random.key(0), x)['params'], jax.random.key(1))
+    return params['cell'], rnn.apply({'params': params}, x)
+
+
+@pytest.fixture(scope='module')
+def sequence():
+    return jax.random.normal(jax.random.key(42), (BATCH, TIME, INPUTS))
+
+
+@pytest.mark.parametrize('cell', CELL_TYPES)
+def test_layer_matches_flax(cell, sequence):
+    flax_params, expected = _flax_reference(cell, sequence)
+    fused = {'params': flax_to_fused(cell, flax_params)}
+    outputs = RNNLayer(cell, HIDDEN, return_sequences=True).apply(fused, sequence)
+    last = RNNLayer(cell, HIDDEN).apply(fused, sequence)
+    np.testing.assert_allclose(outputs, expected, atol=1e-5)
+    np.testing.assert_allclose(last, expected[:, -1], atol=1e-5)
+
+
+@pytest.mark.parametrize('cell', CELL_TYPES)
+def test_single_step_cell_matches_flax(cell, sequence):
+    flax_params, expected = _flax_reference(cell, sequence)
+    module = CELLS[cell](HIDDEN)
+    fused = {'params': flax_to_fused(cell, flax_params)}
+    step = jax.jit(lambda carry, x: module.apply(fused, carry, x))
+    carry = module.initialize_carry((BATCH,))
+    for t in range(TIME):
+        carry, h = step(carry, sequence[:, t])
+        np.testing.assert_allclose(h, expected[:, t], atol=1e-5)
+
+
+@pytest.mark.parametrize('cell', CELL_TYPES)
+def test_init_matches_flax(cell, sequence):
+    """Same shapes after mapping, zero biases, one orthogonal block per gate."""
+    flax_init = nn.RNN(FLAX_CELLS[cell](HIDDEN)).init(jax.random.key(0), sequence)
+    ours = RNNLayer(cell, HIDDEN).init(jax.random.key(0), sequence)['params']
+    mapped = flax_to_fused(cell, flax_init['params']['cell'])
+    assert jax.tree.map(jnp.shape, ours) == jax.tree.map(jnp.shape, mapped)
+    for name in ('bias', 'recurrent_bias'):
+        if name in ours:
+            np.testing.assert_array_equal(ours[name], 0.0)
+    for block in jnp.split(ours['recurrent_kernel'], len(GATES[cell]), axis=-1):
+        np.testing.assert_allclose(block.T @ block, jnp.eye(HIDDEN), atol=1e-5)
+
+
+@pytest.mark.parametrize('cell', CELL_TYPES)
+def test_gradients_match_finite_differences(cell):
+    """Reverse-mode gradients through lax.scan, checked in float64."""
+    with jax.enable_x64(True):
+        x = jax.random.normal(jax.random.key(0), (2, 4, 3), jnp.float64)
+        layer = RNNLayer(cell, 4, return_sequences=True, param_dtype=jnp.float64)
+        params = _randomize(layer.init(jax.random.key(1), x)['params'], jax.random.key(2))
+        apply = lambda p, x: layer.apply({'params': p}, x)
+        check_grads(apply, (params, x), order=1, modes=['rev'], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('cell', CELL_TYPES)
+def test_gradients_match_flax(cell, sequence):
+    flax_params, _ = _flax_reference(cell, sequence)
+    flax_rnn = nn.RNN(FLAX_CELLS[cell](HIDDEN))
+    flax_loss = lambda p: jnp.sum(flax_rnn.apply({'params': {'cell': p}}, sequence)[:, -1] ** 2)
+    ours_loss = lambda p: jnp.sum(RNNLayer(cell, HIDDEN).apply({'params': p}, sequence) ** 2)
+    expected = flax_to_fused(cell, jax.grad(flax_loss)(flax_params))
+    got = jax.grad(ours_loss)(flax_to_fused(cell, flax_params))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), got, expected)
+
+
+def _count(tree):
+    return sum(leaf.size for leaf in jax.tree.leaves(tree))
+
+
+@pytest.mark.parametrize('cell', CELL_TYPES)
+def test_classifier_parameter_counts(cell):
+    h, inputs, classes = 64, 28, 10
+    per_gate = inputs * h + h * h + h  # input kernel, recurrent kernel, bias
+    recurrent = {'rnn': per_gate, 'lstm': 4 * per_gate, 'gru': 3 * per_gate + h}[cell]
+    by_hand = recurrent + 2 * h + h * classes + classes  # + BatchNorm scale/bias + head
+    variables = RecurrentClassifier(cell, h).init(
+        jax.random.key(0), jnp.zeros((1, 28, 28, 1)), train=False)
+    flax_cell = nn.RNN(FLAX_CELLS[cell](h)).init(jax.random.key(0), jnp.zeros((1, 28, inputs)))
+    assert _count(variables['params']) == by_hand == param_count(cell, h)
+    assert _count(variables['params']['rnn']) == recurrent == _count(flax_cell)
+    assert by_hand == {'rnn': 6730, 'lstm': 24586, 'gru': 18698}[cell]
+
+
+@pytest.mark.parametrize('cell', CELL_TYPES)
+def test_classifier_shapes_and_batch_stats(cell):
+    model = RecurrentClassifier(cell, hidden=16)
+    images = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
+    variables = model.init(jax.random.key(1), images, train=False)
+    stats = variables['batch_stats']['bn']
+    assert stats['mean'].shape == stats['var'].shape == (16,)
+
+    logits, updates = model.apply(variables, images, train=True, mutable=['batch_stats'],
+                                  rngs={'dropout': jax.random.key(2)})
+    assert logits.shape == (4, 10)
+    assert not np.allclose(updates['batch_stats']['bn']['mean'], stats['mean'])
+
+    eval_logits = model.apply({**variables, **updates}, images[..., 0], train=False)
+    assert eval_logits.shape == (4, 10) and np.isfinite(eval_logits).all()
+
+
+def test_unknown_cell_is_rejected():
+    with pytest.raises(ValueError, match='cell must be one of'):
+        RNNLayer('transformer', 4).init(jax.random.key(0), jnp.zeros((1, 2, 3)))
+
+
+def test_cell_classes_are_exported():
+    assert (CELLS['rnn'], CELLS['lstm'], CELLS['gru']) == (RNNCell, LSTMCell, GRUCell)
