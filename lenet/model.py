@@ -22,7 +22,7 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
 class LeNet5(nn.Module):
     """conv5x5(32)+ReLU -> BN -> pool -> conv5x5(64)+ReLU -> BN -> pool -> fc1024+ReLU -> dropout -> fc10.
 
-    Sows each conv layer's activations into the 'intermediates' collection as `conv{i}` (after ReLU, before
+    Sows each conv layer's activations into the 'intermediates' collection as `conv{i}_pre_bn` (after ReLU, before
     batch norm: the report's Figure 3), `conv{i}_bn` (after batch norm) and `conv{i}_pool`.
     """
 
@@ -41,7 +41,7 @@ class LeNet5(nn.Module):
             x = nn.Conv(features, (5, 5), padding="SAME", kernel_init=kernel_init, bias_init=bias_init,
                         name=f"conv{i}")(x)
             x = nn.relu(x)
-            self.sow("intermediates", f"conv{i}", x)
+            self.sow("intermediates", f"conv{i}_pre_bn", x)
             if self.use_batchnorm:
                 # Keras defaults (momentum 0.99, epsilon 1e-3), as the report's model used.
                 x = nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=1e-3, name=f"bn{i}")(x)

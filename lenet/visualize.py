@@ -1,0 +1,382 @@
+"""`python run.py --task visualize`: inside the trained LeNet5 (report Part 1c, Figures 2-3).
+
+Loads the checkpoint that `--task lenet` wrote and writes into `--out` (default results/visualize):
+  fig2_conv1_filters.png          the conv1 kernels
+  fig3_activations.png            conv activations before and after batch norm over the test split
+  activation_stats.json           per network, layer and stage: mean, std, zeros, skewness, excess kurtosis,
+                                  KS distance to the fitted normal (+ the histograms); printed as a table
+  fig_feature_maps.png            conv1 and conv2 maps of one seeded test image per class
+  fig_filters_over_training.png   conv1 kernels after the epochs `--task lenet` saved (when it saved them)
+  fig_batchnorm_comparison.png    with --compare-batchnorm: pre-pooling distributions with and without BN
+
+The statistics come from one jitted pass over the test split that reduces each batch to per-channel
+central-moment sums and a fixed-bin histogram (common.stats); only those small summaries leave the device,
+so the activations of the whole split are never held at once. The histogram range comes from a cheaper
+min/max pass before it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from common import checkpoint as ckpt
+from common import data as data_lib
+from common import stats, viz_plots
+from common.cli import config_from_args, default_out
+from common.errors import CheckpointError, DataError, UserError
+from common.outputs import RunDir, write_json
+from lenet.config import LeNetConfig
+from lenet.train import FILTER_HISTORY, create_model, train_and_evaluate
+
+DEFAULT_CHECKPOINT = os.path.join("results", "lenet")
+NOBN_SUFFIX = "_nobn"
+BINS = 512  # histogram bins per layer and stage; the KS bounds are within about one bin's mass
+FEATURE_MAP_SEED = 0  # which test image of each class is shown
+# Suffix of the sown intermediates (lenet.model) -> stage key in the statistics, label in figures. Checked
+# in this order ('_pre_bn' before '_bn'); a bare 'conv{i}' is the pre-BN stage too.
+STAGES = (("_pre_bn", "pre_bn", "after ReLU, before batch norm"),
+          ("_bn", "post_bn", "after batch norm"),
+          ("_pool", "post_pool", "after max-pool"))
+STAGE_LABEL = {key: label for _, key, label in STAGES}
+STAGE_ORDER = {key: i for i, (_, key, _) in enumerate(STAGES)}
+
+FIG_FILTERS = "fig2_conv1_filters.png"
+FIG_ACTIVATIONS = "fig3_activations.png"
+FIG_FEATURE_MAPS = "fig_feature_maps.png"
+FIG_FILTER_HISTORY = "fig_filters_over_training.png"
+FIG_BN_COMPARISON = "fig_batchnorm_comparison.png"
+STATS_JSON = "activation_stats.json"
+
+
+@dataclasses.dataclass
+class Network:
+    """A trained LeNet5 ready to run: its config, variables, and where it came from."""
+
+    key: str  # 'batchnorm' or 'no_batchnorm' in activation_stats.json
+    label: str  # for titles and the table
+    config: LeNetConfig
+    variables: dict
+    source: str  # the checkpoint folder given (the --task lenet output folder)
+    run_info: dict
+
+    @property
+    def model(self):
+        return create_model(self.config, len(self.run_info.get("class_names") or range(10)))
+
+
+# ------------------------------------------------------------------------------------------------ entry
+
+
+def run(args) -> int:
+    out = default_out(args)
+    checkpoint = (args.checkpoint or DEFAULT_CHECKPOINT).rstrip("/") or "/"
+    main_net = _load_or_train(checkpoint, args, train_if_missing=args.train_if_missing)
+    dataset = data_lib.load_dataset(data_lib.DataConfig.from_config(main_net.config))
+    _check_fits(main_net, dataset)
+    networks = [main_net]
+    if args.compare_batchnorm:
+        networks.append(_load_or_train_nobn(main_net, checkpoint + NOBN_SUFFIX, dataset, args))
+
+    rundir = RunDir(out)
+    rundir.open(keep_partial=False)
+    batch_size = main_net.config.eval_batch_size
+    results = {net.key: activation_statistics(net, dataset.test, batch_size) for net in networks}
+    report = stats_report(networks, results, dataset)
+    write_json(rundir.path(STATS_JSON), report)
+    print(format_table(report["table"]))
+
+    write_figures(rundir, networks, results, dataset, checkpoint)
+    final = rundir.commit()
+    print(f"visualize: figures and {STATS_JSON} in {final}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+
+
+def how_to_make(checkpoint: str, args, use_batchnorm: bool = True) -> str:
+    data = f" --data-dir {args.data_dir}" if getattr(args, "data_dir", None) else ""
+    nobn = "" if use_batchnorm else " --no-batchnorm"
+    return (f"python run.py --task lenet{nobn}{data} --out {checkpoint}` (or add --train-if-missing to "
+            f"`python run.py --task visualize")
+
+
+def _load_or_train(checkpoint: str, args, train_if_missing: bool) -> Network:
+    if train_if_missing and not os.path.isdir(ckpt.resolve_checkpoint_dir(checkpoint)):
+        config = config_from_args(LeNetConfig, args).validate()
+        print(f"no checkpoint at {checkpoint}; training LeNet5 there first (--train-if-missing)", file=sys.stderr)
+        train_and_evaluate(config, checkpoint, progress=args.progress)
+    net = load_network(checkpoint, how_to_make(checkpoint, args))
+    return dataclasses.replace(net, config=_with_data_overrides(net.config, args))
+
+
+def _load_or_train_nobn(main_net: Network, path: str, dataset: data_lib.Dataset, args) -> Network:
+    if not main_net.config.use_batchnorm:
+        raise UserError(f"--compare-batchnorm compares with a network without batch norm, but the checkpoint "
+                        f"{main_net.source!r} has none already; give a checkpoint trained with batch norm")
+    if not os.path.isdir(ckpt.resolve_checkpoint_dir(path)):
+        config = dataclasses.replace(main_net.config, use_batchnorm=False)
+        print(f"training LeNet5 without batch norm into {path} (same settings as {main_net.source}; "
+              f"{config.epochs} epochs)", file=sys.stderr)
+        train_and_evaluate(config, path, dataset=dataset, progress=args.progress)
+    net = load_network(path, how_to_make(path, args, use_batchnorm=False))
+    if net.config.use_batchnorm:
+        raise CheckpointError(f"{path!r} should hold LeNet5 without batch norm, but its config has "
+                              f"use_batchnorm=true; remove it or move it away")
+    return dataclasses.replace(net, config=_with_data_overrides(net.config, args))
+
+
+def load_network(path: str, make_hint: str) -> Network:
+    """Reads a `--task lenet` checkpoint; every way it can be unusable is a CheckpointError."""
+    run_info, variables = ckpt.load_checkpoint(path, make_hint)
+    where = ckpt.resolve_checkpoint_dir(path)
+    if run_info.get("task") != "lenet" or not isinstance(run_info.get("config"), dict):
+        raise CheckpointError(f"{where!r} is not a LeNet5 checkpoint (task {run_info.get('task')!r}); make one "
+                              f"with `{make_hint}`")
+    try:
+        config = LeNetConfig.from_dict(run_info["config"])
+    except TypeError as e:
+        raise CheckpointError(f"the config in {where!r} does not describe a LeNet5: {e}") from None
+    bn = config.use_batchnorm
+    if bn and "batch_stats" not in variables:
+        raise CheckpointError(f"{where!r} says it uses batch norm but holds no batch-norm statistics")
+    key, label = ("batchnorm", "LeNet5 with batch norm") if bn else ("no_batchnorm", "LeNet5 without batch norm")
+    return Network(key=key, label=label, config=config, variables=variables, source=path, run_info=run_info)
+
+
+def _with_data_overrides(config: LeNetConfig, args) -> LeNetConfig:
+    """The checkpoint's data settings, except where --data-dir / --tfds-data-dir point elsewhere."""
+    mode = getattr(args, "image_mode", None)
+    if mode is not None and mode != config.image_mode:
+        raise UserError(f"the checkpoint was trained on {config.image_mode} images; --image-mode {mode} cannot "
+                        "be used with it (leave the flag out)")
+    changes = {k: getattr(args, k) for k in ("data_dir", "tfds_data_dir") if getattr(args, k, None)}
+    if changes.get("data_dir") is None and changes.get("tfds_data_dir") and config.data_dir:
+        changes["data_dir"] = None  # a TFDS location given explicitly replaces the recorded image folder
+    config = dataclasses.replace(config, **changes)
+    if config.data_dir and not os.path.isdir(config.data_dir):
+        raise DataError(f"the checkpoint's data folder {config.data_dir!r} (recorded relative to where it was "
+                        "trained) does not exist here; point --data-dir at the same data")
+    return config
+
+
+def _check_fits(net: Network, dataset: data_lib.Dataset) -> None:
+    """Runs the model once on one test image, so a model/data mismatch is one clear message."""
+    try:
+        net.model.apply(net.variables, jnp.asarray(dataset.test.images[:1]), train=False)
+    except Exception as e:  # flax raises several shape/scope errors; all mean the same here
+        raise CheckpointError(f"the checkpoint {net.source!r} does not fit the data (images "
+                              f"{dataset.image_shape}): {e.__class__.__name__}: {str(e)[:160]}") from None
+
+
+# ---------------------------------------------------------------------------------------------- stats
+
+
+def _intermediates(model, variables, images: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """images [b, h, w, c] -> (logits [b, classes], {sown name: activation [b, h', w', channels]})."""
+    logits, state = model.apply(variables, images, train=False, mutable=["intermediates"])
+    return logits, {name: values[0] for name, values in state["intermediates"].items()}
+
+
+def activation_statistics(net: Network, split: data_lib.Split, batch_size: int, bins: int = BINS) -> dict:
+    """Statistics of every sown activation over `split`:
+    {'accuracy': float, 'layers': {layer: {stage: StreamingStats.result()}}}.
+
+    Two jitted passes over padded batches of `batch_size` (one compiled shape each): min/max, then
+    moments + histograms over that range. Per-batch results stay on the device until the end, so the
+    host never stalls the device mid-pass.
+    """
+    model = net.model
+
+    @jax.jit
+    def range_step(variables, batch):
+        _, acts = _intermediates(model, variables, batch["image"])
+        return {name: stats.batch_min_max(x, batch["mask"]) for name, x in acts.items()}
+
+    @jax.jit
+    def stats_step(variables, batch, ranges):
+        logits, acts = _intermediates(model, variables, batch["image"])
+        out = {name: (stats.batch_moments(x, batch["mask"]),
+                      stats.batch_histogram(x, ranges[name][0], ranges[name][1], bins, batch["mask"]))
+               for name, x in acts.items()}
+        correct = jnp.sum((jnp.argmax(logits, -1) == batch["label"]) * batch["mask"])
+        return out, correct
+
+    parts = [range_step(net.variables, b) for b in data_lib.eval_batches(split, batch_size)]
+    parts = jax.device_get(parts)
+    ranges = {name: stats.histogram_edges(min(p[name][0] for p in parts), max(p[name][1] for p in parts), bins)[:2]
+              for name in parts[0]}
+    accumulators = {name: stats.StreamingStats(lo, hi, bins) for name, (lo, hi) in ranges.items()}
+    dev_ranges = {name: (jnp.float32(lo), jnp.float32(hi)) for name, (lo, hi) in ranges.items()}
+    correct = []
+    for batch in data_lib.eval_batches(split, batch_size):
+        out, c = stats_step(net.variables, batch, dev_ranges)
+        for name, (summary, hist) in out.items():
+            accumulators[name].add(summary, hist)
+        correct.append(c)
+    layers: dict[str, dict[str, dict]] = {}
+    for name in sorted(accumulators, key=lambda n: (layer_order(split_name(n)[0]), STAGE_ORDER[split_name(n)[1]])):
+        layer, stage = split_name(name)
+        layers.setdefault(layer, {})[stage] = accumulators[name].result()
+    return {"accuracy": float(np.sum(jax.device_get(correct))) / len(split), "layers": layers}
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """Sown name -> (layer, stage): 'conv2_bn' -> ('conv2', 'post_bn'), 'conv1_pre_bn' -> ('conv1', 'pre_bn')."""
+    for suffix, key, _ in STAGES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)], key
+    return name, "pre_bn"
+
+
+def layer_order(layer: str) -> tuple[int, str]:
+    """Sort key: conv2 before conv10."""
+    digits = "".join(ch for ch in layer if ch.isdigit())
+    return (int(digits) if digits else 0, layer)
+
+
+def stats_report(networks: list[Network], results: dict[str, dict], dataset: data_lib.Dataset) -> dict:
+    """The content of activation_stats.json: nested per network/layer/stage, plus a flat table."""
+    nets, table = {}, []
+    for net in networks:
+        res = results[net.key]
+        for layer, stages in res["layers"].items():
+            for stage, st in stages.items():
+                table.append({"network": net.key, "layer": layer, "stage": stage,
+                              **{k: v for k, v in st.items() if k != "histogram"}})
+        nets[net.key] = {"label": net.label, "checkpoint": os.path.abspath(net.source),
+                         "test_accuracy": res["accuracy"], "layers": res["layers"]}
+    return {
+        "description": "Activations of every test image, per conv layer and stage. pre_bn: after ReLU, before "
+                       "batch norm (for the network without batch norm: after ReLU); post_bn: after batch norm; "
+                       "post_pool: after 2x2 max-pooling. Skewness and excess kurtosis are population "
+                       "estimators over all values of the layer (channels pooled); channel_median_* is the "
+                       "median over channels of each channel's own value. ks_normal is the Kolmogorov-Smirnov "
+                       "distance to N(mean, std) from a 512-bin histogram (a lower bound; ks_normal_upper "
+                       "bounds it from above).",
+        "split": "test", "test_images": len(dataset.test), "data_source": dataset.source, "bins": BINS,
+        "networks": nets,
+        "table": table,
+    }
+
+
+TABLE_COLUMNS = (("network", "network", "{}"), ("layer", "layer", "{}"), ("stage", "stage", "{}"),
+                 ("mean", "mean", "{:.3f}"), ("std", "std", "{:.3f}"), ("zeros", "zero_fraction", "{:.1%}"),
+                 ("skew", "skewness", "{:.2f}"), ("ex.kurt", "excess_kurtosis", "{:.2f}"),
+                 ("KS", "ks_normal", "{:.3f}"), ("ch.skew", "channel_median_skewness", "{:.2f}"),
+                 ("ch.kurt", "channel_median_excess_kurtosis", "{:.2f}"))
+
+
+def format_table(rows: list[dict]) -> str:
+    """The statistics as an aligned text table (ch.* = median over channels of per-channel values)."""
+    cells = [[h for h, _, _ in TABLE_COLUMNS]]
+    for r in rows:
+        cells.append([("n/a" if r.get(k) is None else fmt.format(r[k])) for _, k, fmt in TABLE_COLUMNS])
+    widths = [max(len(row[i]) for row in cells) for i in range(len(TABLE_COLUMNS))]
+    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in cells]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------- figures
+
+
+def write_figures(rundir: RunDir, networks: list[Network], results: dict, dataset: data_lib.Dataset,
+                  checkpoint: str) -> None:
+    main_net = networks[0]
+    res = results[main_net.key]
+    where = _describe_source(main_net, dataset)
+    kernel = np.asarray(main_net.variables["params"]["conv1"]["kernel"])
+    viz_plots.plot_filter_grid(kernel, rundir.path(FIG_FILTERS),
+                               f"Figure 2: the {kernel.shape[-1]} conv1 filters of {main_net.label} ({where})")
+
+    layers = res["layers"]
+    panels = [(f"{layer}: {STAGE_LABEL[stage]}", layers[layer][stage])
+              for layer in layers for stage in ("pre_bn", "post_bn") if stage in layers[layer]]
+    viz_plots.plot_activation_histograms(
+        panels, rundir.path(FIG_ACTIVATIONS),
+        f"Figure 3: activations of {main_net.label} over all {len(dataset.test)} test images ({where})\n"
+        "top: density (linear), bottom: density (log scale); dashed: normal with the same mean and std",
+        colors_=["tab:blue", "tab:orange"] * len(layers) if main_net.config.use_batchnorm else None)
+
+    plot_feature_maps(main_net, dataset, rundir.path(FIG_FEATURE_MAPS), where)
+
+    history = load_filter_history(checkpoint)
+    if history:
+        viz_plots.plot_filters_over_training(
+            history, rundir.path(FIG_FILTER_HISTORY),
+            f"conv1 filters of {main_net.label} during training ({where}), one strip per filter")
+    else:
+        print(f"no {FILTER_HISTORY} beside the checkpoint {checkpoint}: skipping {FIG_FILTER_HISTORY}",
+              file=sys.stderr)
+
+    if len(networks) > 1:
+        other = networks[1]
+        other_layers = results[other.key]["layers"]
+        grid = [[(f"{layer}, with BN: {STAGE_LABEL['pre_bn']}", layers[layer].get("pre_bn")),
+                 (f"{layer}, with BN: after batch norm (pooled next)", layers[layer].get("post_bn")),
+                 (f"{layer}, without BN: after ReLU (pooled next)", other_layers.get(layer, {}).get("pre_bn"))]
+                for layer in layers]
+        viz_plots.plot_distribution_grid(
+            grid, rundir.path(FIG_BN_COMPARISON),
+            f"Batch norm on and off: conv activations over the test split ({where}); test accuracy "
+            f"{res['accuracy']:.3f} with BN, {results[other.key]['accuracy']:.3f} without\n"
+            "x standardised per panel, log density; dashed: N(0, 1). A normal distribution is the dashed parabola.",
+            column_colors=["tab:blue", "tab:orange", "tab:green"])
+
+
+def _describe_source(net: Network, dataset: data_lib.Dataset) -> str:
+    c = net.config
+    name = os.path.basename(os.path.normpath(c.data_dir)) if c.data_dir else c.dataset.upper()
+    return f"{name}, {c.image_mode}, {c.epochs} epochs"
+
+
+def pick_one_per_class(labels: np.ndarray, seed: int = FEATURE_MAP_SEED) -> list[int]:
+    """One index per class present in `labels`, chosen with a seeded generator (same picks every run)."""
+    rng = np.random.default_rng(seed)
+    return [int(rng.choice(np.flatnonzero(labels == c))) for c in np.unique(labels)]
+
+
+def plot_feature_maps(net: Network, dataset: data_lib.Dataset, path: str, where: str) -> str:
+    idx = pick_one_per_class(dataset.test.labels)
+    images = dataset.test.images[idx]
+    logits, acts = jax.jit(lambda v, x: _intermediates(net.model, v, x))(net.variables, jnp.asarray(images))
+    probs = np.asarray(jax.nn.softmax(logits, -1))
+    names = dataset.class_names
+    row_labels = []
+    for k, i in enumerate(idx):
+        true, pred = int(dataset.test.labels[i]), int(np.argmax(probs[k]))
+        mark = "" if pred == true else " x"
+        row_labels.append(f"{names[true]}\n(#{i})\npred: {names[pred]}{mark}\np={probs[k, pred]:.2f}")
+    layer_maps = []
+    for name in sorted((n for n in acts if split_name(n)[1] == "pre_bn"), key=lambda n: layer_order(split_name(n)[0])):
+        layer, maps = split_name(name)[0], np.asarray(acts[name])
+        channels = maps.shape[-1]
+        layer_maps.append((f"{layer}: {channels} maps, {maps.shape[1]}x{maps.shape[2]}, after ReLU", maps,
+                           4 if channels > 16 else 2))
+    return viz_plots.plot_feature_maps(
+        images, row_labels, layer_maps, path,
+        f"Feature maps of {net.label} ({where}): one test image per class (seed {FEATURE_MAP_SEED})")
+
+
+def load_filter_history(checkpoint: str) -> dict[int, np.ndarray]:
+    """{epoch: conv1 kernel} from the npz `--task lenet` writes beside its checkpoint ({} when absent)."""
+    folder = ckpt.resolve_checkpoint_dir(checkpoint)
+    candidates = [os.path.join(checkpoint, FILTER_HISTORY), os.path.join(os.path.dirname(folder), FILTER_HISTORY)]
+    for path in candidates:
+        if os.path.isfile(path):
+            try:
+                with np.load(path) as f:
+                    return {int(k.split("_", 1)[1]): np.asarray(f[k]) for k in f.files if k.startswith("epoch_")}
+            except (OSError, ValueError) as e:
+                print(f"cannot read {path} ({e.__class__.__name__}); skipping {FIG_FILTER_HISTORY}", file=sys.stderr)
+                return {}
+    return {}
