@@ -1,0 +1,68 @@
+"""Timing harness for the training steps: steady-state images/sec, first-step (compile) time, peak memory."""
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import time
+
+import jax
+import numpy as np
+
+
+def peak_memory_mb() -> dict[str, float]:
+    """Peak host RSS, and the accelerator's peak bytes in use where the backend reports it."""
+    out = {"peak_host_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    stats = getattr(jax.devices()[0], "memory_stats", lambda: None)()
+    if stats and "peak_bytes_in_use" in stats:
+        out["peak_device_mb"] = stats["peak_bytes_in_use"] / 2**20
+    return out
+
+
+def time_train_step(step, state, batches, rng, *, images_per_step: int, windows: int = 5, steps_per_window: int = 20):
+    """Runs `step` once (compile + first step), then `windows` timed windows; returns a result dict.
+
+    `batches` is a list of host batches cycled through, so input transfer is part of the measured step, as it
+    is in the real training loop.
+    """
+    t0 = time.perf_counter()
+    state, metrics = step(state, batches[0], rng)
+    jax.block_until_ready(metrics)
+    first = time.perf_counter() - t0
+    for i in range(3):  # warm-up
+        state, metrics = step(state, batches[i % len(batches)], rng)
+    jax.block_until_ready(metrics)
+    rates = []
+    for w in range(windows):
+        t0 = time.perf_counter()
+        for i in range(steps_per_window):
+            state, metrics = step(state, batches[(w * steps_per_window + i) % len(batches)], rng)
+        jax.block_until_ready(metrics)
+        rates.append(steps_per_window * images_per_step / (time.perf_counter() - t0))
+    return {"train_images_per_sec": statistics.median(rates), "first_step_seconds": first,
+            "windows": [round(r, 1) for r in rates]}
+
+
+def time_eval_step(eval_fn, state, batch, *, images_per_step: int, windows: int = 5, steps_per_window: int = 10):
+    jax.block_until_ready(eval_fn(state, batch))
+    rates = []
+    for _ in range(windows):
+        t0 = time.perf_counter()
+        for _ in range(steps_per_window):
+            out = eval_fn(state, batch)
+        jax.block_until_ready(out)
+        rates.append(steps_per_window * images_per_step / (time.perf_counter() - t0))
+    return {"eval_images_per_sec": statistics.median(rates)}
+
+
+def random_batches(n: int, batch_size: int, image_shape, seed: int = 0, leading=()):
+    rng = np.random.default_rng(seed)
+    return [{"image": rng.random(leading + (batch_size,) + tuple(image_shape), dtype=np.float32),
+             "label": rng.integers(0, 10, leading + (batch_size,)).astype(np.int32)} for _ in range(n)]
+
+
+def emit(record: dict) -> None:
+    device = jax.devices()[0]
+    record = {**record, "backend": jax.default_backend(), "device": getattr(device, "device_kind", str(device)),
+              **peak_memory_mb()}
+    print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in record.items()}), flush=True)

@@ -1,0 +1,57 @@
+"""The one source of recurrent-net hyperparameters; the defaults are the report's (Part 3a)."""
+from __future__ import annotations
+
+import dataclasses
+
+from common.errors import UserError
+
+CELLS = ("rnn", "lstm", "gru")
+
+
+@dataclasses.dataclass(frozen=True)
+class RNNConfig:
+    # data (field names shared with common.data.DataConfig)
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    tfds_data_dir: str | None = None
+    image_mode: str = "gray28"  # each of the 28 rows is one time step of 28 features
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    limit: int | None = None
+    # model
+    cell: str = "rnn"
+    hidden: int = 64
+    # optimisation
+    lr: float = 1e-3
+    batch_size: int = 32
+    epochs: int = 10
+    seed: int = 0
+    seeds: int = 1  # models trained at once with jax.vmap (seed, seed + 1, ...)
+    eval_batch_size: int = 1000
+
+    def validate(self) -> "RNNConfig":
+        checks = [
+            (self.cell in CELLS, f"unknown cell {self.cell!r}; choose from {', '.join(CELLS)}"),
+            (self.hidden >= 1, f"hidden size must be positive, got {self.hidden}"),
+            (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
+            (self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}"),
+            (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
+            (self.image_mode == "gray28", "the recurrent nets read 28x28 grayscale images (--image-mode gray28)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+        return self
+
+    @property
+    def name(self) -> str:
+        return f"{self.cell}_h{self.hidden}"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RNNConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

@@ -1,0 +1,70 @@
+"""`python run.py --task rnn`: RNN/LSTM/GRU on MNIST rows (Part 3a-3b), one run or a (cell x hidden) sweep.
+
+Every configuration trains into its own subfolder `<out>/<cell>_h<hidden>/` (metrics.json, history.csv,
+fig_<cell>_h<hidden>.png, checkpoint/); the sweep then writes summary.csv, summary.json and fig_summary.png
+into `<out>`. The data are loaded once for the whole sweep.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+
+from common import data as data_lib
+from common import experiment, outputs
+from common.cli import config_from_args, default_out
+from recurrent import plots
+from recurrent.cells import RecurrentClassifier
+from recurrent.config import RNNConfig
+
+CELL_TITLES = {"rnn": "Simple RNN", "lstm": "LSTM", "gru": "GRU"}
+
+
+def train_and_evaluate(config: RNNConfig, workdir: str, dataset: data_lib.Dataset | None = None,
+                       progress: bool = True) -> experiment.FitResult:
+    """Trains one recurrent classifier and writes its results into `workdir`; returns the final state."""
+    config.validate()
+    if dataset is None:
+        dataset = data_lib.load_dataset(data_lib.DataConfig.from_config(config))
+    return experiment.fit_classifier(
+        model=RecurrentClassifier(cell=config.cell, hidden=config.hidden, num_classes=len(dataset.class_names)),
+        penalty_fn=None,
+        dataset=dataset,
+        config=config,
+        out=workdir,
+        task="rnn",
+        title=f"{CELL_TITLES[config.cell]} with {config.hidden} hidden units on MNIST",
+        figure_name=f"fig_{config.name}.png",
+        progress=progress,
+    )
+
+
+def sweep(configs: list[RNNConfig], out: str, progress: bool = True) -> list[dict]:
+    """Trains every configuration (sharing one loaded dataset) and writes the summary table and figure."""
+    for config in configs:
+        config.validate()
+    dataset = data_lib.load_dataset(data_lib.DataConfig.from_config(configs[0]))
+    rows = []
+    for config in configs:
+        result = train_and_evaluate(config, os.path.join(out, config.name), dataset, progress)
+        m = result.metrics
+        rows.append({"cell": config.cell, "hidden": config.hidden, "seeds": config.seeds,
+                     "test_accuracy": m["test_accuracy"], "test_accuracy_std": m.get("test_accuracy_std"),
+                     "val_accuracy": m["val_accuracy"], "train_accuracy": m["train_accuracy"],
+                     "param_count": m["param_count"], "seconds_per_epoch": m["seconds_per_epoch"],
+                     "train_images_per_sec": m["train_images_per_sec"], "epochs": m["epochs"]})
+        print(f"{config.name}: test accuracy {m['test_accuracy']:.4f} ({m['param_count']} parameters, "
+              f"{m['seconds_per_epoch']:.1f} s/epoch)", file=sys.stdout, flush=True)
+    if len(rows) > 1:
+        outputs.write_csv(os.path.join(out, "summary.csv"), rows)
+        outputs.write_json(os.path.join(out, "summary.json"), {"runs": rows, "environment": outputs.environment_info()})
+        plots.plot_sweep_summary(rows, os.path.join(out, "fig_summary.png"))
+    return rows
+
+
+def run(args) -> int:
+    cells = args.cell or (RNNConfig.cell,)
+    hidden = args.hidden or (RNNConfig.hidden,)
+    configs = [config_from_args(RNNConfig, args, cell=c, hidden=h) for c, h in itertools.product(cells, hidden)]
+    sweep(configs, default_out(args), progress=args.progress)
+    return 0
