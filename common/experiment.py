@@ -20,12 +20,15 @@ from typing import Any, Callable
 import jax
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
 from common import checkpoint as ckpt
 from common import data as data_lib
 from common import outputs, plotting
 from common import training as tr
+from common.errors import UserError
 from flax import serialization
 
 RESUME_STATE = "resume_state.msgpack"
@@ -54,13 +57,53 @@ def init_states(model, tx, input_shape, seeds: list[int]):
     return init(init_keys), step_keys
 
 
-def compile_steps(train_step, n_models: int):
-    """Jits the steps once; vmaps them over a leading model axis when several models train together."""
+def compile_steps(train_step, n_models: int, mesh: Mesh | None = None):
+    """Jits the steps once; vmaps them over a leading model axis when several models train together.
+
+    With a mesh, each batch is split over its 'data' axis and the state is replicated: XLA inserts the
+    gradient all-reduce (and the cross-device batch-norm statistics), so the numbers are those of one device.
+    """
     eval_fn = tr.eval_step
     if n_models > 1:
         train_step = jax.vmap(train_step, in_axes=(0, 0, 0))
         eval_fn = jax.vmap(eval_fn, in_axes=(0, None))
-    return jax.jit(train_step, donate_argnums=0), jax.jit(eval_fn)
+    if mesh is None:
+        return jax.jit(train_step, donate_argnums=0), jax.jit(eval_fn)
+    replicated = NamedSharding(mesh, P())
+    train_batch = NamedSharding(mesh, P("data") if n_models == 1 else P(None, "data"))
+    eval_batch = NamedSharding(mesh, P("data"))
+    train = jax.jit(train_step, in_shardings=(replicated, train_batch, replicated),
+                    out_shardings=(replicated, replicated), donate_argnums=0)
+    evaluate = jax.jit(eval_fn, in_shardings=(replicated, eval_batch), out_shardings=replicated)
+    # Every host holds the whole (small) dataset, so each builds the global batch from the shards it owns;
+    # this is the same code on one host with 8 GPUs and on a multi-host TPU slice.
+    return (lambda state, batch, rng: train(state, shard_batch(batch, train_batch), rng),
+            lambda state, batch: evaluate(state, shard_batch(batch, eval_batch)))
+
+
+def shard_batch(batch: dict, sharding: NamedSharding) -> dict:
+    return {k: jax.make_array_from_callback(v.shape, sharding, lambda idx, v=v: v[idx]) for k, v in batch.items()}
+
+
+def replicate(tree, mesh: Mesh | None):
+    return tree if mesh is None else jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+def data_mesh(batch_size: int) -> Mesh | None:
+    """A 1-D 'data' mesh over every device (all hosts), or None on a single device."""
+    n = jax.device_count()
+    if n == 1:
+        return None
+    if batch_size % n:
+        raise UserError(f"the batch size {batch_size} is not divisible by the {n} devices; choose a multiple "
+                        f"of {n} (e.g. --batch-size {n * max(1, round(batch_size / n))})")
+    return Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def eval_batch_for(size: int) -> int:
+    """Rounds the evaluation batch up to a multiple of the device count (padding is masked, so free)."""
+    n = jax.device_count()
+    return -(-size // n) * n
 
 
 def fit_classifier(
@@ -88,11 +131,13 @@ def fit_classifier(
     tx = optax.nadam(config.lr)
     input_shape = (1,) + dataset.image_shape
     state, step_keys = init_states(model, tx, input_shape, seeds)
-    train_fn, eval_fn = compile_steps(tr.make_train_step(penalty_fn), len(seeds))
+    mesh = data_mesh(config.batch_size)
+    train_fn, eval_fn = compile_steps(tr.make_train_step(penalty_fn), len(seeds), mesh)
 
     run_info = {"task": task, "config": config.to_dict(), "data_source": dataset.source,
                 "class_names": list(dataset.class_names), "image_shape": list(dataset.image_shape)}
     state, history, wall_before = _maybe_resume(run, state, run_info)
+    state = replicate(state, mesh)
     start_epoch = len(history)
     if start_epoch:
         tqdm.write(f"resuming {task} from epoch {start_epoch} in {run.work}", file=sys.stderr)
@@ -101,7 +146,7 @@ def fit_classifier(
 
     t0 = time.perf_counter()
     for result in tr.train_epochs(state, train_fn, eval_fn, dataset, epochs=config.epochs,
-                                  batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
+                                  batch_size=config.batch_size, eval_batch_size=eval_batch_for(config.eval_batch_size),
                                   seeds=seeds, rngs=step_keys, start_epoch=start_epoch, desc=title,
                                   progress=progress):
         state = result.state

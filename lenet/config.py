@@ -29,12 +29,14 @@ class LeNetConfig:
     conv_l2: float = 0.01  # Keras l2(): weight * sum of squares of each conv kernel
     fc_l2: float = 0.005  # ... and of the fc1 kernel
     seed: int = 0
+    seeds: int = 1  # models trained at once with jax.vmap (seed, seed + 1, ...)
     eval_batch_size: int = 500
     filter_epochs: tuple[int, ...] = (0, 1, 2, 5, 10, 25)  # conv1 kernels saved after these epochs
 
     def validate(self) -> "LeNetConfig":
         checks = [
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
+            (self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}"),
             (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
             (self.eval_batch_size >= 1, f"eval batch size must be at least 1, got {self.eval_batch_size}"),
             (self.lr > 0, f"learning rate must be positive, got {self.lr}"),

@@ -1,0 +1,41 @@
+"""Seeds as a batch dimension: N models in one vmapped program equal N separate runs."""
+import jax
+import numpy as np
+import optax
+
+from common import experiment
+from common import training as tr
+from lenet.config import LeNetConfig
+from lenet.train import create_model, penalty_fn, train_and_evaluate
+
+
+def test_vmapped_step_equals_separate_steps():
+    config = LeNetConfig(hidden=16)
+    model, tx = create_model(config), optax.nadam(config.lr)
+    stacked, keys = experiment.init_states(model, tx, (1, 28, 28, 1), [3, 4, 5])
+    vstep, _ = experiment.compile_steps(tr.make_train_step(penalty_fn(config)), 3)
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.random((3, 8, 28, 28, 1), dtype=np.float32),
+             "label": rng.integers(0, 10, (3, 8)).astype(np.int32)}
+    new_stacked, metrics = vstep(stacked, batch, keys)
+    step = jax.jit(tr.make_train_step(penalty_fn(config)))
+    for i, seed in enumerate([3, 4, 5]):
+        single, key = experiment.init_states(model, tx, (1, 28, 28, 1), [seed])
+        np.testing.assert_array_equal(key, keys[i])
+        single, m = step(single, {k: v[i] for k, v in batch.items()}, key)
+        np.testing.assert_allclose(m["loss_sum"], metrics["loss_sum"][i], rtol=1e-5)
+        np.testing.assert_allclose(single.params["fc1"]["kernel"], new_stacked.params["fc1"]["kernel"][i],
+                                   rtol=1e-4, atol=1e-6)
+
+
+def test_each_seed_of_a_vmapped_run_equals_its_own_run(image_folder, tmp_path):
+    base = dict(data_dir=image_folder, epochs=2, batch_size=10, eval_batch_size=16, hidden=32)
+    together = train_and_evaluate(LeNetConfig(seed=7, seeds=2, **base), str(tmp_path / "both"), progress=False)
+    assert together.metrics["seeds"] == [7, 8]
+    for i, seed in enumerate((7, 8)):
+        alone = train_and_evaluate(LeNetConfig(seed=seed, **base), str(tmp_path / f"s{seed}"), progress=False)
+        for a, b in zip(together.history, alone.history):
+            np.testing.assert_allclose(a["test_loss"][i], b["test_loss"], rtol=1e-4)
+            np.testing.assert_allclose(a["train_running_loss"][i], b["train_running_loss"], rtol=1e-4)
+    assert together.metrics["test_accuracy_std"] >= 0.0
+    assert len(together.metrics["test_accuracy_per_seed"]) == 2
