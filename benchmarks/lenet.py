@@ -8,7 +8,6 @@ import argparse
 
 import jax
 import numpy as np
-import optax
 
 from benchmarks.harness import emit, random_batches, time_eval_step, time_train_step
 from common import experiment
@@ -19,8 +18,8 @@ from lenet.train import create_model, penalty_fn
 
 def bench(config: LeNetConfig, n_seeds: int = 1, image_shape=(28, 28, 1)) -> dict:
     model = create_model(config)
-    seeds = [config.seed + i for i in range(n_seeds)]
-    state, keys = experiment.init_states(model, optax.nadam(config.lr), (1,) + image_shape, seeds)
+    specs = [experiment.ModelSpec(config.seed + i, config.lr) for i in range(n_seeds)]
+    state, keys = experiment.init_states(model, (1,) + image_shape, specs)
     train_fn, eval_fn = experiment.compile_steps(tr.make_train_step(penalty_fn(config)), n_seeds)
     leading = () if n_seeds == 1 else (n_seeds,)
     batches = random_batches(8, config.batch_size, image_shape, leading=leading)

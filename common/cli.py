@@ -56,6 +56,11 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _learning_rates(text: str):
+    rates = _comma_list(_positive_float)(text)
+    return rates[0] if len(rates) == 1 else rates
+
+
 def _comma_list(item_type, allowed=None):
     def parse(text: str):
         items = [t.strip() for t in text.split(",") if t.strip()]
@@ -84,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("training (defaults: the report's values)")
     g.add_argument("--epochs", type=_positive_int)
     g.add_argument("--batch-size", type=_positive_int)
-    g.add_argument("--lr", type=_positive_float, help="learning rate")
+    g.add_argument("--lr", type=_learning_rates,
+                   help="learning rate, or a comma list (e.g. 1e-4,1.7e-4,3e-4) trained at once with jax.vmap")
     g.add_argument("--seed", type=_nonneg_int, help="seed of initialisation, dropout and batch order")
     g.add_argument("--seeds", type=_positive_int, help="train N seeds (seed, seed+1, ...) at once with jax.vmap")
     g.add_argument("--limit", type=_positive_int, help="train on the first N training examples (smoke runs)")

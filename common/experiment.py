@@ -37,24 +37,43 @@ RESUME_INFO = "resume.json"
 
 @dataclasses.dataclass
 class FitResult:
-    state: Any  # final TrainState (stacked over seeds when seeds > 1)
+    state: Any  # final TrainState (stacked over models when several train together)
     history: list[dict[str, Any]]
     metrics: dict[str, Any]
     out_dir: str
 
 
-def model_seeds(config) -> list[int]:
-    return [config.seed + i for i in range(getattr(config, "seeds", 1))]
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """One of the models trained together: its seed (init, dropout, batch order) and learning rate."""
+
+    seed: int
+    lr: float
 
 
-def init_states(model, tx, input_shape, seeds: list[int]):
-    """One TrainState (or a stack of them, one per seed) and the per-model step keys."""
-    keys = [jax.random.split(jax.random.PRNGKey(s)) for s in seeds]
+def model_grid(config) -> list[ModelSpec]:
+    """Every (learning rate, seed) pair of `config`: `lr` may be a tuple, `seeds` counts up from `seed`."""
+    lrs = config.lr if isinstance(config.lr, (tuple, list)) else (config.lr,)
+    return [ModelSpec(config.seed + i, float(lr)) for lr in lrs for i in range(getattr(config, "seeds", 1))]
+
+
+def make_optimizer(lr: float) -> optax.GradientTransformation:
+    # The learning rate lives in the optimizer state, so that models with different rates can share one
+    # vmapped program; with a single rate the update is exactly optax.nadam(lr)'s.
+    return optax.inject_hyperparams(optax.nadam)(learning_rate=lr)
+
+
+def init_states(model, input_shape, specs: list[ModelSpec]):
+    """One TrainState (or a stack of them, one per model) and the per-model step keys."""
+    keys = [jax.random.split(jax.random.PRNGKey(s.seed)) for s in specs]
     init_keys, step_keys = np.stack([k[0] for k in keys]), np.stack([k[1] for k in keys])
-    if len(seeds) == 1:
+    tx = make_optimizer(specs[0].lr)
+    if len(specs) == 1:
         return tr.create_train_state(model, tx, input_shape, init_keys[0]), step_keys[0]
-    init = jax.vmap(lambda k: tr.create_train_state(model, tx, input_shape, k))
-    return init(init_keys), step_keys
+    state = jax.vmap(lambda k: tr.create_train_state(model, tx, input_shape, k))(init_keys)
+    lrs = np.asarray([s.lr for s in specs], np.float32)
+    opt_state = state.opt_state._replace(hyperparams={**state.opt_state.hyperparams, "learning_rate": lrs})
+    return state.replace(opt_state=opt_state), step_keys
 
 
 def compile_steps(train_step, n_models: int, mesh: Mesh | None = None):
@@ -120,19 +139,18 @@ def fit_classifier(
     progress: bool = True,
     extra_metrics: dict[str, Any] | None = None,
 ) -> FitResult:
-    """Trains `model` with optax.nadam(config.lr) on `dataset` and writes the results into `out`.
+    """Trains `model` with Nadam on `dataset` and writes the results into `out`.
 
-    `config` needs epochs, batch_size, eval_batch_size, lr, seed (and optionally seeds) and to_dict().
+    `config` needs epochs, batch_size, eval_batch_size, lr (a float, or a tuple of them for a vmapped
+    learning-rate sweep), seed (and optionally seeds) and to_dict().
     `on_epoch(workdir, epoch, state)` runs after each epoch (and once with epoch 0 before training).
     """
-    seeds = model_seeds(config)
+    specs = model_grid(config)
     run = outputs.RunDir(out)
     workdir = run.open()
-    tx = optax.nadam(config.lr)
-    input_shape = (1,) + dataset.image_shape
-    state, step_keys = init_states(model, tx, input_shape, seeds)
+    state, step_keys = init_states(model, (1,) + dataset.image_shape, specs)
     mesh = data_mesh(config.batch_size)
-    train_fn, eval_fn = compile_steps(tr.make_train_step(penalty_fn), len(seeds), mesh)
+    train_fn, eval_fn = compile_steps(tr.make_train_step(penalty_fn), len(specs), mesh)
 
     run_info = {"task": task, "config": config.to_dict(), "data_source": dataset.source,
                 "class_names": list(dataset.class_names), "image_shape": list(dataset.image_shape)}
@@ -147,7 +165,7 @@ def fit_classifier(
     t0 = time.perf_counter()
     for result in tr.train_epochs(state, train_fn, eval_fn, dataset, epochs=config.epochs,
                                   batch_size=config.batch_size, eval_batch_size=eval_batch_for(config.eval_batch_size),
-                                  seeds=seeds, rngs=step_keys, start_epoch=start_epoch, desc=title,
+                                  seeds=[m.seed for m in specs], rngs=step_keys, start_epoch=start_epoch, desc=title,
                                   progress=progress):
         state = result.state
         history.append(result.row)
@@ -157,9 +175,9 @@ def fit_classifier(
         tqdm.write(_epoch_line(result.row, config.epochs), file=sys.stderr)
     wall = wall_before + time.perf_counter() - t0
 
-    metrics = _final_metrics(history, seeds, wall, dataset, state, run_info)
+    metrics = _final_metrics(history, specs, wall, dataset, state, run_info)
     metrics.update(extra_metrics or {})
-    _write_results(run, history, metrics, state, run_info, title, figure_name, len(seeds))
+    _write_results(run, history, metrics, state, specs, run_info, title, figure_name)
     final = run.commit()
     return FitResult(state=state, history=history, metrics=metrics, out_dir=final)
 
@@ -204,14 +222,15 @@ def _epoch_line(row: dict, epochs: int) -> str:
             f" | {row['epoch_seconds']:.1f}s, {row['train_images_per_sec']:.0f} img/s")
 
 
-def per_seed_rows(history: list[dict], seeds: list[int]) -> list[dict]:
-    """Expands rows whose metrics are per-model lists into one row per (epoch, seed)."""
-    if len(seeds) == 1:
+def per_model_rows(history: list[dict], specs: list[ModelSpec]) -> list[dict]:
+    """Expands rows whose metrics are per-model lists into one row per (epoch, model)."""
+    if len(specs) == 1:
         return history
     rows = []
     for row in history:
-        for i, s in enumerate(seeds):
-            rows.append({"seed": s, **{k: (v[i] if isinstance(v, list) else v) for k, v in row.items()}})
+        for i, spec in enumerate(specs):
+            rows.append({"seed": spec.seed, "lr": spec.lr,
+                         **{k: (v[i] if isinstance(v, list) else v) for k, v in row.items()}})
     return rows
 
 
@@ -219,22 +238,23 @@ def mean_rows(history: list[dict]) -> list[dict]:
     return [{k: (float(np.mean(v)) if isinstance(v, list) else v) for k, v in row.items()} for row in history]
 
 
-def _final_metrics(history, seeds, wall, dataset, state, run_info) -> dict[str, Any]:
+def _final_metrics(history, specs, wall, dataset, state, run_info) -> dict[str, Any]:
     last = history[-1]
-    params = state.params if len(seeds) == 1 else jax.tree_util.tree_map(lambda x: x[0], state.params)
+    params = state.params if len(specs) == 1 else jax.tree_util.tree_map(lambda x: x[0], state.params)
     metrics: dict[str, Any] = {}
     for split in ("train", "val", "test"):
         for m in ("accuracy", "loss"):
             v = last[f"{split}_{m}"]
             metrics[f"{split}_{m}"] = None if v is None else float(np.mean(v))
-            if len(seeds) > 1 and v is not None:
+            if len(specs) > 1 and v is not None:
                 metrics[f"{split}_{m}_std"] = float(np.std(v))
-                metrics[f"{split}_{m}_per_seed"] = v
+                metrics[f"{split}_{m}_per_model"] = v
     val = [np.mean(r["val_accuracy"]) if r["val_accuracy"] is not None else -1 for r in history]
     steady = [r["train_images_per_sec"] for r in history[1:]] or [history[0]["train_images_per_sec"]]
     metrics.update({
         "best_val_accuracy": float(max(val)), "best_val_epoch": int(np.argmax(val)) + 1,
-        "epochs": len(history), "seeds": seeds,
+        "epochs": len(history), "seeds": sorted({m.seed for m in specs}),
+        "models": [dataclasses.asdict(m) for m in specs],
         "wall_seconds": wall,
         "seconds_per_epoch": float(np.median([r["epoch_seconds"] for r in history])),
         "train_images_per_sec": float(np.median(steady)),
@@ -248,17 +268,17 @@ def _final_metrics(history, seeds, wall, dataset, state, run_info) -> dict[str, 
     return metrics
 
 
-def _write_results(run, history, metrics, state, run_info, title, figure_name, n_models) -> None:
-    seeds = metrics["seeds"]
-    outputs.write_csv(run.path("history.csv"), per_seed_rows(history, seeds))
+def _write_results(run, history, metrics, state, specs, run_info, title, figure_name) -> None:
+    n_models = len(specs)
+    outputs.write_csv(run.path("history.csv"), per_model_rows(history, specs))
     outputs.write_json(run.path("metrics.json"), metrics)
-    suffix = "" if n_models == 1 else f" (mean of {n_models} seeds)"
+    suffix = "" if n_models == 1 else f" (mean of {n_models} models)"
     plotting.plot_history(mean_rows(history), run.path(figure_name), title + suffix)
     first = state if n_models == 1 else jax.tree_util.tree_map(lambda x: x[0], state)
     ckpt.save_checkpoint(run.path(ckpt.CHECKPOINT_DIR), tr.model_variables(first),
-                         {**run_info, "seed": seeds[0]})
+                         {**run_info, "seed": specs[0].seed, "lr": specs[0].lr})
     if n_models > 1:
-        ckpt.save_tree(run.path(ckpt.CHECKPOINT_DIR, "all_seeds.msgpack"), tr.model_variables(state))
+        ckpt.save_tree(run.path(ckpt.CHECKPOINT_DIR, "all_models.msgpack"), tr.model_variables(state))
     for name in (RESUME_STATE, RESUME_INFO):
         if os.path.exists(run.path(name)):
             os.remove(run.path(name))

@@ -23,7 +23,7 @@ class LeNetConfig:
     bias_init: float = 0.1  # "bias initialization to a positive constant"
     use_batchnorm: bool = True
     # optimisation
-    lr: float = 1.7e-4
+    lr: float | tuple[float, ...] = 1.7e-4  # a tuple trains one model per rate, vmapped
     batch_size: int = 50
     epochs: int = 25
     conv_l2: float = 0.01  # Keras l2(): weight * sum of squares of each conv kernel
@@ -39,7 +39,8 @@ class LeNetConfig:
             (self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}"),
             (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
             (self.eval_batch_size >= 1, f"eval batch size must be at least 1, got {self.eval_batch_size}"),
-            (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
+            (min(self.lr if isinstance(self.lr, tuple) else (self.lr,)) > 0,
+             f"learning rate must be positive, got {self.lr}"),
             (0 <= self.dropout_rate < 1, f"dropout rate must be in [0, 1), got {self.dropout_rate}"),
             (self.conv_l2 >= 0 and self.fc_l2 >= 0, "L2 weights must be non-negative"),
             (self.limit is None or self.limit >= 1, f"--limit must be positive, got {self.limit}"),

@@ -22,7 +22,7 @@ class RNNConfig:
     cell: str = "rnn"
     hidden: int = 64
     # optimisation
-    lr: float = 1e-3
+    lr: float | tuple[float, ...] = 1e-3  # a tuple trains one model per rate, vmapped
     batch_size: int = 32
     epochs: int = 10
     seed: int = 0
@@ -36,7 +36,8 @@ class RNNConfig:
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
             (self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}"),
-            (self.lr > 0, f"learning rate must be positive, got {self.lr}"),
+            (min(self.lr if isinstance(self.lr, tuple) else (self.lr,)) > 0,
+             f"learning rate must be positive, got {self.lr}"),
             (self.image_mode == "gray28", "the recurrent nets read 28x28 grayscale images (--image-mode gray28)"),
         ]
         for ok, message in checks:
@@ -54,4 +55,4 @@ class RNNConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "RNNConfig":
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names})
