@@ -112,6 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--top-k", type=_positive_int, help="top activations per filter (default 9)")
     v.add_argument("--split", choices=("val", "test"), help="split searched for top activations")
     v.add_argument("--mode", choices=("deconvnet", "guided", "backprop"), help="backward rectification rule")
+    v.add_argument("--bn", choices=("transpose", "inverse"),
+                   help="batch norm on the way down: multiply by its scale (transpose, default) or divide")
     r = parser.add_argument_group("recurrent")
     r.add_argument("--cell", type=_comma_list(str, CELLS), help="rnn, lstm, gru or a comma list")
     r.add_argument("--hidden", type=_comma_list(_positive_int), help="hidden size(s), e.g. 16,32,64,128")

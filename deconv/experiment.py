@@ -1,0 +1,344 @@
+"""`python run.py --task deconv`: Zeiler & Fergus's deconvnet on the trained LeNet5 (report Part 2).
+
+Loads the checkpoint that `--task lenet` wrote (`--checkpoint`, default results/lenet) and writes into `--out`
+(default results/deconv):
+  fig_deconv_conv1.png, fig_deconv_conv2.png   per filter: its top-k activations projected to pixel space
+                                               (left 3x3) beside the image patches (right 3x3), both cropped
+                                               to the layer's receptive field (5x5 and 14x14 pixels)
+  topk.json                                    per layer and filter: values, image indices, labels, positions
+                                               and receptive-field boxes of the top-k, plus every setting,
+                                               so the figures can be redrawn
+  fig_occlusion.png                            occlusion sensitivity of a few seeded test images
+
+Data: the checkpoint's own data settings (same folder or TFDS dataset, image mode, validation holdout), except
+where --data-dir / --tfds-data-dir point elsewhere. The search runs over the validation split (--split test
+for the test split). Options: --layer, --filters, --top-k, --mode {deconvnet,guided,backprop}.
+
+How the pass back through batch norm is done is `DeconvSettings.bn`: 'transpose' (default; multiply by the
+BN scale gamma / sqrt(var + eps), the adjoint of BN's linear part, which makes 'backprop' the exact gradient)
+or 'inverse' (divide by it, undoing the forward scaling); on the command line `--bn transpose|inverse`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from common import checkpoint as ckpt
+from common import data as data_lib
+from common.cli import default_out
+from common.errors import CheckpointError, DataError, UserError
+from common.outputs import RunDir, environment_info, write_json
+from deconv import figures, network, occlusion, ops
+from lenet.config import LeNetConfig
+from lenet.train import create_model
+
+DEFAULT_CHECKPOINT = os.path.join("results", "lenet")
+TOPK_JSON = "topk.json"
+FIG_LAYER = "fig_deconv_{layer}.png"
+FIG_OCCLUSION = "fig_occlusion.png"
+OCCLUSION_IMAGES = 4
+OCCLUSION_SEED = 0
+MODE_TEXT = {"deconvnet": "deconvnet (Zeiler & Fergus: ReLU of the signal)",
+             "guided": "guided backprop (forward and signal gating)",
+             "backprop": "plain backprop (the input gradient)"}
+
+
+@dataclasses.dataclass(frozen=True)
+class DeconvSettings:
+    layers: tuple[str, ...] = ("conv1", "conv2")
+    filters: tuple[int, ...] | None = None  # None: every filter of each layer
+    top_k: int = 9
+    split: str = "val"
+    mode: str = "deconvnet"
+    bn: str = "transpose"
+    occlusion_images: int = OCCLUSION_IMAGES
+    occlusion_layer: str = "conv2"
+
+    def validate(self) -> "DeconvSettings":
+        if self.mode not in ops.RELU_MODES:
+            raise UserError(f"unknown mode {self.mode!r}; choose from {', '.join(ops.RELU_MODES)}")
+        if self.bn not in ("transpose", "inverse"):
+            raise UserError(f"unknown batch-norm rule {self.bn!r}; choose 'transpose' or 'inverse'")
+        if self.split not in ("val", "test"):
+            raise UserError(f"unknown split {self.split!r}; choose 'val' or 'test'")
+        if self.top_k < 1:
+            raise UserError(f"--top-k must be at least 1, got {self.top_k}")
+        if not self.layers:
+            raise UserError("no layer chosen; give --layer conv1, conv2 or conv1,conv2")
+        return self
+
+
+def settings_from_args(args) -> DeconvSettings:
+    values = {"layers": args.layer, "filters": args.filters, "top_k": args.top_k, "split": args.split,
+              "mode": args.mode, "bn": args.bn}
+    return DeconvSettings(**{k: v for k, v in values.items() if v is not None}).validate()
+
+
+# ------------------------------------------------------------------------------------------------- entry
+
+
+def run(args) -> int:
+    settings = settings_from_args(args)
+    checkpoint = (args.checkpoint or DEFAULT_CHECKPOINT).rstrip("/") or "/"
+    config, variables, run_info = load_lenet(checkpoint)
+    resolve_filters(variables["params"], settings)  # bad --layer / --filters fail before any work
+    config = with_data_overrides(config, args.data_dir, args.tfds_data_dir)
+    t0 = time.perf_counter()
+    dataset = data_lib.load_dataset(data_lib.DataConfig.from_config(config))
+    load_s = time.perf_counter() - t0
+    rundir = RunDir(default_out(args))
+    rundir.open(keep_partial=False)
+    try:
+        summary = deconv_experiment(config, variables, dataset, rundir.path(), settings,
+                                    checkpoint=checkpoint, run_info=run_info)
+    except UserError:
+        shutil.rmtree(rundir.work, ignore_errors=True)  # nothing to resume here: leave no half-made folder
+        raise
+    summary["timing_seconds"]["data_loading"] = round(load_s, 2)
+    write_json(rundir.path(TOPK_JSON), summary)
+    final = rundir.commit()
+    t = summary["timing_seconds"]
+    print(f"deconv: top-{settings.top_k} search over {summary['split_size']} {settings.split} images "
+          f"{t['topk_search']:.1f} s, projections {t['projections']:.1f} s, occlusion {t['occlusion']:.1f} s, "
+          f"figures {t['figures']:.1f} s (data loading {load_s:.1f} s); results in {final}")
+    return 0
+
+
+def how_to_make(checkpoint: str) -> str:
+    return f"python run.py --task lenet --out {checkpoint}"
+
+
+def load_lenet(path: str) -> tuple[LeNetConfig, dict, dict]:
+    """(config, variables, run_info) of a `--task lenet` checkpoint; every way it can be unusable is one
+    CheckpointError."""
+    run_info, variables = ckpt.load_checkpoint(path, how_to_make(path))
+    where = ckpt.resolve_checkpoint_dir(path)
+    if run_info.get("task") != "lenet" or not isinstance(run_info.get("config"), dict):
+        raise CheckpointError(f"{where!r} is not a LeNet5 checkpoint (task {run_info.get('task')!r}); make one "
+                              f"with `{how_to_make(path)}`")
+    try:
+        config = LeNetConfig.from_dict(run_info["config"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"the config in {where!r} does not describe a LeNet5: {e}") from None
+    params = variables["params"]
+    convs = network.conv_names(params) if isinstance(params, dict) else []
+    if not convs or any(not isinstance(params[n], dict) or {"kernel", "bias"} - set(params[n]) for n in convs):
+        found = sorted(params)[:6] if isinstance(params, dict) else type(params).__name__
+        raise CheckpointError(f"{where!r} holds no LeNet5 conv layers (found {found})")
+    if config.use_batchnorm and "batch_stats" not in variables:
+        raise CheckpointError(f"{where!r} says it uses batch norm but holds no batch-norm statistics")
+    return config, variables, run_info
+
+
+def with_data_overrides(config: LeNetConfig, data_dir: str | None, tfds_data_dir: str | None) -> LeNetConfig:
+    """The checkpoint's data settings, except where --data-dir / --tfds-data-dir point elsewhere."""
+    changes = {}
+    if data_dir:
+        changes["data_dir"] = data_dir
+    if tfds_data_dir:
+        changes["tfds_data_dir"] = tfds_data_dir
+        if not data_dir:
+            changes["data_dir"] = None  # an explicit TFDS location replaces the recorded image folder
+    config = dataclasses.replace(config, **changes)
+    if config.data_dir and not os.path.isdir(config.data_dir):
+        raise DataError(f"the checkpoint's data folder {config.data_dir!r} (recorded relative to where it was "
+                        "trained) does not exist here; point --data-dir at the same data")
+    return config
+
+
+# ------------------------------------------------------------------------------------------- experiment
+
+
+def deconv_experiment(config: LeNetConfig, variables: dict, dataset: data_lib.Dataset, out_dir: str,
+                      settings: DeconvSettings, checkpoint: str = "", run_info: dict | None = None) -> dict:
+    """Runs the search, the projections and the occlusion study; writes the figures into `out_dir` and
+    returns the content of topk.json (the caller writes it)."""
+    params = variables["params"]
+    names = network.conv_names(params)
+    filters = resolve_filters(params, settings)
+    split = dataset.val if settings.split == "val" else dataset.test
+    if len(split) == 0:
+        raise DataError(f"the {settings.split} split is empty (validation fraction {config.val_fraction}); "
+                        "use --split test")
+    model = create_model(config, len(dataset.class_names))
+    check_fits(model, variables, split.images[:1], checkpoint)
+    layers = tuple(filters)
+    k = settings.top_k
+    if k > len(split):
+        print(f"deconv: the {settings.split} split has only {len(split)} images; keeping the top {len(split)} "
+              f"instead of {k}", file=sys.stderr)
+        k = len(split)
+    timing = {}
+
+    # 1. one jitted pass over the split: running top-k per filter of every layer
+    t0 = time.perf_counter()
+    top = network.top_activations(variables, data_lib.eval_batches(split, config.eval_batch_size), layers, k)
+    timing["topk_search"] = time.perf_counter() - t0
+
+    # 2. projections to pixel space, batched over (filter, rank), cropped to the receptive field
+    rfs = network.conv_receptive_fields(params, split.images.shape[1:3])
+    t0 = time.perf_counter()
+    arrays = {}
+    for layer in layers:
+        network.check_box_fits(rfs[layer], split.images.shape[1:3])
+        arrays[layer] = network.layer_arrays(variables, split.images, top[layer], layer, rfs[layer],
+                                             mode=settings.mode, bn=settings.bn, filters=filters[layer])
+    timing["projections"] = time.perf_counter() - t0
+
+    # 3. occlusion sensitivity on a few seeded test images
+    t0 = time.perf_counter()
+    occ = None
+    occ_layer = settings.occlusion_layer if settings.occlusion_layer in names else names[-1]
+    picks = pick_occlusion_images(model, variables, dataset.test, settings.occlusion_images, OCCLUSION_SEED)
+    if len(picks):
+        imgs, labs = dataset.test.images[picks], dataset.test.labels[picks]
+        occ = occlusion.occlusion_maps(model, variables, imgs, labs, layer=occ_layer)
+        # where the chosen feature's strongest activation comes from, projected to pixels with the same rule
+        rows, cols = occ["peak"][:, 0], occ["peak"][:, 1]
+        occ_proj = network.project(variables, imgs, occ["feature"], rows, cols, layer=occ_layer,
+                                   mode=settings.mode, bn=settings.bn)
+        occ_boxes = [ops.receptive_box(rfs[occ_layer], int(r), int(c), imgs.shape[1:3]) for r, c in zip(rows, cols)]
+    timing["occlusion"] = time.perf_counter() - t0
+
+    # 4. figures
+    t0 = time.perf_counter()
+    written = []
+    split_text = f"{'validation' if settings.split == 'val' else 'test'} split ({len(split)} images)"
+    for layer in layers:
+        a, f_ids = arrays[layer], filters[layer]
+        rf = rfs[layer]
+        path = os.path.join(out_dir, FIG_LAYER.format(layer=layer))
+        figures.plot_layer(
+            a["projection"], a["patch"], f_ids, top[layer]["value"][list(f_ids), 0], path,
+            title=f"LeNet5 {layer}: top-{k} activations per filter over the {split_text}",
+            subtitle=(f"each block: left, the {k} activations projected to pixel space by {MODE_TEXT[settings.mode]}"
+                      f", BN {settings.bn}; right, the image patches. Both cropped to the "
+                      f"{rf.size[0]}x{rf.size[1]} receptive field (blue: outside the image); projections "
+                      "stretched per tile, grey = 0."))
+        written.append(os.path.basename(path))
+    if occ is not None:
+        path = os.path.join(out_dir, FIG_OCCLUSION)
+        figures.plot_occlusion(imgs, labs, dataset.class_names, occ, occ_proj, occ_boxes, path,
+                               title=f"Occlusion sensitivity (Zeiler & Fergus Fig. 7): grey {occ['size']}x"
+                                     f"{occ['size']} square centred on every pixel; seeded test images of "
+                                     "different classes, correctly classified ones first")
+        written.append(FIG_OCCLUSION)
+    timing["figures"] = time.perf_counter() - t0
+
+    return topk_summary(settings, k, layers, filters, top, rfs, split, dataset, timing, checkpoint, run_info,
+                        occ, picks, written)
+
+
+def resolve_filters(params: dict, settings: DeconvSettings) -> dict[str, tuple[int, ...]]:
+    """{layer: filter indices} for the chosen layers in network order; a UserError for a layer or filter
+    this network does not have."""
+    names = network.conv_names(params)
+    bad = [l for l in settings.layers if l not in names]
+    if bad:
+        raise UserError(f"no layer {bad[0]!r} in this LeNet5; it has {', '.join(names)}")
+    filters = {}
+    for layer in (l for l in names if l in settings.layers):
+        n_filters = int(params[layer]["kernel"].shape[-1])
+        chosen = tuple(range(n_filters)) if settings.filters is None else tuple(settings.filters)
+        missing = [f for f in chosen if f >= n_filters]
+        if missing:
+            raise UserError(f"filter {missing[0]} does not exist in {layer}, which has {n_filters} filters "
+                            f"(0-{n_filters - 1})")
+        filters[layer] = chosen
+    return filters
+
+
+def check_fits(model, variables, images: np.ndarray, checkpoint: str) -> None:
+    """Runs the model once on one image, so a model/data mismatch is one clear message."""
+    try:
+        model.apply(variables, jnp.asarray(images), train=False)
+    except Exception as e:  # flax raises several shape/scope errors; all mean the same here
+        raise CheckpointError(f"the checkpoint {checkpoint!r} does not fit the data (images "
+                              f"{tuple(images.shape[1:])}): {e.__class__.__name__}: {str(e)[:160]}") from None
+
+
+def pick_occlusion_images(model, variables, test: data_lib.Split, n: int, seed: int) -> np.ndarray:
+    """Indices of up to n test images of different classes, drawn with `seed` among the correctly classified
+    ones (an occlusion map of a wrongly classified image has little to show), topped up with any others."""
+    if n <= 0 or len(test) == 0:
+        return np.zeros(0, np.int64)
+    apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+    logits = np.concatenate(jax.device_get([apply(variables, b["image"]) for b in data_lib.eval_batches(test, 500)]))
+    logits = logits[: len(test)]
+    correct = logits.argmax(-1) == test.labels
+    order = np.random.default_rng(seed).permutation(len(test))
+    order = np.concatenate([order[correct[order]], order[~correct[order]]])
+    picks, seen = [], set()
+    for i in order:
+        if test.labels[i] not in seen:
+            picks.append(int(i))
+            seen.add(int(test.labels[i]))
+        if len(picks) == n:
+            break
+    return np.array(picks, np.int64)
+
+
+def topk_summary(settings, k, layers, filters, top, rfs, split, dataset, timing, checkpoint, run_info, occ,
+                 picks, written) -> dict:
+    """The content of topk.json."""
+    layer_entries = {}
+    for layer in layers:
+        t, rf = top[layer], rfs[layer]
+        H, W = split.images.shape[1:3]
+        entries = []
+        for f in filters[layer]:
+            imgs = [int(i) for i in t["image"][f]]
+            entries.append({
+                "filter": int(f),
+                "value": [float(v) if np.isfinite(v) else None for v in t["value"][f]],
+                "image": imgs,
+                "label": [int(split.labels[i]) if i >= 0 else None for i in imgs],
+                "row": [int(v) for v in t["row"][f]],
+                "col": [int(v) for v in t["col"][f]],
+                "box": [list(ops.receptive_box(rf, int(r), int(c), (H, W))) if i >= 0 else None
+                        for i, r, c in zip(imgs, t["row"][f], t["col"][f])],
+            })
+        layer_entries[layer] = {
+            "receptive_field": {"size": list(rf.size), "jump": list(rf.jump), "first": list(rf.first)},
+            "dead_filters": [e["filter"] for e in entries if (e["value"][0] or 0.0) <= 0.0],
+            "filters": entries,
+        }
+    summary = {
+        "description": (f"Top-{k} activations per filter of each conv layer over the {settings.split} split. The "
+                        "activation is the conv layer's output after ReLU, before batch norm; each image counts "
+                        "once per filter (its strongest position). 'image' indexes the split as "
+                        "common.data.load_dataset returns it, 'row'/'col' the position in the layer's map, "
+                        "'box' the receptive field in the image as (r0, r1, c0, c1), half-open, clipped."),
+        "checkpoint": os.path.abspath(checkpoint) if checkpoint else None,
+        "data_source": dataset.source,
+        "split": settings.split,
+        "split_size": len(split),
+        "top_k": k,
+        "mode": settings.mode,
+        "bn": settings.bn,
+        "start_signal": "single strongest activation (others zeroed)",
+        "class_names": list(dataset.class_names),
+        "layers": layer_entries,
+        "figures": written,
+        "timing_seconds": {key: round(v, 2) for key, v in timing.items()},
+        "environment": environment_info(),
+    }
+    if run_info:
+        summary["checkpoint_config"] = run_info.get("config")
+    if occ is not None:
+        summary["occlusion"] = {
+            "test_images": [int(i) for i in picks],
+            "labels": [int(dataset.test.labels[i]) for i in picks],
+            "square": occ["size"], "stride": occ["stride"], "grey_value": occ["value"], "layer": occ["layer"],
+            "feature": [int(f) for f in occ["feature"]],
+            "clean_true_prob": [float(p) for p in occ["clean_prob"]],
+            "min_true_prob": [float(p) for p in occ["true_prob"].min(axis=(1, 2))],
+        }
+    return summary
