@@ -193,10 +193,32 @@ def _drop_output(step: Callable) -> Callable:
     return body
 
 
+def scan_prefetched(step: Callable, carry: Carry, xs: Array, unroll: int = 1):
+    """``lax.scan(step, carry, xs)``, but x[t+1] is sliced during step t and
+    handed over in the carry.
+
+    With plain ``lax.scan`` XLA:CPU fuses the per-step dynamic slice of xs into
+    the gate arithmetic, and that fused loop made the LSTM-128 forward pass
+    about 1.7x slower than projecting inside the loop; a slice that travels in
+    the carry is materialised as its own small copy instead. ``ys`` are stacked
+    along axis 0 like ``lax.scan``'s.
+    """
+    last = xs.shape[0] - 1
+
+    def body(state, t):
+        carry, x_t = state
+        carry, y = step(carry, x_t)
+        x_next = jax.lax.dynamic_index_in_dim(xs, jnp.minimum(t + 1, last), keepdims=False)
+        return (carry, x_next), y
+
+    (carry, _), ys = jax.lax.scan(body, (carry, xs[0]), jnp.arange(last + 1), unroll=unroll)
+    return carry, ys
+
+
 class RNNLayer(nn.Module):
     """Runs a cell over a batch-major sequence with ``lax.scan``.
 
-    The input projection of all time steps is a single ``[B*T, in] @ [in, G*H]``
+    The input projection of all time steps is a single ``[T*B, in] @ [in, G*H]``
     matmul outside the loop; the scanned body only does the ``[B, H] @ [H, G*H]``
     recurrent matmul and the elementwise gate math. Parameters are the same as
     the matching single-step cell's.
@@ -216,13 +238,13 @@ class RNNLayer(nn.Module):
         """x: [B, T, in] -> last hidden state [B, H], or all of them [B, T, H]
         when ``return_sequences``. The carry starts at zero."""
         params = fused_params(self, self.cell, x.shape[-1])
-        xp = jnp.swapaxes(project_inputs(params, x), 0, 1)  # [T, B, G*H]: scan runs over axis 0
+        # Transpose the narrow input rather than the G*H-wide projection.
+        xp = project_inputs(params, jnp.swapaxes(x, 0, 1))  # [T, B, G*H]
         step = functools.partial(STEPS[self.cell], params)
         if not self.return_sequences:
-            # Do not stack per-step outputs nobody reads.
-            step = _drop_output(step)
+            step = _drop_output(step)  # do not stack per-step outputs nobody reads
         carry = zero_carry(self.cell, x.shape[:1], self.hidden, xp.dtype)
-        carry, hs = jax.lax.scan(step, carry, xp, unroll=self.unroll)
+        carry, hs = scan_prefetched(step, carry, xp, unroll=self.unroll)
         if self.return_sequences:
             return jnp.swapaxes(hs, 0, 1)
         return carry_output(self.cell, carry)

@@ -1,6 +1,8 @@
 """The hand-written fused cells against Flax's reference cells, finite differences,
 and the classifier's parameter counts and shapes."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +11,7 @@ import flax.linen as nn
 from jax.test_util import check_grads
 
 from recurrent.cells import (CELLS, CELL_TYPES, GRUCell, LSTMCell, RNNCell,
-                             RNNLayer, RecurrentClassifier, param_count)
+                             RNNLayer, RecurrentClassifier, param_count, scan_prefetched)
 
 BATCH, TIME, INPUTS, HIDDEN = 3, 28, 5, 7
 FLAX_CELLS = {'rnn': nn.SimpleCell, 'lstm': nn.LSTMCell, 'gru': nn.GRUCell}
@@ -39,28 +41,43 @@ def flax_to_fused(cell, p):
 
 
 def _randomize(params, key, scale=0.5):
-    """Replace every leaf with noise so that zero-initialised biases are tested too."""
+    """Replace every leaf (array or ShapeDtypeStruct) with noise, so that biases,
+    zero at init, are tested too."""
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(key, len(leaves))
     return jax.tree.unflatten(
         tree, [scale * jax.random.normal(k, l.shape, l.dtype) for k, l in zip(keys, leaves)])
 
 
-def _flax_reference(cell, x):
-    """Random parameters of Flax's cell and its outputs [B, T, H] under nn.RNN."""
+def _param_shapes(module, x):
+    """Parameter shapes of `module` on input x, without running its init."""
+    return jax.eval_shape(module.init, jax.random.key(0), x)['params']
+
+
+@functools.cache
+def _sequence():
+    """The shared test input [BATCH, TIME, INPUTS]."""
+    return jax.random.normal(jax.random.key(42), (BATCH, TIME, INPUTS))
+
+
+@functools.cache
+def _flax_reference(cell):
+    """Random parameters of Flax's cell and its outputs [B, T, H] on `_sequence()`
+    under nn.RNN. Cached: several tests share one reference run per cell."""
+    x = _sequence()
     rnn = nn.RNN(FLAX_CELLS[cell](HIDDEN))
-    params = _randomize(rnn.init(jax.random.key(0), x)['params'], jax.random.key(1))
+    params = _randomize(_param_shapes(rnn, x), jax.random.key(1))
     return params['cell'], rnn.apply({'params': params}, x)
 
 
 @pytest.fixture(scope='module')
 def sequence():
-    return jax.random.normal(jax.random.key(42), (BATCH, TIME, INPUTS))
+    return _sequence()
 
 
 @pytest.mark.parametrize('cell', CELL_TYPES)
 def test_layer_matches_flax(cell, sequence):
-    flax_params, expected = _flax_reference(cell, sequence)
+    flax_params, expected = _flax_reference(cell)
     fused = {'params': flax_to_fused(cell, flax_params)}
     outputs = RNNLayer(cell, HIDDEN, return_sequences=True).apply(fused, sequence)
     last = RNNLayer(cell, HIDDEN).apply(fused, sequence)
@@ -68,9 +85,18 @@ def test_layer_matches_flax(cell, sequence):
     np.testing.assert_allclose(last, expected[:, -1], atol=1e-5)
 
 
+@pytest.mark.parametrize('unroll', [1, 3])
+def test_scan_prefetched_matches_lax_scan(unroll):
+    xs = jax.random.normal(jax.random.key(0), (5, 2, 3))
+    step = lambda c, x: (jnp.tanh(c + x), c * x)
+    expected = jax.lax.scan(step, jnp.ones((2, 3)), xs)
+    got = scan_prefetched(step, jnp.ones((2, 3)), xs, unroll=unroll)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, expected)
+
+
 @pytest.mark.parametrize('cell', CELL_TYPES)
 def test_single_step_cell_matches_flax(cell, sequence):
-    flax_params, expected = _flax_reference(cell, sequence)
+    flax_params, expected = _flax_reference(cell)
     module = CELLS[cell](HIDDEN)
     fused = {'params': flax_to_fused(cell, flax_params)}
     step = jax.jit(lambda carry, x: module.apply(fused, carry, x))
@@ -83,8 +109,8 @@ def test_single_step_cell_matches_flax(cell, sequence):
 @pytest.mark.parametrize('cell', CELL_TYPES)
 def test_init_matches_flax(cell, sequence):
     """Same shapes after mapping, zero biases, one orthogonal block per gate."""
-    flax_init = nn.RNN(FLAX_CELLS[cell](HIDDEN)).init(jax.random.key(0), sequence)
-    ours = RNNLayer(cell, HIDDEN).init(jax.random.key(0), sequence)['params']
+    flax_init = jax.jit(nn.RNN(FLAX_CELLS[cell](HIDDEN)).init)(jax.random.key(0), sequence)
+    ours = jax.jit(RNNLayer(cell, HIDDEN).init)(jax.random.key(0), sequence)['params']
     mapped = flax_to_fused(cell, flax_init['params']['cell'])
     assert jax.tree.map(jnp.shape, ours) == jax.tree.map(jnp.shape, mapped)
     for name in ('bias', 'recurrent_bias'):
@@ -100,14 +126,15 @@ def test_gradients_match_finite_differences(cell):
     with jax.enable_x64(True):
         x = jax.random.normal(jax.random.key(0), (2, 4, 3), jnp.float64)
         layer = RNNLayer(cell, 4, return_sequences=True, param_dtype=jnp.float64)
-        params = _randomize(layer.init(jax.random.key(1), x)['params'], jax.random.key(2))
-        apply = lambda p, x: layer.apply({'params': p}, x)
+        params = _randomize(_param_shapes(layer, x), jax.random.key(2))
+        # jit once: check_grads evaluates the function many times at these shapes
+        apply = jax.jit(lambda p, x: layer.apply({'params': p}, x))
         check_grads(apply, (params, x), order=1, modes=['rev'], atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize('cell', CELL_TYPES)
 def test_gradients_match_flax(cell, sequence):
-    flax_params, _ = _flax_reference(cell, sequence)
+    flax_params, _ = _flax_reference(cell)
     flax_rnn = nn.RNN(FLAX_CELLS[cell](HIDDEN))
     flax_loss = lambda p: jnp.sum(flax_rnn.apply({'params': {'cell': p}}, sequence)[:, -1] ** 2)
     ours_loss = lambda p: jnp.sum(RNNLayer(cell, HIDDEN).apply({'params': p}, sequence) ** 2)
@@ -126,9 +153,11 @@ def test_classifier_parameter_counts(cell):
     per_gate = inputs * h + h * h + h  # input kernel, recurrent kernel, bias
     recurrent = {'rnn': per_gate, 'lstm': 4 * per_gate, 'gru': 3 * per_gate + h}[cell]
     by_hand = recurrent + 2 * h + h * classes + classes  # + BatchNorm scale/bias + head
-    variables = RecurrentClassifier(cell, h).init(
-        jax.random.key(0), jnp.zeros((1, 28, 28, 1)), train=False)
-    flax_cell = nn.RNN(FLAX_CELLS[cell](h)).init(jax.random.key(0), jnp.zeros((1, 28, inputs)))
+    # eval_shape: only the shapes matter, so skip compiling and running init
+    variables = jax.eval_shape(functools.partial(RecurrentClassifier(cell, h).init, train=False),
+                               jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    flax_cell = jax.eval_shape(nn.RNN(FLAX_CELLS[cell](h)).init,
+                               jax.random.key(0), jnp.zeros((1, 28, inputs)))
     assert _count(variables['params']) == by_hand == param_count(cell, h)
     assert _count(variables['params']['rnn']) == recurrent == _count(flax_cell)
     assert by_hand == {'rnn': 6730, 'lstm': 24586, 'gru': 18698}[cell]
@@ -138,16 +167,21 @@ def test_classifier_parameter_counts(cell):
 def test_classifier_shapes_and_batch_stats(cell):
     model = RecurrentClassifier(cell, hidden=16)
     images = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
-    variables = model.init(jax.random.key(1), images, train=False)
+    # jit: one compile each is cheaper than running the scan op by op
+    init = jax.jit(functools.partial(model.init, train=False))
+    train = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=['batch_stats'],
+                                             rngs={'dropout': jax.random.key(2)}))
+    evaluate = jax.jit(lambda v, x: model.apply(v, x, train=False))
+
+    variables = init(jax.random.key(1), images)
     stats = variables['batch_stats']['bn']
     assert stats['mean'].shape == stats['var'].shape == (16,)
 
-    logits, updates = model.apply(variables, images, train=True, mutable=['batch_stats'],
-                                  rngs={'dropout': jax.random.key(2)})
+    logits, updates = train(variables, images)
     assert logits.shape == (4, 10)
     assert not np.allclose(updates['batch_stats']['bn']['mean'], stats['mean'])
 
-    eval_logits = model.apply({**variables, **updates}, images[..., 0], train=False)
+    eval_logits = evaluate({**variables, **updates}, images[..., 0])  # [B, 28, 28] also accepted
     assert eval_logits.shape == (4, 10) and np.isfinite(eval_logits).all()
 
 
