@@ -218,7 +218,9 @@ class StreamingStats:
     def histogram(self) -> np.ndarray:
         return np.sum([np.asarray(h, np.int64) for h in self._hist], axis=0)
 
-    def result(self) -> dict[str, Any]:
+    def result(self, keep_bins: int | None = None) -> dict[str, Any]:
+        """Merged statistics as plain floats (None where undefined) and the histogram, summed down to
+        `keep_bins` bins (a divisor of the bin count) for storage; the KS bounds use every bin."""
         summaries = jax.device_get(self._summaries)
         per_channel = reduce_moments(to_moments(s) for s in summaries)
         pooled = pool_channels(per_channel)
@@ -241,14 +243,25 @@ class StreamingStats:
             "excess_kurtosis": _num(d["excess_kurtosis"]),
             "ks_normal": _num(ks),
             "ks_normal_upper": _num(ks_upper),
-            # Shape of each channel on its own: an affine map per channel (batch norm at inference) cannot
-            # change these, so comparing them with the pooled values shows what batch norm really changed.
-            "channel_median_skewness": _num(np.nanmedian(ch["skewness"])) if np.any(np.isfinite(ch["skewness"])) else None,
-            "channel_median_excess_kurtosis": (_num(np.nanmedian(ch["excess_kurtosis"]))
-                                               if np.any(np.isfinite(ch["excess_kurtosis"])) else None),
+            # Shape of each channel on its own: an affine map per channel (batch norm at inference) leaves
+            # it unchanged (skewness flips sign where the scale is negative), so comparing these with the
+            # pooled values shows what batch norm really changed: how the channels line up.
+            "channel_median_skewness": _median_finite(ch["skewness"]),
+            "channel_median_excess_kurtosis": _median_finite(ch["excess_kurtosis"]),
             "channel_std_of_means": _num(np.std(per_channel.mean)),
-            "histogram": {"lo": self.lo, "hi": self.hi, "counts": hist.tolist()},
+            "histogram": {"lo": self.lo, "hi": self.hi, "counts": _rebin(hist, keep_bins or self.bins).tolist()},
         }
+
+
+def _median_finite(values: np.ndarray) -> float | None:
+    finite = np.asarray(values)[np.isfinite(values)]
+    return _num(np.median(finite)) if finite.size else None
+
+
+def _rebin(counts: np.ndarray, bins: int) -> np.ndarray:
+    if len(counts) % bins:
+        raise ValueError(f"cannot sum {len(counts)} bins into {bins}")
+    return counts.reshape(bins, -1).sum(axis=1)
 
 
 def _num(x) -> float | None:
