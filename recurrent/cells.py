@@ -250,15 +250,32 @@ class RNNLayer(nn.Module):
         return carry_output(self.cell, carry)
 
 
+def keras_initializers(cell: str, hidden: int) -> dict[str, Initializer]:
+    """Keras's recurrent-layer defaults, which the report's models had: glorot-uniform input kernels,
+    orthogonal recurrent kernels, zero biases except the LSTM forget gate's, set to 1 (unit_forget_bias)."""
+
+    def bias_init(key, shape, dtype=jnp.float32):
+        del key
+        bias = jnp.zeros(shape, dtype)
+        if cell == 'lstm' and shape[-1] == 4 * hidden:
+            bias = bias.at[hidden:2 * hidden].set(1.0)  # gate order i, f, g, o
+        return bias
+
+    return dict(kernel_init=initializers.glorot_uniform(),
+                recurrent_kernel_init=initializers.orthogonal(), bias_init=bias_init)
+
+
 class RecurrentClassifier(nn.Module):
     """Reads an image row by row and classifies it from the last hidden state.
 
-    recurrent layer -> BatchNorm (Keras defaults) -> Dense logits.
+    recurrent layer -> BatchNorm (Keras defaults) -> Dense logits. `init_scheme` picks the initialisers: 'keras'
+    (the report's framework; the default) or 'flax' (Flax's cell defaults, no forget-gate bias).
     """
 
     cell: str = 'rnn'
     hidden: int = 64
     num_classes: int = 10
+    init_scheme: str = 'keras'
 
     @nn.compact
     def __call__(self, x: Array, *, train: bool) -> Array:
@@ -268,10 +285,15 @@ class RecurrentClassifier(nn.Module):
         No dropout: an rngs={'dropout': ...} given to apply is simply unused.
         """
         x = x.reshape(x.shape[0], x.shape[1], -1)
-        h = RNNLayer(cell=self.cell, hidden=self.hidden, name='rnn')(x)
+        if self.init_scheme not in ('keras', 'flax'):
+            raise ValueError(f"init_scheme must be 'keras' or 'flax', got {self.init_scheme!r}")
+        keras = self.init_scheme == 'keras'
+        inits = keras_initializers(self.cell, self.hidden) if keras else {}
+        h = RNNLayer(cell=self.cell, hidden=self.hidden, name='rnn', **inits)(x)
         h = nn.BatchNorm(use_running_average=not train, momentum=0.99,
                          epsilon=1e-3, name='bn')(h)
-        return nn.Dense(self.num_classes, name='head')(h)
+        head_init = initializers.glorot_uniform() if keras else nn.linear.default_kernel_init
+        return nn.Dense(self.num_classes, kernel_init=head_init, name='head')(h)
 
 
 def param_count(cell: str, hidden: int, input_size: int = 28,

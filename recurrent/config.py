@@ -21,6 +21,7 @@ class RNNConfig:
     # model
     cell: str = "rnn"
     hidden: int = 64
+    init_scheme: str = "keras"  # Keras's initialisers, as the report's models had ('flax': Flax's cell defaults)
     # optimisation
     lr: float | tuple[float, ...] = 1e-3  # a tuple trains one model per rate, vmapped
     batch_size: int = 32
@@ -32,6 +33,7 @@ class RNNConfig:
     def validate(self) -> "RNNConfig":
         checks = [
             (self.cell in CELLS, f"unknown cell {self.cell!r}; choose from {', '.join(CELLS)}"),
+            (self.init_scheme in ("keras", "flax"), f"unknown init scheme {self.init_scheme!r}; choose keras or flax"),
             (self.hidden >= 1, f"hidden size must be positive, got {self.hidden}"),
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),

@@ -27,7 +27,8 @@ def train_and_evaluate(config: RNNConfig, workdir: str, dataset: data_lib.Datase
     if dataset is None:
         dataset = data_lib.load_dataset(data_lib.DataConfig.from_config(config))
     return experiment.fit_classifier(
-        model=RecurrentClassifier(cell=config.cell, hidden=config.hidden, num_classes=len(dataset.class_names)),
+        model=RecurrentClassifier(cell=config.cell, hidden=config.hidden, num_classes=len(dataset.class_names),
+                                  init_scheme=config.init_scheme),
         penalty_fn=None,
         dataset=dataset,
         config=config,

@@ -192,3 +192,20 @@ def test_unknown_cell_is_rejected():
 
 def test_cell_classes_are_exported():
     assert (CELLS['rnn'], CELLS['lstm'], CELLS['gru']) == (RNNCell, LSTMCell, GRUCell)
+
+
+def test_keras_initialisation_sets_the_lstm_forget_bias():
+    from recurrent.cells import RecurrentClassifier
+    x = jnp.zeros((2, 28, 28, 1))
+    keras = RecurrentClassifier(cell='lstm', hidden=8).init(jax.random.PRNGKey(0), x, train=False)['params']
+    flax_ = RecurrentClassifier(cell='lstm', hidden=8, init_scheme='flax').init(
+        jax.random.PRNGKey(0), x, train=False)['params']
+    bias = np.asarray(keras['rnn']['bias'])
+    np.testing.assert_array_equal(bias[8:16], 1.0)  # forget gate (order i, f, g, o)
+    np.testing.assert_array_equal(np.delete(bias, np.s_[8:16]), 0.0)
+    np.testing.assert_array_equal(np.asarray(flax_['rnn']['bias']), 0.0)
+    kernel = np.asarray(keras['rnn']['input_kernel'])
+    limit = np.sqrt(6.0 / (28 + 8))  # glorot-uniform, per gate block
+    assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.8 * limit
+    rnn = RecurrentClassifier(cell='rnn', hidden=8).init(jax.random.PRNGKey(0), x, train=False)['params']
+    np.testing.assert_array_equal(np.asarray(rnn['rnn']['bias']), 0.0)
