@@ -240,8 +240,12 @@ def plot_comparison(runs: list[tuple[dict, list[dict]]], path: str, target: floa
 
 def configs_from_args(args, cell: str, hidden: int) -> tuple[LeNetConfig, RNNConfig]:
     """Both configs from the same flags; epochs default to the recurrent report's 10 for both nets."""
+    # The table and the curves compare one model with one model: no vmapped batches of seeds or rates.
     if args.seeds not in (None, 1):
-        raise UserError("--task compare trains one seed per model (LeNet5 has no --seeds); use --seed S")
+        raise UserError("--task compare trains one model per net: give --seed S, not --seeds")
+    if isinstance(args.lr, tuple):
+        raise UserError("--task compare trains one model per net: give --lr one value (or none for each net's "
+                        "report rate)")
     epochs = args.epochs or RNNConfig.epochs
     lenet = config_from_args(LeNetConfig, args, dataset="mnist", epochs=epochs).validate()
     rnn = config_from_args(RNNConfig, args, cell=cell, hidden=hidden, epochs=epochs).validate()

@@ -1,0 +1,244 @@
+"""Tests for `--task compare`, `--task report` and `--task all`: pure pieces, then the chain end to end on
+generated CIFAR10-like images (an image folder) and `tfds.testing.mock_data` MNIST."""
+import base64
+import json
+import os
+import re
+import shlex
+import shutil
+import sys
+import types
+
+import pytest
+
+from common import cli, report, run_all
+from common.cli import build_parser, main
+from common.errors import UserError
+from recurrent import compare
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _pngs(folder):
+    """Every PNG under `folder` outside checkpoint folders (what the report must show)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = [d for d in dirnames if d != "checkpoint"]
+        found += [os.path.relpath(os.path.join(dirpath, f), folder) for f in filenames if f.endswith(".png")]
+    return sorted(found)
+
+
+def _read(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _write_json(path, obj):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(obj, f)
+
+
+# ------------------------------------------------------------------------------------------ pure pieces
+
+
+def _history(accuracies, seconds):
+    return [{"epoch": i + 1, "test_accuracy": a, "train_seconds": s} for i, (a, s) in
+            enumerate(zip(accuracies, seconds))]
+
+
+def test_epochs_and_seconds_to_reach_the_target():
+    h = _history([0.90, 0.969, 0.97, 0.99], [10.0, 2.0, 3.0, 4.0])
+    assert compare.epochs_to_reach(h, 0.97) == 3  # >= counts, 0.969 does not
+    assert compare.epochs_to_reach(h, 0.995) is None
+    assert compare.cumulative_train_seconds(h) == [10.0, 12.0, 15.0, 19.0]
+    assert compare.steady_train_seconds(h) == 3.0  # the first (compiling) epoch left out
+    assert compare.steady_train_seconds(h[:1]) == 10.0
+    metrics = {"param_count": 5, "test_accuracy": 0.99, "val_accuracy": 0.98, "train_accuracy": 1.0,
+               "epochs": 4, "seconds_per_epoch": 6.0, "wall_seconds": 30.0,
+               "config": {"lr": 1e-3, "batch_size": 32}}
+    row = compare.comparison_row("LSTM-8", "rnn", "lstm_h8", metrics, h, 0.97)
+    assert (row["epochs_to_97"], row["train_seconds_to_97"]) == (3, 15.0)
+
+
+def test_best_recurrent_reads_the_sweep_then_single_runs_then_falls_back(tmp_path):
+    rnn = str(tmp_path / "rnn")
+    assert compare.best_recurrent(rnn)[:2] == ("lstm", 128)  # nothing there: the report's best
+    for cell, hidden, acc in (("rnn", 64, 0.95), ("gru", 32, 0.97), ("lstm", 16, 0.96)):
+        _write_json(os.path.join(rnn, f"{cell}_h{hidden}", "metrics.json"),
+                    {"test_accuracy": acc, "val_accuracy": acc, "config": {"cell": cell, "hidden": hidden}})
+    assert compare.best_recurrent(rnn)[:2] == ("gru", 32)  # no summary.json: the per-run files
+    _write_json(os.path.join(rnn, "summary.json"), {"runs": [
+        {"cell": "rnn", "hidden": 16, "test_accuracy": 0.96, "val_accuracy": 0.9},
+        {"cell": "lstm", "hidden": 64, "test_accuracy": 0.99, "val_accuracy": 0.97},
+        {"cell": "gru", "hidden": 128, "test_accuracy": 0.99, "val_accuracy": 0.98}]})
+    cell, hidden, reason = compare.best_recurrent(rnn)
+    assert (cell, hidden) == ("gru", 128)  # the tie on test accuracy goes to validation accuracy
+    assert "3 recurrent run(s)" in reason
+
+
+def test_compare_choice_flags():
+    parse = build_parser().parse_args
+    assert compare.recurrent_choice(parse(["--task", "compare", "--cell", "gru"]), "/none")[:2] == ("gru", 128)
+    assert compare.recurrent_choice(parse(["--task", "compare", "--hidden", "32"]), "/none")[:2] == ("lstm", 32)
+    with pytest.raises(UserError, match="one value"):
+        compare.recurrent_choice(parse(["--task", "compare", "--cell", "rnn,lstm"]), "/none")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--cell", "rnn,gru"], "give --cell one value"),
+    (["--seeds", "3"], "not --seeds"),
+    (["--lr", "1e-3,3e-3"], "give --lr one value"),
+])
+def test_compare_bad_flags_exit_2(tmp_path, capsys, argv, message):
+    assert main(["--task", "compare", "--out", str(tmp_path / "c")] + argv) == 2
+    assert message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "c")
+
+
+def test_target_difference():
+    assert report.Target(0.96, 0.97, "").difference(0.965) == "within"
+    assert report.Target(0.96, 0.97, "").difference(0.95) == "-0.010"
+    assert report.Target(0.98, 0.99, "").difference(0.9912) == "+0.001"
+    assert report.LENET_TARGET.difference(0.596) == "-0.004"
+    assert report.NO_TARGET.difference(0.5) == "n/a"
+
+
+def test_task_argv_settings_then_user_flags_and_data_dirs_where_they_belong():
+    args = build_parser().parse_args(["--task", "all", "--quick", "--epochs", "3", "--data-dir", "/cifar",
+                                      "--tfds-data-dir", "/tfds", "--no-progress", "--cell", "gru"])
+    for task in run_all.ORDER:
+        argv = run_all.task_argv(task, "/r", quick=True, args=args)
+        parsed = build_parser().parse_args(argv)
+        assert parsed.task == task and parsed.out == os.path.join("/r", task)
+        assert parsed.progress is False and parsed.tfds_data_dir == "/tfds"
+        assert parsed.data_dir == ("/cifar" if task in ("lenet", "visualize", "deconv") else None)
+        if task in ("lenet", "rnn", "compare"):
+            assert parsed.epochs == 3  # the user's --epochs wins over the quick setting
+        if task in ("visualize", "deconv"):
+            assert parsed.checkpoint == os.path.join("/r", "lenet")
+    rates = build_parser().parse_args(["--task", "all", "--lr", "1e-3,3e-3"])
+    assert "--lr" not in run_all.task_argv("compare", "/r", args=rates)  # compare sets one model against one
+    assert build_parser().parse_args(run_all.task_argv("rnn", "/r", args=rates)).lr == (1e-3, 3e-3)
+    rnn = build_parser().parse_args(run_all.task_argv("rnn", "/r", quick=True, args=args))
+    assert rnn.cell == ("gru",) and rnn.limit == 2000 and rnn.hidden == (64, 128)
+    full = build_parser().parse_args(run_all.task_argv("rnn", "/r"))
+    assert full.cell == ("rnn", "lstm", "gru") and full.hidden == (16, 32, 64, 128) and full.epochs is None
+
+
+def test_report_without_results_folder_exits_2(tmp_path, capsys):
+    assert main(["--task", "report", "--out", str(tmp_path / "none")]) == 2
+    assert "no results folder" in capsys.readouterr().err
+
+
+def test_report_of_an_empty_folder_lists_every_part_missing_with_its_command(tmp_path):
+    root = str(tmp_path / "results")
+    os.makedirs(os.path.join(root, "deconv.partial"))  # a run that was killed
+    assert main(["--task", "report", "--out", root]) == 0
+    page, md = _read(os.path.join(root, "report.html")), _read(os.path.join(root, "REPORT.md"))
+    for part in report.PARTS:
+        command = "python run.py " + shlex.join(run_all.task_argv(part.key, root))
+        assert command in md and command in page, part.key
+        assert part.title in page
+    assert page.count('class="missing-box"') == 2 * len(report.PARTS)  # in the list and in each section
+    assert "unfinished run is in" in md and "<img" not in page
+
+
+# ------------------------------------------------------------------------------- orchestration (fakes)
+
+
+def test_all_goes_on_after_a_failed_task_and_skips_what_needs_it(tmp_path, monkeypatch, capsys):
+    """lenet fails with bad input: visualize/deconv are skipped, rnn/compare still run, the report is built,
+    the exit code is lenet's 2. The five tasks are stand-ins here; the real chain is tested below."""
+    ran = []
+
+    def fake(task, fail=False):
+        def run(args):
+            ran.append((task, args.out))
+            if fail:
+                raise UserError(f"{task}: no data")
+            return 0
+        module = types.ModuleType(f"fake_{task}")
+        module.run = run
+        return module
+
+    for task in run_all.ORDER:
+        monkeypatch.setitem(sys.modules, f"fake_{task}", fake(task, fail=task == "lenet"))
+        monkeypatch.setitem(cli.TASKS, task, (f"fake_{task}", ""))
+    root = str(tmp_path / "r")
+    assert main(["--task", "all", "--out", root]) == 2
+    assert [t for t, _ in ran] == ["lenet", "rnn", "compare"]
+    status = {t["task"]: t["status"] for t in json.load(open(os.path.join(root, "run_all.json")))["tasks"]}
+    assert status["lenet"].startswith("failed") and "no data" in status["lenet"]
+    assert status["visualize"] == status["deconv"] == "skipped: lenet failed"
+    assert status["rnn"] == status["compare"] == "ok"
+    assert os.path.isfile(os.path.join(root, "report.html"))
+    assert "lenet" in capsys.readouterr().out
+
+
+def test_all_with_a_wrong_data_dir_exits_2_before_any_task(tmp_path, capsys):
+    root = tmp_path / "r"
+    assert main(["--task", "all", "--quick", "--data-dir", str(tmp_path / "nope"), "--out", str(root)]) == 2
+    assert "does not exist" in capsys.readouterr().err and not root.exists()
+
+
+# ------------------------------------------------------------------------------------- the real chain
+
+
+def test_all_quick_end_to_end_then_report_and_a_missing_part(mock_tfds, image_folder, tmp_path, capsys):
+    root = str(tmp_path / "results")
+    # --quick, shrunk further for the test through the user's flags (which run_all hands on after --quick's).
+    rc = main(["--task", "all", "--quick", "--data-dir", image_folder, "--out", root, "--no-progress",
+               "--epochs", "1", "--limit", "60", "--cell", "rnn", "--hidden", "4,8"])
+    assert rc == 0, capsys.readouterr().err[-3000:]
+    tasks = json.load(open(os.path.join(root, "run_all.json")))["tasks"]
+    assert [(t["task"], t["status"]) for t in tasks] == [(t, "ok") for t in run_all.ORDER]
+
+    # Each result records the command that remakes it alone, not `--task all`.
+    lenet = json.load(open(os.path.join(root, "lenet", "metrics.json")))
+    assert lenet["command"].startswith("run.py --task lenet --out ") and lenet["epochs"] == 1
+
+    # compare: both nets on the same splits and seed; the recurrent net is the sweep's best.
+    comp = json.load(open(os.path.join(root, "compare", "comparison.json")))
+    sweep = json.load(open(os.path.join(root, "rnn", "summary.json")))["runs"]
+    best = max(sweep, key=lambda r: (r["test_accuracy"], r["val_accuracy"], -r["hidden"]))
+    assert (comp["recurrent_choice"]["cell"], comp["recurrent_choice"]["hidden"]) == (best["cell"], best["hidden"])
+    sub = [json.load(open(os.path.join(root, "compare", r["folder"], "metrics.json"))) for r in comp["rows"]]
+    assert [m["task"] for m in sub] == ["lenet", "rnn"]
+    for key in ("train_size", "val_size", "test_size", "data_source", "seeds"):
+        assert sub[0][key] == sub[1][key], key
+    assert sub[0]["data_source"] == "tfds:mnist" and sub[0]["image_shape"] == [28, 28, 1]
+    for row, m in zip(comp["rows"], sub):
+        assert row["test_accuracy"] == m["test_accuracy"] and row["param_count"] == m["param_count"]
+    assert os.path.isfile(os.path.join(root, "compare", "fig_cnn_vs_rnn.png"))
+
+    page, md = _read(os.path.join(root, "report.html")), _read(os.path.join(root, "REPORT.md"))
+    # every section, and no part missing
+    for part in report.PARTS:
+        assert f'id="{part.anchor}"' in page and f"## {part.title}" in md
+        assert f"{part.title}: no results" not in page
+    assert 'class="missing-box"' not in page and "**Missing:**" not in md  # every expected figure made
+    # every figure the tasks wrote, embedded (no network, no file beside the page needed) and linked in the md
+    figures = {p: _pngs(os.path.join(root, p)) for p in run_all.ORDER + ("lenet_nobn",)}
+    expected = sorted(os.path.join(p, f) for p, fs in figures.items() for f in fs)
+    assert all(figures[p] for p in run_all.ORDER)
+    srcs = re.findall(r'<img src="([^"]+)"', page)
+    assert len(srcs) == len(expected)
+    assert all(base64.b64decode(s.split(",", 1)[1])[:8] == PNG_MAGIC for s in srcs)
+    assert not re.findall(r'(?:src|href)="(?:https?:)?//', page)  # nothing fetched from a network
+    assert sorted(re.findall(r"!\[Figure \d+\]\(([^)]+)\)", md)) == expected
+    assert len(re.findall(r"<figcaption><b>Figure \d+\.</b> \S", page)) == len(expected)
+    # the tables: measured numbers beside the assignment's, with provenance
+    assert f"{lenet['test_accuracy']:.4f}" in page and f"{lenet['val_accuracy']:.4f}" in page
+    for text in ("about 0.60 (60%)", "0.96-0.97 (96-97%)", "0.98-0.99 (98-99%)", "epochs to 97%",
+                 "activation_stats.json", "shrunk run", lenet["finished_at"], "seed(s)"):
+        assert text in page and text in md, text
+    assert page.count("<table>") == 6  # summary, how it was made, 1b, 1c statistics, 3a-b sweep, 3c comparison
+
+    # A part that disappears is listed as missing with its command; the rest stays.
+    shutil.rmtree(os.path.join(root, "deconv"))
+    assert main(["--task", "report", "--out", root]) == 0
+    page = _read(os.path.join(root, "report.html"))
+    command = "python run.py " + shlex.join(run_all.task_argv("deconv", root))
+    assert f"Make it with: <code>{command}</code>" in page
+    assert len(re.findall(r"<img ", page)) == len(expected) - len(figures["deconv"])
