@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-posi
 
 SPLIT_STYLE = {
     "train": dict(color="tab:blue", label="train (eval mode)"),
-    "train_running": dict(color="tab:blue", ls=":", alpha=0.7, label="train (running, dropout on)"),
+    "train_running": dict(color="tab:blue", ls=":", alpha=0.7, label="train (running mean while training)"),
     "val": dict(color="tab:orange", label="validation"),
     "test": dict(color="tab:green", label="test"),
 }

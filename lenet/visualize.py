@@ -123,18 +123,24 @@ def _load_or_train(checkpoint: str, args, train_if_missing: bool) -> Network:
 
 
 def _load_or_train_nobn(main_net: Network, path: str, dataset: data_lib.Dataset, args) -> Network:
+    """Loads `path` when it holds LeNet5 without batch norm trained with the main network's settings;
+    otherwise (absent, or stale: another config) trains it there, replacing what was there."""
     if not main_net.config.use_batchnorm:
         raise UserError(f"--compare-batchnorm compares with a network without batch norm, but the checkpoint "
                         f"{main_net.source!r} has none already; give a checkpoint trained with batch norm")
-    if not os.path.isdir(ckpt.resolve_checkpoint_dir(path)):
-        config = dataclasses.replace(main_net.config, use_batchnorm=False)
+    expected = dataclasses.replace(main_net.config, use_batchnorm=False)
+    net = None
+    if os.path.isdir(ckpt.resolve_checkpoint_dir(path)):
+        net = load_network(path, how_to_make(path, args, use_batchnorm=False))
+        if net.config != expected:
+            print(f"{path} was trained with other settings than {main_net.source}; retraining it",
+                  file=sys.stderr)
+            net = None
+    if net is None:
         print(f"training LeNet5 without batch norm into {path} (same settings as {main_net.source}; "
-              f"{config.epochs} epochs)", file=sys.stderr)
-        train_and_evaluate(config, path, dataset=dataset, progress=args.progress)
-    net = load_network(path, how_to_make(path, args, use_batchnorm=False))
-    if net.config.use_batchnorm:
-        raise CheckpointError(f"{path!r} should hold LeNet5 without batch norm, but its config has "
-                              f"use_batchnorm=true; remove it or move it away")
+              f"{expected.epochs} epochs)", file=sys.stderr)
+        train_and_evaluate(expected, path, dataset=dataset, progress=args.progress)
+        net = load_network(path, how_to_make(path, args, use_batchnorm=False))
     return dataclasses.replace(net, config=_with_data_overrides(net.config, args))
 
 

@@ -74,10 +74,11 @@ def test_l2_penalty_equals_hand_computation():
 def test_loss_is_optax_cross_entropy_plus_penalty():
     config = LeNetConfig(dropout_rate=0.0)  # deterministic forward pass for the comparison
     state, batch = _state(config), _batch()
-    logits, _ = state.apply_fn(tr.model_variables(state), batch["image"], train=True, mutable=["batch_stats"])
+    logits, _ = jax.jit(lambda v, x: state.apply_fn(v, x, train=True, mutable=["batch_stats"]))(
+        tr.model_variables(state), batch["image"])
     expected = (optax.softmax_cross_entropy(logits, jax.nn.one_hot(batch["label"], 10)).mean()
                 + l2_penalty(state.params, 0.01, 0.005))
-    step = tr.make_train_step(penalty_fn(config))
+    step = jax.jit(tr.make_train_step(penalty_fn(config)))
     _, metrics = step(state, batch, jax.random.PRNGKey(0))
     got = metrics["loss_sum"] / metrics["count"] + metrics["penalty_sum"]
     np.testing.assert_allclose(float(got), float(expected), rtol=1e-5)
@@ -102,7 +103,7 @@ def test_one_step_changes_every_parameter_and_lowers_the_loss():
 def test_dropout_key_depends_on_step():
     config = LeNetConfig()
     state, batch = _state(config), _batch()
-    step = tr.make_train_step(penalty_fn(config))
+    step = jax.jit(tr.make_train_step(penalty_fn(config)))
     _, a = step(state, batch, jax.random.PRNGKey(0))
     _, b = step(state.replace(step=state.step + 1), batch, jax.random.PRNGKey(0))
     assert float(a["loss_sum"]) != float(b["loss_sum"])
