@@ -2,9 +2,11 @@
 
 `fit_classifier` owns what every classification experiment writes into its output folder:
   history.csv      one row per epoch (and per seed when several models train at once)
-  metrics.json     final train/val/test loss and accuracy as top-level keys, timings, config, versions
+  metrics.json     train/val/test loss and accuracy of the selected epoch (the best validation accuracy,
+                   as Keras's ModelCheckpoint(save_best_only=True) keeps) as top-level keys, the last
+                   epoch's under 'last_epoch', timings, config, versions
   <figure>.png     accuracy and loss against epoch
-  checkpoint/      final parameters + batch statistics and the config that rebuilds model and data
+  checkpoint/      the selected epoch's parameters + batch statistics and the config that rebuilds model and data
 The folder appears only when the run completes (see common.outputs.RunDir); a killed run restarted with the
 same --out resumes from its last complete epoch and ends with the same numbers.
 """
@@ -18,6 +20,7 @@ import time
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
@@ -37,7 +40,8 @@ RESUME_INFO = "resume.json"
 
 @dataclasses.dataclass
 class FitResult:
-    state: Any  # final TrainState (stacked over models when several train together)
+    state: Any  # last epoch's TrainState (stacked over models when several train together)
+    variables: Any  # {'params', 'batch_stats'} of the selected (best validation) epoch, as checkpointed
     history: list[dict[str, Any]]
     metrics: dict[str, Any]
     out_dir: str
@@ -125,6 +129,41 @@ def eval_batch_for(size: int) -> int:
     return -(-size // n) * n
 
 
+class BestEpoch:
+    """The variables of the epoch with the best validation accuracy, per model (Keras's
+    ModelCheckpoint(save_best_only=True)): the reported model is chosen on validation data, never on test.
+    Without a validation split the last epoch is kept."""
+
+    def __init__(self, n_models: int):
+        self.val = np.full(n_models, -np.inf)
+        self.epoch = np.zeros(n_models, np.int64)
+        self.variables = None
+
+    def update(self, epoch: int, val_accuracy, state) -> None:
+        n = len(self.val)
+        val = np.full(n, float(epoch)) if val_accuracy is None else np.broadcast_to(np.asarray(val_accuracy, float), (n,))
+        improved = val > self.val
+        if not improved.any():
+            return
+        current = tr.model_variables(state)
+        if self.variables is None or improved.all():
+            # A copy: the next train step donates (and so invalidates) the state's buffers.
+            self.variables = jax.tree_util.tree_map(jnp.copy, current)
+        else:
+            self.variables = jax.tree_util.tree_map(
+                lambda best, new: jnp.where(improved.reshape((-1,) + (1,) * (new.ndim - 1)), new, best),
+                self.variables, current)
+        self.val = np.where(improved, val, self.val)
+        self.epoch = np.where(improved, epoch, self.epoch)
+
+    def state_dict(self) -> dict:
+        return {"val": self.val, "epoch": self.epoch, "variables": self.variables}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.val, self.epoch = np.asarray(d["val"], float), np.asarray(d["epoch"], np.int64)
+        self.variables = d["variables"]
+
+
 def fit_classifier(
     *,
     model,
@@ -144,6 +183,8 @@ def fit_classifier(
     `config` needs epochs, batch_size, eval_batch_size, lr (a float, or a tuple of them for a vmapped
     learning-rate sweep), seed (and optionally seeds) and to_dict().
     `on_epoch(workdir, epoch, state)` runs after each epoch (and once with epoch 0 before training).
+    The checkpoint and the top-level metrics are those of the best validation epoch (see BestEpoch); the
+    last epoch's figures are kept in metrics.json too, and every epoch's in history.csv.
     """
     specs = model_grid(config)
     run = outputs.RunDir(out)
@@ -154,7 +195,8 @@ def fit_classifier(
 
     run_info = {"task": task, "config": config.to_dict(), "data_source": dataset.source,
                 "class_names": list(dataset.class_names), "image_shape": list(dataset.image_shape)}
-    state, history, wall_before = _maybe_resume(run, state, run_info)
+    best = BestEpoch(len(specs))
+    state, history, wall_before = _maybe_resume(run, state, best, run_info)
     state = replicate(state, mesh)
     start_epoch = len(history)
     if start_epoch:
@@ -169,23 +211,24 @@ def fit_classifier(
                                   progress=progress):
         state = result.state
         history.append(result.row)
+        best.update(result.epoch, result.row["val_accuracy"], state)
         if on_epoch is not None:
             on_epoch(workdir, result.epoch, state)
-        _save_resume(run, state, history, run_info, wall_before + time.perf_counter() - t0)
+        _save_resume(run, state, best, history, run_info, wall_before + time.perf_counter() - t0)
         tqdm.write(_epoch_line(result.row, config.epochs), file=sys.stderr)
     wall = wall_before + time.perf_counter() - t0
 
-    metrics = _final_metrics(history, specs, wall, dataset, state, run_info)
+    metrics = _final_metrics(history, specs, best, wall, dataset, state, run_info)
     metrics.update(extra_metrics or {})
-    _write_results(run, history, metrics, state, specs, run_info, title, figure_name)
+    _write_results(run, history, metrics, best.variables, specs, run_info, title, figure_name)
     final = run.commit()
-    return FitResult(state=state, history=history, metrics=metrics, out_dir=final)
+    return FitResult(state=state, variables=best.variables, history=history, metrics=metrics, out_dir=final)
 
 
 # -------------------------------------------------------------------------------------------- resuming
 
 
-def _maybe_resume(run: outputs.RunDir, state, run_info):
+def _maybe_resume(run: outputs.RunDir, state, best: BestEpoch, run_info):
     info_path, state_path = run.path(RESUME_INFO), run.path(RESUME_STATE)
     if not (os.path.isfile(info_path) and os.path.isfile(state_path)):
         return state, [], 0.0
@@ -195,16 +238,18 @@ def _maybe_resume(run: outputs.RunDir, state, run_info):
         if info.get("run_info") != json.loads(json.dumps(run_info, default=ckpt._jsonable)):
             tqdm.write(f"ignoring the unfinished run in {run.work}: it had another configuration", file=sys.stderr)
             return state, [], 0.0
-        restored = serialization.from_state_dict(state, ckpt.load_tree(state_path))
-        return restored, info["history"], float(info.get("wall_seconds", 0.0))
+        template = {"state": state, "best": {**best.state_dict(), "variables": tr.model_variables(state)}}
+        restored = serialization.from_state_dict(template, ckpt.load_tree(state_path))
+        best.load_state_dict(restored["best"])
+        return restored["state"], info["history"], float(info.get("wall_seconds", 0.0))
     except Exception as e:  # a resume file from a crash mid-write or another version: start over
         tqdm.write(f"cannot resume from {run.work} ({e.__class__.__name__}); starting over", file=sys.stderr)
         return state, [], 0.0
 
 
-def _save_resume(run: outputs.RunDir, state, history, run_info, wall_seconds: float) -> None:
+def _save_resume(run: outputs.RunDir, state, best: BestEpoch, history, run_info, wall_seconds: float) -> None:
     # State first, then the JSON that names its epoch: a kill between the two only loses that epoch.
-    ckpt.save_tree(run.path(RESUME_STATE), state)
+    ckpt.save_tree(run.path(RESUME_STATE), {"state": state, "best": best.state_dict()})
     ckpt.atomic_write_json(run.path(RESUME_INFO), {"run_info": run_info, "history": history,
                                                    "wall_seconds": wall_seconds})
 
@@ -238,21 +283,33 @@ def mean_rows(history: list[dict]) -> list[dict]:
     return [{k: (float(np.mean(v)) if isinstance(v, list) else v) for k, v in row.items()} for row in history]
 
 
-def _final_metrics(history, specs, wall, dataset, state, run_info) -> dict[str, Any]:
-    last = history[-1]
+def _row_value(row: dict, key: str, i: int):
+    v = row[key]
+    return v[i] if isinstance(v, list) else v
+
+
+def _split_metrics(values: list) -> dict[str, Any]:
+    """{'x': mean} (+ std and per-model values when several models) for each key of per-model values."""
+    out: dict[str, Any] = {}
+    for key in values[0]:
+        v = [m[key] for m in values]
+        out[key] = None if v[0] is None else float(np.mean(v))
+        if len(v) > 1 and v[0] is not None:
+            out[f"{key}_std"], out[f"{key}_per_model"] = float(np.std(v)), v
+    return out
+
+
+def _final_metrics(history, specs, best: BestEpoch, wall, dataset, state, run_info) -> dict[str, Any]:
+    keys = [f"{split}_{m}" for split in ("train", "val", "test") for m in ("accuracy", "loss")]
+    selected = [{k: _row_value(history[int(best.epoch[i]) - 1], k, i) for k in keys} for i in range(len(specs))]
+    last = [{k: _row_value(history[-1], k, i) for k in keys} for i in range(len(specs))]
     params = state.params if len(specs) == 1 else jax.tree_util.tree_map(lambda x: x[0], state.params)
-    metrics: dict[str, Any] = {}
-    for split in ("train", "val", "test"):
-        for m in ("accuracy", "loss"):
-            v = last[f"{split}_{m}"]
-            metrics[f"{split}_{m}"] = None if v is None else float(np.mean(v))
-            if len(specs) > 1 and v is not None:
-                metrics[f"{split}_{m}_std"] = float(np.std(v))
-                metrics[f"{split}_{m}_per_model"] = v
-    val = [np.mean(r["val_accuracy"]) if r["val_accuracy"] is not None else -1 for r in history]
+    metrics: dict[str, Any] = _split_metrics(selected)
     steady = [r["train_images_per_sec"] for r in history[1:]] or [history[0]["train_images_per_sec"]]
     metrics.update({
-        "best_val_accuracy": float(max(val)), "best_val_epoch": int(np.argmax(val)) + 1,
+        "selected_epoch": int(best.epoch[0]) if len(specs) == 1 else best.epoch.tolist(),
+        "selection": "best validation accuracy" if dataset.val.labels.size else "last epoch (no validation split)",
+        "last_epoch": _split_metrics(last),
         "epochs": len(history), "seeds": sorted({m.seed for m in specs}),
         "models": [dataclasses.asdict(m) for m in specs],
         "wall_seconds": wall,
@@ -268,17 +325,17 @@ def _final_metrics(history, specs, wall, dataset, state, run_info) -> dict[str, 
     return metrics
 
 
-def _write_results(run, history, metrics, state, specs, run_info, title, figure_name) -> None:
+def _write_results(run, history, metrics, variables, specs, run_info, title, figure_name) -> None:
     n_models = len(specs)
     outputs.write_csv(run.path("history.csv"), per_model_rows(history, specs))
     outputs.write_json(run.path("metrics.json"), metrics)
     suffix = "" if n_models == 1 else f" (mean of {n_models} models)"
     plotting.plot_history(mean_rows(history), run.path(figure_name), title + suffix)
-    first = state if n_models == 1 else jax.tree_util.tree_map(lambda x: x[0], state)
-    ckpt.save_checkpoint(run.path(ckpt.CHECKPOINT_DIR), tr.model_variables(first),
-                         {**run_info, "seed": specs[0].seed, "lr": specs[0].lr})
+    first = variables if n_models == 1 else jax.tree_util.tree_map(lambda x: x[0], variables)
+    ckpt.save_checkpoint(run.path(ckpt.CHECKPOINT_DIR), first,
+                         {**run_info, "seed": specs[0].seed, "lr": specs[0].lr, "epoch": metrics["selected_epoch"]})
     if n_models > 1:
-        ckpt.save_tree(run.path(ckpt.CHECKPOINT_DIR, "all_models.msgpack"), tr.model_variables(state))
+        ckpt.save_tree(run.path(ckpt.CHECKPOINT_DIR, "all_models.msgpack"), variables)
     for name in (RESUME_STATE, RESUME_INFO):
         if os.path.exists(run.path(name)):
             os.remove(run.path(name))

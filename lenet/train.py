@@ -42,7 +42,8 @@ def train_and_evaluate(config: LeNetConfig, workdir: str, dataset: data_lib.Data
                        progress: bool = True) -> experiment.FitResult:
     """Trains LeNet5 with `config` and writes history, metrics, Figure 1 and a checkpoint into `workdir`.
 
-    Returns the final state (in `.state`) with the history and metrics, so tests and notebooks can use them.
+    Returns the last state (`.state`), the selected best-validation variables (`.variables`, as
+    checkpointed), the history and the metrics, so tests and notebooks can use them.
     """
     config.validate()
     if dataset is None:

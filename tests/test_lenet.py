@@ -148,7 +148,10 @@ def test_train_and_evaluate_writes_results_and_is_reproducible(image_folder, tmp
     assert m["test_accuracy"] == r2.metrics["test_accuracy"] and m["val_loss"] == r2.metrics["val_loss"]
     run_info, variables = ckpt.load_checkpoint(out1)
     assert LeNetConfig.from_dict(run_info["config"]) == _tiny_config(image_folder)
-    np.testing.assert_array_equal(variables["params"]["conv1"]["kernel"], r1.state.params["conv1"]["kernel"])
+    np.testing.assert_array_equal(variables["params"]["conv1"]["kernel"], r1.variables["params"]["conv1"]["kernel"])
+    best = max(r1.history, key=lambda r: r["val_accuracy"])  # first epoch with the best validation accuracy
+    assert m["selected_epoch"] == best["epoch"] and m["test_accuracy"] == best["test_accuracy"]
+    assert m["last_epoch"]["test_loss"] == r1.history[-1]["test_loss"]
     assert sorted(np.load(os.path.join(out1, "conv1_kernels_by_epoch.npz"))) == ["epoch_0", "epoch_1", "epoch_2"]
 
 
@@ -161,8 +164,8 @@ def test_resume_from_a_killed_run_gives_identical_metrics(image_folder, tmp_path
     real_save = experiment._save_resume
     calls = []
 
-    def save_then_die(run, state, history, *a):
-        real_save(run, state, history, *a)
+    def save_then_die(run, state, best, history, *a):
+        real_save(run, state, best, history, *a)
         calls.append(len(history))
         if len(history) == 1:
             raise KeyboardInterrupt  # stands in for a kill after epoch 1's checkpoint
@@ -176,6 +179,8 @@ def test_resume_from_a_killed_run_gives_identical_metrics(image_folder, tmp_path
     assert not os.path.exists(out) and os.path.isdir(out + ".partial")
     resumed = train_and_evaluate(_tiny_config(image_folder, epochs=3), out, progress=False)
     assert [r["test_loss"] for r in resumed.history] == [r["test_loss"] for r in full.history]
+    assert resumed.metrics["selected_epoch"] == full.metrics["selected_epoch"]
+    assert resumed.metrics["test_loss"] == full.metrics["test_loss"]
 
 
 def test_failed_run_keeps_earlier_results(image_folder, tmp_path):

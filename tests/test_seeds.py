@@ -60,3 +60,18 @@ def test_plain_nadam_and_injected_learning_rate_agree():
         ua, sa = a.update(grads, sa, params)
         ub, sb = b.update(grads, sb, params)
         np.testing.assert_allclose(ua["w"], ub["w"], rtol=2e-5)  # b1, b2 held as float32 arrays
+
+
+def test_best_epoch_is_chosen_per_model_on_validation():
+    from types import SimpleNamespace
+
+    best = experiment.BestEpoch(2)
+    for epoch, val, w in ((1, [0.5, 0.7], 1.0), (2, [0.6, 0.6], 2.0), (3, [0.55, 0.9], 3.0)):
+        state = SimpleNamespace(params={"w": np.full((2, 3), w, np.float32)}, batch_stats={})
+        best.update(epoch, val, state)
+    assert best.epoch.tolist() == [2, 3]
+    np.testing.assert_array_equal(best.variables["params"]["w"], [[2.0] * 3, [3.0] * 3])
+    no_val = experiment.BestEpoch(1)
+    for epoch in (1, 2):
+        no_val.update(epoch, None, SimpleNamespace(params={"w": np.float32(epoch)}, batch_stats={}))
+    assert no_val.epoch.tolist() == [2]  # without a validation split the last epoch is kept
