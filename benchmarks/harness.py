@@ -20,7 +20,9 @@ def peak_memory_mb() -> dict[str, float]:
 
 
 def time_train_step(step, state, batches, rng, *, images_per_step: int, windows: int = 5, steps_per_window: int = 20):
-    """Runs `step` once (compile + first step), then `windows` timed windows; returns a result dict.
+    """Runs `step` once (compile + first step), then `windows` timed windows; returns (result, last state).
+
+    The step donates its state, so callers must continue with the returned state.
 
     `batches` is a list of host batches cycled through, so input transfer is part of the measured step, as it
     is in the real training loop.
@@ -40,7 +42,7 @@ def time_train_step(step, state, batches, rng, *, images_per_step: int, windows:
         jax.block_until_ready(metrics)
         rates.append(steps_per_window * images_per_step / (time.perf_counter() - t0))
     return {"train_images_per_sec": statistics.median(rates), "first_step_seconds": first,
-            "windows": [round(r, 1) for r in rates]}
+            "windows": [round(r, 1) for r in rates]}, state
 
 
 def time_eval_step(eval_fn, state, batch, *, images_per_step: int, windows: int = 5, steps_per_window: int = 10):

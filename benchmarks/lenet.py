@@ -23,7 +23,7 @@ def bench(config: LeNetConfig, n_seeds: int = 1, image_shape=(28, 28, 1)) -> dic
     train_fn, eval_fn = experiment.compile_steps(tr.make_train_step(penalty_fn(config)), n_seeds)
     leading = () if n_seeds == 1 else (n_seeds,)
     batches = random_batches(8, config.batch_size, image_shape, leading=leading)
-    result = time_train_step(train_fn, state, batches, keys, images_per_step=config.batch_size * n_seeds)
+    result, state = time_train_step(train_fn, state, batches, keys, images_per_step=config.batch_size * n_seeds)
     eval_batch = {**random_batches(1, config.eval_batch_size, image_shape)[0],
                   "mask": np.ones(config.eval_batch_size, np.float32)}
     result.update(time_eval_step(eval_fn, state, eval_batch, images_per_step=config.eval_batch_size * n_seeds))
