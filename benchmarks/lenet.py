@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 
-import jax
 import numpy as np
 
 from benchmarks.harness import emit, random_batches, time_eval_step, time_train_step

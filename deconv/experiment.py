@@ -30,12 +30,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common import checkpoint as ckpt
 from common import data as data_lib
 from common.cli import default_out
 from common.errors import CheckpointError, DataError, UserError
 from common.outputs import RunDir, environment_info, write_json
 from deconv import figures, network, occlusion, ops
+from lenet import checkpoint as lenet_checkpoint
 from lenet.config import LeNetConfig
 from lenet.train import create_model
 
@@ -116,41 +116,12 @@ def how_to_make(checkpoint: str) -> str:
 
 
 def load_lenet(path: str) -> tuple[LeNetConfig, dict, dict]:
-    """(config, variables, run_info) of a `--task lenet` checkpoint; every way it can be unusable is one
-    CheckpointError."""
-    run_info, variables = ckpt.load_checkpoint(path, how_to_make(path))
-    where = ckpt.resolve_checkpoint_dir(path)
-    if run_info.get("task") != "lenet" or not isinstance(run_info.get("config"), dict):
-        raise CheckpointError(f"{where!r} is not a LeNet5 checkpoint (task {run_info.get('task')!r}); make one "
-                              f"with `{how_to_make(path)}`")
-    try:
-        config = LeNetConfig.from_dict(run_info["config"])
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"the config in {where!r} does not describe a LeNet5: {e}") from None
-    params = variables["params"]
-    convs = network.conv_names(params) if isinstance(params, dict) else []
-    if not convs or any(not isinstance(params[n], dict) or {"kernel", "bias"} - set(params[n]) for n in convs):
-        found = sorted(params)[:6] if isinstance(params, dict) else type(params).__name__
-        raise CheckpointError(f"{where!r} holds no LeNet5 conv layers (found {found})")
-    if config.use_batchnorm and "batch_stats" not in variables:
-        raise CheckpointError(f"{where!r} says it uses batch norm but holds no batch-norm statistics")
-    return config, variables, run_info
+    """(config, variables, run_info) of a `--task lenet` checkpoint (see lenet.checkpoint.load_lenet)."""
+    return lenet_checkpoint.load_lenet(path, how_to_make(path))
 
 
 def with_data_overrides(config: LeNetConfig, data_dir: str | None, tfds_data_dir: str | None) -> LeNetConfig:
-    """The checkpoint's data settings, except where --data-dir / --tfds-data-dir point elsewhere."""
-    changes = {}
-    if data_dir:
-        changes["data_dir"] = data_dir
-    if tfds_data_dir:
-        changes["tfds_data_dir"] = tfds_data_dir
-        if not data_dir:
-            changes["data_dir"] = None  # an explicit TFDS location replaces the recorded image folder
-    config = dataclasses.replace(config, **changes)
-    if config.data_dir and not os.path.isdir(config.data_dir):
-        raise DataError(f"the checkpoint's data folder {config.data_dir!r} (recorded relative to where it was "
-                        "trained) does not exist here; point --data-dir at the same data")
-    return config
+    return lenet_checkpoint.with_data_overrides(config, data_dir, tfds_data_dir)
 
 
 # ------------------------------------------------------------------------------------------- experiment

@@ -30,6 +30,7 @@ from common import stats, viz_plots
 from common.cli import config_from_args, default_out
 from common.errors import CheckpointError, DataError, UserError
 from common.outputs import RunDir, write_json
+from lenet import checkpoint as lenet_checkpoint
 from lenet.config import LeNetConfig
 from lenet.train import FILTER_HISTORY, create_model, train_and_evaluate
 
@@ -146,36 +147,16 @@ def _load_or_train_nobn(main_net: Network, path: str, dataset: data_lib.Dataset,
 
 def load_network(path: str, make_hint: str) -> Network:
     """Reads a `--task lenet` checkpoint; every way it can be unusable is a CheckpointError."""
-    run_info, variables = ckpt.load_checkpoint(path, make_hint)
-    where = ckpt.resolve_checkpoint_dir(path)
-    if run_info.get("task") != "lenet" or not isinstance(run_info.get("config"), dict):
-        raise CheckpointError(f"{where!r} is not a LeNet5 checkpoint (task {run_info.get('task')!r}); make one "
-                              f"with `{make_hint}`")
-    try:
-        config = LeNetConfig.from_dict(run_info["config"])
-    except TypeError as e:
-        raise CheckpointError(f"the config in {where!r} does not describe a LeNet5: {e}") from None
+    config, variables, run_info = lenet_checkpoint.load_lenet(path, make_hint)
     bn = config.use_batchnorm
-    if bn and "batch_stats" not in variables:
-        raise CheckpointError(f"{where!r} says it uses batch norm but holds no batch-norm statistics")
     key, label = ("batchnorm", "LeNet5 with batch norm") if bn else ("no_batchnorm", "LeNet5 without batch norm")
     return Network(key=key, label=label, config=config, variables=variables, source=path, run_info=run_info)
 
 
 def _with_data_overrides(config: LeNetConfig, args) -> LeNetConfig:
-    """The checkpoint's data settings, except where --data-dir / --tfds-data-dir point elsewhere."""
-    mode = getattr(args, "image_mode", None)
-    if mode is not None and mode != config.image_mode:
-        raise UserError(f"the checkpoint was trained on {config.image_mode} images; --image-mode {mode} cannot "
-                        "be used with it (leave the flag out)")
-    changes = {k: getattr(args, k) for k in ("data_dir", "tfds_data_dir") if getattr(args, k, None)}
-    if changes.get("data_dir") is None and changes.get("tfds_data_dir") and config.data_dir:
-        changes["data_dir"] = None  # a TFDS location given explicitly replaces the recorded image folder
-    config = dataclasses.replace(config, **changes)
-    if config.data_dir and not os.path.isdir(config.data_dir):
-        raise DataError(f"the checkpoint's data folder {config.data_dir!r} (recorded relative to where it was "
-                        "trained) does not exist here; point --data-dir at the same data")
-    return config
+    return lenet_checkpoint.with_data_overrides(config, getattr(args, "data_dir", None),
+                                                getattr(args, "tfds_data_dir", None),
+                                                getattr(args, "image_mode", None))
 
 
 def _check_fits(net: Network, dataset: data_lib.Dataset) -> None:
