@@ -330,7 +330,8 @@ def _write_results(run, history, metrics, variables, specs, run_info, title, fig
     outputs.write_csv(run.path("history.csv"), per_model_rows(history, specs))
     outputs.write_json(run.path("metrics.json"), metrics)
     suffix = "" if n_models == 1 else f" (mean of {n_models} models)"
-    plotting.plot_history(mean_rows(history), run.path(figure_name), title + suffix)
+    selected = metrics["selected_epoch"] if n_models == 1 else None
+    plotting.plot_history(mean_rows(history), run.path(figure_name), title + suffix, selected)
     first = variables if n_models == 1 else jax.tree_util.tree_map(lambda x: x[0], variables)
     ckpt.save_checkpoint(run.path(ckpt.CHECKPOINT_DIR), first,
                          {**run_info, "seed": specs[0].seed, "lr": specs[0].lr, "epoch": metrics["selected_epoch"]})

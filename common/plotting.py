@@ -17,8 +17,9 @@ SPLIT_STYLE = {
 }
 
 
-def plot_history(rows: Sequence[dict[str, Any]], path: str, title: str) -> str:
-    """Accuracy and loss against epoch for train, validation and test, side by side (the report's Figure 1)."""
+def plot_history(rows: Sequence[dict[str, Any]], path: str, title: str, selected_epoch: int | None = None) -> str:
+    """Accuracy and loss against epoch for train, validation and test, side by side (the report's Figure 1);
+    a grey line marks the epoch whose model is reported (the best validation accuracy)."""
     epochs = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     for ax, metric, ylabel in ((axes[0], "accuracy", "accuracy"), (axes[1], "loss", "cross-entropy loss")):
@@ -26,6 +27,9 @@ def plot_history(rows: Sequence[dict[str, Any]], path: str, title: str) -> str:
             values = [r.get(f"{split}_{metric}") for r in rows]
             if all(v is not None for v in values):
                 ax.plot(epochs, values, marker="o" if len(epochs) < 30 else None, ms=3, **style)
+        if selected_epoch is not None:
+            ax.axvline(selected_epoch, color="grey", ls="--", lw=0.8,
+                       label=f"reported model (epoch {selected_epoch}, best validation)")
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.set_title(ylabel.capitalize())
