@@ -401,8 +401,9 @@ def lenet_blocks(root: str) -> list[Block]:
         blocks.append(Table(
             ["split", "accuracy", "loss", "assignment"], rows,
             f"{m.get('epochs')} epochs on {m.get('data_source')} ({m.get('train_size')} train / "
-            f"{m.get('val_size')} validation / {m.get('test_size')} test images); best validation accuracy "
-            f"{fmt_acc(m.get('best_val_accuracy'))} at epoch {m.get('best_val_epoch')}; "
+            f"{m.get('val_size')} validation / {m.get('test_size')} test images); the reported model is epoch "
+            f"{m.get('selected_epoch')} ({m.get('selection', 'best validation accuracy')}); last epoch: test "
+            f"accuracy {fmt_acc((m.get('last_epoch') or {}).get('test_accuracy'))}; "
             f"{m.get('param_count', 0):,} parameters; {m.get('train_images_per_sec', 0):.0f} training images/s; "
             f"{fmt_seconds(m.get('seconds_per_epoch'))} per epoch."))
     return blocks
