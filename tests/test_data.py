@@ -6,7 +6,7 @@ from PIL import Image
 
 from common import data
 from common.errors import DataError
-from tests.conftest import SHARED_CIFAR_FOLDER, write_image_folder
+from tests.conftest import SHARED_CIFAR_FOLDER, SHARED_MNIST_TFDS, write_image_folder
 
 
 def test_stratified_holdout_sizes_strata_and_determinism():
@@ -138,3 +138,12 @@ def test_course_cifar10_folder():
     assert (len(ds.train), len(ds.val), len(ds.test)) == (9000, 1000, 1000)
     assert ds.image_shape == (28, 28, 1)
     assert np.all(np.bincount(ds.val.labels) == 100)
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_MNIST_TFDS, "mnist")),
+                    reason="needs the shared MNIST prepared for TFDS (../shared/data/tfds)")
+def test_shared_mnist_through_tfds():
+    ds = data.load_dataset(data.DataConfig(dataset="mnist", tfds_data_dir=SHARED_MNIST_TFDS))
+    assert (len(ds.train), len(ds.val), len(ds.test)) == (54000, 6000, 10000)
+    assert ds.image_shape == (28, 28, 1) and ds.class_names[3] == "3"
+    assert np.all(np.bincount(ds.val.labels, minlength=10) >= 500)
