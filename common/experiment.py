@@ -31,6 +31,7 @@ from common import checkpoint as ckpt
 from common import data as data_lib
 from common import outputs, plotting
 from common import training as tr
+from common.config import learning_rates
 from common.errors import UserError
 from flax import serialization
 
@@ -57,8 +58,8 @@ class ModelSpec:
 
 def model_grid(config) -> list[ModelSpec]:
     """Every (learning rate, seed) pair of `config`: `lr` may be a tuple, `seeds` counts up from `seed`."""
-    lrs = config.lr if isinstance(config.lr, (tuple, list)) else (config.lr,)
-    return [ModelSpec(config.seed + i, float(lr)) for lr in lrs for i in range(getattr(config, "seeds", 1))]
+    return [ModelSpec(config.seed + i, float(lr)) for lr in learning_rates(config.lr)
+            for i in range(getattr(config, "seeds", 1))]
 
 
 def make_optimizer(lr: float) -> optax.GradientTransformation:

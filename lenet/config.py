@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from common.errors import UserError
+from common.config import require, training_checks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,21 +34,10 @@ class LeNetConfig:
     filter_epochs: tuple[int, ...] = (0, 1, 2, 5, 10, 25)  # conv1 kernels saved after these epochs
 
     def validate(self) -> "LeNetConfig":
-        checks = [
-            (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
-            (self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}"),
-            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
-            (self.eval_batch_size >= 1, f"eval batch size must be at least 1, got {self.eval_batch_size}"),
-            (min(self.lr if isinstance(self.lr, tuple) else (self.lr,)) > 0,
-             f"learning rate must be positive, got {self.lr}"),
+        require(training_checks(self) + [
             (0 <= self.dropout_rate < 1, f"dropout rate must be in [0, 1), got {self.dropout_rate}"),
             (self.conv_l2 >= 0 and self.fc_l2 >= 0, "L2 weights must be non-negative"),
-            (self.limit is None or self.limit >= 1, f"--limit must be positive, got {self.limit}"),
-            (0 <= self.val_fraction < 1, f"validation fraction must be in [0, 1), got {self.val_fraction}"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(message)
+        ])
         return self
 
     def to_dict(self) -> dict:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from common.errors import UserError
+from common.config import require, training_checks
 
 CELLS = ("rnn", "lstm", "gru")
 
@@ -31,20 +31,12 @@ class RNNConfig:
     eval_batch_size: int = 1000
 
     def validate(self) -> "RNNConfig":
-        checks = [
+        require(training_checks(self) + [
             (self.cell in CELLS, f"unknown cell {self.cell!r}; choose from {', '.join(CELLS)}"),
             (self.init_scheme in ("keras", "flax"), f"unknown init scheme {self.init_scheme!r}; choose keras or flax"),
             (self.hidden >= 1, f"hidden size must be positive, got {self.hidden}"),
-            (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
-            (self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}"),
-            (min(self.lr if isinstance(self.lr, tuple) else (self.lr,)) > 0,
-             f"learning rate must be positive, got {self.lr}"),
             (self.image_mode == "gray28", "the recurrent nets read 28x28 grayscale images (--image-mode gray28)"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise UserError(message)
+        ])
         return self
 
     @property

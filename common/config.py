@@ -1,0 +1,31 @@
+"""Checks shared by the experiments' config dataclasses (each experiment keeps its own defaults)."""
+from __future__ import annotations
+
+from typing import Iterable
+
+from common.errors import UserError
+
+
+def learning_rates(lr) -> tuple[float, ...]:
+    """`lr` is one rate or a tuple of them (a vmapped learning-rate sweep)."""
+    return tuple(lr) if isinstance(lr, (tuple, list)) else (lr,)
+
+
+def training_checks(config) -> list[tuple[bool, str]]:
+    """(condition, message) for the fields every training config has."""
+    return [
+        (config.epochs >= 1, f"epochs must be at least 1, got {config.epochs}"),
+        (config.seeds >= 1, f"seeds must be at least 1, got {config.seeds}"),
+        (config.batch_size >= 1, f"batch size must be at least 1, got {config.batch_size}"),
+        (config.eval_batch_size >= 1, f"eval batch size must be at least 1, got {config.eval_batch_size}"),
+        (min(learning_rates(config.lr)) > 0, f"learning rate must be positive, got {config.lr}"),
+        (config.limit is None or config.limit >= 1, f"--limit must be positive, got {config.limit}"),
+        (0 <= config.val_fraction < 1, f"validation fraction must be in [0, 1), got {config.val_fraction}"),
+    ]
+
+
+def require(checks: Iterable[tuple[bool, str]]) -> None:
+    """Raises UserError with the first failing check's message."""
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
