@@ -56,9 +56,28 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _scalar_or_list(item_type):
+    """One value, or a tuple of several (a hyperparameter swept as a vmapped model axis)."""
+
+    def parse(text: str):
+        values = _comma_list(item_type)(text)
+        return values[0] if len(values) == 1 else values
+
+    return parse
+
+
 def _learning_rates(text: str):
-    rates = _comma_list(_positive_float)(text)
-    return rates[0] if len(rates) == 1 else rates
+    return _scalar_or_list(_positive_float)(text)
 
 
 def _comma_list(item_type, allowed=None):
@@ -91,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=_positive_int)
     g.add_argument("--lr", type=_learning_rates,
                    help="learning rate, or a comma list (e.g. 1e-4,1.7e-4,3e-4) trained at once with jax.vmap")
+    g.add_argument("--conv-l2", type=_scalar_or_list(_nonneg_float), metavar="W[,W..]",
+                   help="LeNet5 conv-kernel L2 weight(s); a list trains one model per value, vmapped")
+    g.add_argument("--fc-l2", type=_scalar_or_list(_nonneg_float), metavar="W[,W..]",
+                   help="LeNet5 fc1-kernel L2 weight(s); a list trains one model per value, vmapped")
     g.add_argument("--seed", type=_nonneg_int, help="seed of initialisation, dropout and batch order")
     g.add_argument("--seeds", type=_positive_int, help="train N seeds (seed, seed+1, ...) at once with jax.vmap")
     g.add_argument("--limit", type=_positive_int, help="train on the first N training examples (smoke runs)")

@@ -6,9 +6,12 @@ from typing import Iterable
 from common.errors import UserError
 
 
-def learning_rates(lr) -> tuple[float, ...]:
-    """`lr` is one rate or a tuple of them (a vmapped learning-rate sweep)."""
-    return tuple(lr) if isinstance(lr, (tuple, list)) else (lr,)
+def as_tuple(value) -> tuple[float, ...]:
+    """A hyperparameter is one value or a tuple of them (a vmapped sweep)."""
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
+learning_rates = as_tuple
 
 
 def training_checks(config) -> list[tuple[bool, str]]:

@@ -13,6 +13,7 @@ same --out resumes from its last complete epoch and ends with the same numbers.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import sys
@@ -31,7 +32,7 @@ from common import checkpoint as ckpt
 from common import data as data_lib
 from common import outputs, plotting
 from common import training as tr
-from common.config import learning_rates
+from common.config import as_tuple, learning_rates
 from common.errors import UserError
 from flax import serialization
 
@@ -50,16 +51,25 @@ class FitResult:
 
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
-    """One of the models trained together: its seed (init, dropout, batch order) and learning rate."""
+    """One of the models trained together: its seed (init, dropout, batch order), learning rate and penalty
+    weights (empty: the config's own)."""
 
     seed: int
     lr: float
+    penalty: dict = dataclasses.field(default_factory=dict)
 
 
 def model_grid(config) -> list[ModelSpec]:
-    """Every (learning rate, seed) pair of `config`: `lr` may be a tuple, `seeds` counts up from `seed`."""
-    return [ModelSpec(config.seed + i, float(lr)) for lr in learning_rates(config.lr)
-            for i in range(getattr(config, "seeds", 1))]
+    """Every (learning rate, penalty weights, seed) combination of `config`: `lr` and the fields named in
+    `config.PENALTIES` may be tuples, `seeds` counts up from `seed`."""
+    names = getattr(config, "PENALTIES", ())
+    penalties = [dict(zip(names, values)) for values in itertools.product(*(as_tuple(getattr(config, n))
+                                                                             for n in names))]
+    specs = [ModelSpec(config.seed + i, float(lr), {k: float(v) for k, v in p.items()})
+             for lr in learning_rates(config.lr) for p in penalties for i in range(getattr(config, "seeds", 1))]
+    if len(specs) == 1:
+        specs = [dataclasses.replace(specs[0], penalty={})]  # one model: the config's weights, untouched
+    return specs
 
 
 def make_optimizer(lr: float) -> optax.GradientTransformation:
@@ -78,7 +88,8 @@ def init_states(model, input_shape, specs: list[ModelSpec]):
     state = jax.vmap(lambda k: tr.create_train_state(model, tx, input_shape, k))(init_keys)
     lrs = np.asarray([s.lr for s in specs], np.float32)
     opt_state = state.opt_state._replace(hyperparams={**state.opt_state.hyperparams, "learning_rate": lrs})
-    return state.replace(opt_state=opt_state), step_keys
+    weights = {k: np.asarray([s.penalty[k] for s in specs], np.float32) for k in specs[0].penalty} or None
+    return state.replace(opt_state=opt_state, penalty_weights=weights), step_keys
 
 
 def compile_steps(train_step, n_models: int, mesh: Mesh | None = None):
@@ -275,7 +286,7 @@ def per_model_rows(history: list[dict], specs: list[ModelSpec]) -> list[dict]:
     rows = []
     for row in history:
         for i, spec in enumerate(specs):
-            rows.append({"seed": spec.seed, "lr": spec.lr,
+            rows.append({"seed": spec.seed, "lr": spec.lr, **spec.penalty,
                          **{k: (v[i] if isinstance(v, list) else v) for k, v in row.items()}})
     return rows
 

@@ -27,6 +27,9 @@ class TrainState(train_state.TrainState):
     """Flax's TrainState plus the batch-norm running statistics ({} for models without batch norm)."""
 
     batch_stats: Any = None
+    # Per-model penalty weights (e.g. {'conv_l2': ..., 'fc_l2': ...}) when they are swept as a vmapped axis;
+    # None: the penalty function's own defaults.
+    penalty_weights: Any = None
 
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, input_shape, rng) -> TrainState:
@@ -51,7 +54,8 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 def make_train_step(penalty_fn: Callable[[Any], jax.Array] | None = None):
     """Returns the pure `train_step(state, batch, rng) -> (state, metrics)` for a classifier.
 
-    The objective is mean cross-entropy + `penalty_fn(params)` (L2 terms); metrics report the cross-entropy
+    The objective is mean cross-entropy + `penalty_fn(params, **state.penalty_weights)` (L2 terms; the
+    weights travel in the state so that they can differ between vmapped models); metrics report the cross-entropy
     alone as sums, so that train, validation and test losses are the same quantity.
     """
 
@@ -63,7 +67,8 @@ def make_train_step(penalty_fn: Callable[[Any], jax.Array] | None = None):
             logits, updates = state.apply_fn(variables, batch["image"], train=True,
                                              rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
             ce = cross_entropy(logits, batch["label"])
-            penalty = penalty_fn(params) if penalty_fn is not None else jnp.zeros(())
+            weights = state.penalty_weights or {}
+            penalty = penalty_fn(params, **weights) if penalty_fn is not None else jnp.zeros(())
             return ce.mean() + penalty, (ce, logits, updates, penalty)
 
         grads, (ce, logits, updates, penalty) = jax.grad(loss_fn, has_aux=True)(state.params)

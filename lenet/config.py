@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from common.config import require, training_checks
+from common.config import as_tuple, require, training_checks
 
 
 @dataclasses.dataclass(frozen=True)
 class LeNetConfig:
+    PENALTIES = ("conv_l2", "fc_l2")  # weights that can be swept as a vmapped model axis
+
     # data (field names shared with common.data.DataConfig)
     dataset: str = "cifar10"
     data_dir: str | None = None
@@ -26,8 +28,8 @@ class LeNetConfig:
     lr: float | tuple[float, ...] = 1.7e-4  # a tuple trains one model per rate, vmapped
     batch_size: int = 50
     epochs: int = 25
-    conv_l2: float = 0.01  # Keras l2(): weight * sum of squares of each conv kernel
-    fc_l2: float = 0.005  # ... and of the fc1 kernel
+    conv_l2: float | tuple[float, ...] = 0.01  # Keras l2(): weight * sum of squares of each conv kernel
+    fc_l2: float | tuple[float, ...] = 0.005  # ... and of the fc1 kernel (tuples: one model per value, vmapped)
     seed: int = 0
     seeds: int = 1  # models trained at once with jax.vmap (seed, seed + 1, ...)
     eval_batch_size: int = 500
@@ -36,7 +38,7 @@ class LeNetConfig:
     def validate(self) -> "LeNetConfig":
         require(training_checks(self) + [
             (0 <= self.dropout_rate < 1, f"dropout rate must be in [0, 1), got {self.dropout_rate}"),
-            (self.conv_l2 >= 0 and self.fc_l2 >= 0, "L2 weights must be non-negative"),
+            (min(as_tuple(self.conv_l2) + as_tuple(self.fc_l2)) >= 0, "L2 weights must be non-negative"),
         ])
         return self
 

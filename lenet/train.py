@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from common import data as data_lib
+from common.config import as_tuple
 from common import experiment
 from lenet.config import LeNetConfig
 from lenet.model import LeNet5, l2_penalty
@@ -22,7 +23,8 @@ def create_model(config: LeNetConfig, num_classes: int = 10) -> LeNet5:
 
 
 def penalty_fn(config: LeNetConfig):
-    return functools.partial(l2_penalty, conv_l2=config.conv_l2, fc_l2=config.fc_l2)
+    # With several weights, each model's own arrive from its state (TrainState.penalty_weights) and override these.
+    return functools.partial(l2_penalty, conv_l2=as_tuple(config.conv_l2)[0], fc_l2=as_tuple(config.fc_l2)[0])
 
 
 def _save_conv1_kernels(filter_epochs, workdir: str, epoch: int, state) -> None:

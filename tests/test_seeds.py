@@ -51,6 +51,19 @@ def test_learning_rates_as_a_batch_dimension(image_folder, tmp_path):
         np.testing.assert_allclose(together.history[-1]["test_loss"][i], alone.history[-1]["test_loss"], rtol=1e-4)
 
 
+def test_l2_weights_as_a_batch_dimension(image_folder, tmp_path):
+    base = dict(data_dir=image_folder, epochs=1, batch_size=10, eval_batch_size=16, hidden=32, lr=1e-3)
+    together = train_and_evaluate(LeNetConfig(conv_l2=(0.0, 0.5), **base), str(tmp_path / "l2"), progress=False)
+    assert [m["penalty"] for m in together.metrics["models"]] == [{"conv_l2": 0.0, "fc_l2": 0.005},
+                                                                  {"conv_l2": 0.5, "fc_l2": 0.005}]
+    penalties = together.history[-1]["l2_penalty"]
+    assert penalties[1] > penalties[0]  # the stronger weight really reached its model's loss
+    for i, w in enumerate((0.0, 0.5)):
+        alone = train_and_evaluate(LeNetConfig(conv_l2=w, **base), str(tmp_path / f"w{i}"), progress=False)
+        np.testing.assert_allclose(together.history[-1]["test_loss"][i], alone.history[-1]["test_loss"], rtol=1e-4)
+        np.testing.assert_allclose(penalties[i], alone.history[-1]["l2_penalty"], rtol=1e-4)
+
+
 def test_plain_nadam_and_injected_learning_rate_agree():
     params = {"w": np.linspace(-1, 1, 5).astype(np.float32)}
     grads = {"w": np.cos(np.arange(5)).astype(np.float32)}
