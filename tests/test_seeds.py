@@ -2,6 +2,7 @@
 import jax
 import numpy as np
 import optax
+import pytest
 
 from common import experiment
 from common import training as tr
@@ -9,12 +10,13 @@ from lenet.config import LeNetConfig
 from lenet.train import create_model, penalty_fn, train_and_evaluate
 
 
-def test_vmapped_step_equals_separate_steps():
+@pytest.mark.parametrize("model_axis", ["vmap", "unroll"])
+def test_vmapped_step_equals_separate_steps(model_axis):
     config = LeNetConfig(hidden=16)
     model = create_model(config)
     specs = [experiment.ModelSpec(s, config.lr) for s in (3, 4, 5)]
     stacked, keys = experiment.init_states(model, (1, 28, 28, 1), specs)
-    vstep, _ = experiment.compile_steps(tr.make_train_step(penalty_fn(config)), 3)
+    vstep, _ = experiment.compile_steps(tr.make_train_step(penalty_fn(config)), 3, model_axis=model_axis)
     rng = np.random.default_rng(0)
     batch = {"image": rng.random((3, 8, 28, 28, 1), dtype=np.float32),
              "label": rng.integers(0, 10, (3, 8)).astype(np.int32)}
