@@ -168,7 +168,7 @@ def read_image_folder(root: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         ex = tfds.as_numpy(ds)
         label_names = builder.info.features["label"].names
         order = np.argsort(ex["image/filename"], kind="stable")
-        labels = np.asarray([_label_id(label_names[i]) for i in ex["label"][order]], np.int32)
+        labels = np.asarray([int(label_names[i]) for i in ex["label"][order]], np.int32)
         images = ex["image"][order]
         if images.shape[-1] == 3 and _is_gray(images):
             images = images[..., :1]
@@ -223,10 +223,6 @@ def _image_size(path: str) -> tuple[int, int, str]:
             return im.size[1], im.size[0], "grayscale" if im.mode in ("L", "I", "I;16", "1") else "colour"
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise DataError(f"{path!r} is not a readable image ({e.__class__.__name__}); remove or replace it") from None
-
-
-def _label_id(name: str) -> int:
-    return int(name)
 
 
 def _is_gray(images: np.ndarray) -> bool:

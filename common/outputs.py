@@ -7,6 +7,7 @@ a crash or a bad input leaves any earlier `<out>` untouched.
 from __future__ import annotations
 
 import csv
+import json
 import importlib.metadata
 import os
 import platform
@@ -59,6 +60,17 @@ def write_csv(path: str, rows: Iterable[dict[str, Any]]) -> None:
 
 def write_json(path: str, obj: Any) -> None:
     atomic_write_json(path, obj)
+
+
+def read_json(path: str) -> dict | None:
+    """The JSON object at `path`, or None when it is absent or unreadable (an earlier result that cannot be
+    read is treated as missing, not as fatal)."""
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+        return obj if isinstance(obj, dict) else None
+    except (OSError, ValueError):
+        return None
 
 
 def environment_info() -> dict[str, Any]:

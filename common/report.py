@@ -17,7 +17,6 @@ import dataclasses
 import fnmatch
 import glob
 import html
-import json
 import os
 import re
 import shlex
@@ -26,6 +25,7 @@ from typing import Callable, Union
 
 from common import run_all
 from common.errors import UserError
+from common.outputs import read_json
 from lenet.config import LeNetConfig
 from recurrent.config import RNNConfig
 
@@ -223,16 +223,6 @@ def part_command(part: str, root: str) -> str:
 
 
 # -------------------------------------------------------------------------------------------- reading
-
-
-def read_json(path: str) -> dict | None:
-    """The JSON object at `path`, or None when it is absent or unreadable (listed as missing, not fatal)."""
-    try:
-        with open(path) as f:
-            obj = json.load(f)
-        return obj if isinstance(obj, dict) else None
-    except (OSError, ValueError):
-        return None
 
 
 def is_present(root: str, part: Part) -> bool:

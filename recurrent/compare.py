@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import os
 import sys
 
@@ -68,23 +67,15 @@ def _rnn_rows(rnn_dir: str) -> list[dict]:
     summary = os.path.join(rnn_dir, "summary.json")
     candidates = []
     if os.path.isfile(summary):
-        candidates = _read_json(summary).get("runs", [])
+        candidates = (outputs.read_json(summary) or {}).get("runs", [])
     if not candidates:
         for path in sorted(glob.glob(os.path.join(rnn_dir, "*_h*", "metrics.json"))):
-            config = _read_json(path).get("config", {})
-            candidates.append({**_read_json(path), "cell": config.get("cell"), "hidden": config.get("hidden")})
+            metrics = outputs.read_json(path) or {}
+            config = metrics.get("config", {})
+            candidates.append({**metrics, "cell": config.get("cell"), "hidden": config.get("hidden")})
     return [r for r in candidates
             if r.get("cell") in CELL_TITLES and isinstance(r.get("hidden"), int)
             and isinstance(r.get("test_accuracy"), (int, float))]
-
-
-def _read_json(path: str) -> dict:
-    try:
-        with open(path) as f:
-            data = json.load(f)
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):  # an unreadable earlier result is treated as absent, not fatal
-        return {}
 
 
 def recurrent_choice(args, rnn_dir: str) -> tuple[str, int, str]:

@@ -14,7 +14,7 @@ from common import data as data_lib
 from common import training as tr
 from common.cli import main
 from lenet.config import LeNetConfig
-from lenet.model import LeNet5, l2_penalty, max_pool_2x2
+from lenet.model import l2_penalty, max_pool_2x2
 from lenet.train import create_model, penalty_fn, train_and_evaluate
 
 
