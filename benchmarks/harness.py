@@ -9,6 +9,8 @@ import time
 import jax
 import numpy as np
 
+from common import host_memory
+
 
 def peak_memory_mb() -> dict[str, float]:
     """Peak host RSS, and the accelerator's peak bytes in use where the backend reports it."""
@@ -63,8 +65,14 @@ def random_batches(n: int, batch_size: int, image_shape, seed: int = 0, leading=
              "label": rng.integers(0, 10, leading + (batch_size,)).astype(np.int32)} for _ in range(n)]
 
 
+def setup() -> None:
+    """What the training entry point does before it trains (see common/host_memory.py)."""
+    host_memory.retain_freed_memory()
+
+
 def emit(record: dict) -> None:
     device = jax.devices()[0]
     record = {**record, "backend": jax.default_backend(), "device": getattr(device, "device_kind", str(device)),
+              "malloc": "retain freed" if host_memory.retain_freed_memory() else "default",
               **peak_memory_mb()}
     print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in record.items()}), flush=True)

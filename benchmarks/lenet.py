@@ -8,7 +8,7 @@ import argparse
 
 import numpy as np
 
-from benchmarks.harness import emit, random_batches, time_eval_step, time_train_step
+from benchmarks.harness import emit, setup, random_batches, time_eval_step, time_train_step
 from common import experiment
 from common import training as tr
 from lenet.config import LeNetConfig
@@ -35,6 +35,7 @@ def main(argv=None):
     parser.add_argument("--seeds", default="1", help="comma list of model counts trained at once, e.g. 1,4,8")
     parser.add_argument("--image-mode", default="gray28", choices=("gray28", "rgb32"))
     args = parser.parse_args(argv)
+    setup()
     shape = (28, 28, 1) if args.image_mode == "gray28" else (32, 32, 3)
     for n in [int(s) for s in args.seeds.split(",")]:
         emit(bench(LeNetConfig(), n, shape))

@@ -5,7 +5,7 @@ import argparse
 
 import numpy as np
 
-from benchmarks.harness import emit, random_batches, time_eval_step, time_train_step
+from benchmarks.harness import emit, setup, random_batches, time_eval_step, time_train_step
 from common import experiment
 from common import training as tr
 from recurrent.cells import RecurrentClassifier
@@ -33,6 +33,7 @@ def main(argv=None):
     parser.add_argument("--hidden", default=None, help="default: 64 for rnn, 128 for lstm and gru")
     parser.add_argument("--seeds", default="1")
     args = parser.parse_args(argv)
+    setup()
     for cell in args.cell.split(","):
         hidden = int(args.hidden) if args.hidden else (64 if cell == "rnn" else 128)
         for n in [int(s) for s in args.seeds.split(",")]:

@@ -11,6 +11,7 @@ import importlib
 import os
 import sys
 
+from common import host_memory
 from common.errors import TrainingDiverged, UserError
 
 # task -> (module with run(args), one-line help)
@@ -160,6 +161,7 @@ def default_out(args: argparse.Namespace) -> str:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     module_name, _ = TASKS[args.task]
+    host_memory.retain_freed_memory()
     try:
         module = importlib.import_module(module_name)
         return int(module.run(args) or 0)
