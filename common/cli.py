@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LeNet5 fc1-kernel L2 weight(s); a list trains one model per value, vmapped")
     g.add_argument("--seed", type=_nonneg_int, help="seed of initialisation, dropout and batch order")
     g.add_argument("--seeds", type=_positive_int, help="train N seeds (seed, seed+1, ...) at once with jax.vmap")
+    g.add_argument("--steps-per-call", type=_positive_int,
+                   help="training steps per compiled call, run as one lax.scan (default: 1 LeNet5, 50 recurrent)")
     g.add_argument("--limit", type=_positive_int, help="train on the first N training examples (smoke runs)")
     g.add_argument("--no-batchnorm", dest="use_batchnorm", action="store_const", const=False,
                    help="LeNet5 without batch norm")

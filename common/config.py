@@ -21,6 +21,7 @@ def training_checks(config) -> list[tuple[bool, str]]:
         (config.seeds >= 1, f"seeds must be at least 1, got {config.seeds}"),
         (config.batch_size >= 1, f"batch size must be at least 1, got {config.batch_size}"),
         (config.eval_batch_size >= 1, f"eval batch size must be at least 1, got {config.eval_batch_size}"),
+        (config.steps_per_call >= 1, f"steps per call must be at least 1, got {config.steps_per_call}"),
         (min(learning_rates(config.lr)) > 0, f"learning rate must be positive, got {config.lr}"),
         (config.limit is None or config.limit >= 1, f"--limit must be positive, got {config.limit}"),
         (0 <= config.val_fraction < 1, f"validation fraction must be in [0, 1), got {config.val_fraction}"),

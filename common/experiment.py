@@ -123,27 +123,50 @@ def over_models(train_step, eval_fn, n_models: int, model_axis: str = "auto"):
     return train_all, eval_all
 
 
-def compile_steps(train_step, n_models: int, mesh: Mesh | None = None, model_axis: str = "auto"):
+def compile_steps(train_step, n_models: int, mesh: Mesh | None = None, model_axis: str = "auto",
+                  steps_per_call: int = 1):
     """Jits the steps once; vmaps them over a leading model axis when several models train together.
 
     With a mesh, each batch is split over its 'data' axis and the state is replicated: XLA inserts the
     gradient all-reduce (and the cross-device batch-norm statistics), so the numbers are those of one device.
+    With `steps_per_call` > 1 the train function runs that many steps in one `lax.scan` (see
+    `training.scan_train_steps`; its signature is then `(state, batches, rng, totals)`).
     """
     eval_fn = tr.eval_step
     if n_models > 1:
         train_step, eval_fn = over_models(train_step, eval_fn, n_models, model_axis)
+    step = train_step
+    if steps_per_call > 1:
+        train_step = tr.scan_train_steps(train_step)
     if mesh is None:
-        return jax.jit(train_step, donate_argnums=0), jax.jit(eval_fn)
-    replicated = NamedSharding(mesh, P())
-    train_batch = NamedSharding(mesh, P("data") if n_models == 1 else P(None, "data"))
-    eval_batch = NamedSharding(mesh, P("data"))
-    train = jax.jit(train_step, in_shardings=(replicated, train_batch, replicated),
-                    out_shardings=(replicated, replicated), donate_argnums=0)
-    evaluate = jax.jit(eval_fn, in_shardings=(replicated, eval_batch), out_shardings=replicated)
-    # Every host holds the whole (small) dataset, so each builds the global batch from the shards it owns;
-    # this is the same code on one host with 8 GPUs and on a multi-host TPU slice.
-    return (lambda state, batch, rng: train(state, shard_batch(batch, train_batch), rng),
-            lambda state, batch: evaluate(state, shard_batch(batch, eval_batch)))
+        train, evaluate = jax.jit(train_step, donate_argnums=0), jax.jit(eval_fn)
+    else:
+        replicated = NamedSharding(mesh, P())
+        batch_axes = (None,) * (n_models > 1) + (None,) * (steps_per_call > 1)
+        train_batch = NamedSharding(mesh, P(*batch_axes, "data"))
+        eval_batch = NamedSharding(mesh, P("data"))
+        extra = (replicated,) if steps_per_call > 1 else ()
+        jitted = jax.jit(train_step, in_shardings=(replicated, train_batch, replicated) + extra,
+                         out_shardings=(replicated, replicated), donate_argnums=0)
+        jitted_eval = jax.jit(eval_fn, in_shardings=(replicated, eval_batch), out_shardings=replicated)
+        # Every host holds the whole (small) dataset, so each builds the global batch from the shards it owns;
+        # this is the same code on one host with 8 GPUs and on a multi-host TPU slice.
+        train = lambda state, batch, *rest: jitted(state, shard_batch(batch, train_batch), *rest)  # noqa: E731
+        evaluate = lambda state, batch: jitted_eval(state, shard_batch(batch, eval_batch))  # noqa: E731
+    if steps_per_call == 1:
+        return train, evaluate
+
+    zeros = []  # the metrics' zeros, traced once
+
+    def train_steps(state, batches, rng, totals=None):
+        if totals is None:  # the epoch's first call: start the sums at zero
+            if not zeros:
+                first = jax.tree_util.tree_map(lambda x: x[0], batches)
+                zeros.append(tr.zero_metrics(step, state, first, rng))
+            totals = replicate(zeros[0], mesh)
+        return train(state, batches, rng, totals)
+
+    return train_steps, evaluate
 
 
 def shard_batch(batch: dict, sharding: NamedSharding) -> dict:
@@ -233,7 +256,9 @@ def fit_classifier(
     workdir = run.open()
     state, step_keys = init_states(model, (1,) + dataset.image_shape, specs)
     mesh = data_mesh(config.batch_size)
-    train_fn, eval_fn = compile_steps(tr.make_train_step(penalty_fn), len(specs), mesh)
+    steps_per_call = getattr(config, "steps_per_call", 1)
+    train_fn, eval_fn = compile_steps(tr.make_train_step(penalty_fn), len(specs), mesh,
+                                      steps_per_call=steps_per_call)
 
     run_info = {"task": task, "config": config.to_dict(), "data_source": dataset.source,
                 "class_names": list(dataset.class_names), "image_shape": list(dataset.image_shape)}
@@ -250,7 +275,7 @@ def fit_classifier(
     for result in tr.train_epochs(state, train_fn, eval_fn, dataset, epochs=config.epochs,
                                   batch_size=config.batch_size, eval_batch_size=eval_batch_for(config.eval_batch_size),
                                   seeds=[m.seed for m in specs], rngs=step_keys, start_epoch=start_epoch, desc=title,
-                                  progress=progress):
+                                  progress=progress, steps_per_call=steps_per_call):
         state = result.state
         history.append(result.row)
         best.update(result.epoch, result.row["val_accuracy"], state)

@@ -6,6 +6,7 @@ summed metrics out. Metrics are kept as sums and counts on the device and normal
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from typing import Any, Callable, Iterator, Sequence
 
@@ -85,6 +86,32 @@ def make_train_step(penalty_fn: Callable[[Any], jax.Array] | None = None):
     return train_step
 
 
+def scan_train_steps(train_step):
+    """Several training steps in one call: `(state, batches, rng, totals) -> (state, totals)`.
+
+    `batches` carry a leading [steps] axis; one `lax.scan` runs `train_step` over it, so the device sees no
+    per-step dispatch or host sync, and each step's metrics are added to the running `totals` inside the
+    scan, in the per-step loop's order (the sums, like the parameters, are those of that loop).
+    """
+
+    def steps(state, batches: dict, rng: jax.Array, totals: Metrics):
+        def body(carry, batch):
+            state, totals = carry
+            state, metrics = train_step(state, batch, rng)
+            return (state, jax.tree_util.tree_map(jnp.add, totals, metrics)), None
+
+        (state, totals), _ = jax.lax.scan(body, (state, totals), batches)
+        return state, totals
+
+    return steps
+
+
+def zero_metrics(train_step, state, batch: dict, rng: jax.Array) -> Metrics:
+    """Zeros shaped like the metrics `train_step` returns (traced abstractly; nothing runs)."""
+    shapes = jax.eval_shape(train_step, state, batch, rng)[1]
+    return jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
 def eval_step(state: TrainState, batch: dict) -> Metrics:
     """Summed loss and correct predictions over the real (mask == 1) examples of one padded batch."""
     logits = state.apply_fn(model_variables(state), batch["image"], train=False)
@@ -140,6 +167,7 @@ def train_epochs(
     start_epoch: int = 0,
     desc: str = "train",
     progress: bool = True,
+    steps_per_call: int = 1,
 ):
     """Yields an `EpochResult` after each epoch: trains on a permutation seeded by (seed, epoch), then
     evaluates the train (in eval mode), validation and test splits.
@@ -149,21 +177,35 @@ def train_epochs(
     own seed's permutation, stacked) and key, so model i follows exactly the run it would have alone with
     seed `seeds[i]`; the metrics in each row are then lists, one entry per model.
 
+    With `steps_per_call` k > 1, `train_fn(state, batches, rng, totals) -> (state, totals)` is a
+    `scan_train_steps` function that takes k batches stacked along a new leading axis (the epoch's last call
+    takes what is left).
+
     Raises TrainingDiverged when the epoch's training loss is not finite.
     """
     n_batches = data_lib.num_train_batches(len(dataset.train), batch_size)
     for epoch in range(start_epoch + 1, epochs + 1):
         total, t0 = None, time.perf_counter()
-        bar = tqdm(_batches_for_models(dataset.train, batch_size, seeds, epoch), total=n_batches,
-                   desc=f"{desc} epoch {epoch}/{epochs}", disable=not progress, leave=False, unit="batch",
-                   dynamic_ncols=True)
-        for i, batch in enumerate(bar):
-            state, metrics = train_fn(state, batch, rngs)
-            total = add_metrics(total, metrics)
-            if progress and (i % 20 == 19 or i == n_batches - 1):
+        batches = _batches_for_models(dataset.train, batch_size, seeds, epoch)
+        if steps_per_call > 1:
+            batches = _stacked(batches, steps_per_call)
+        bar = tqdm(total=n_batches, desc=f"{desc} epoch {epoch}/{epochs}", disable=not progress, leave=False,
+                   unit="batch", dynamic_ncols=True)
+        done = 0
+        for batch in batches:
+            if steps_per_call > 1:
+                state, total = train_fn(state, batch, rngs, total)
+                steps = len(batch["label"])
+            else:
+                state, metrics = train_fn(state, batch, rngs)
+                total, steps = add_metrics(total, metrics), 1
+            bar.update(steps)
+            done += steps
+            if progress and (done % 20 < steps or done == n_batches):
                 # Reading the loss syncs with the device, so do it only every few steps.
                 loss = np.mean(np.asarray(total["loss_sum"]) / np.asarray(total["count"]))
-                bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{(i + 1) * batch_size / (time.perf_counter() - t0):.0f}")
+                bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{done * batch_size / (time.perf_counter() - t0):.0f}")
+        bar.close()
         jax.block_until_ready(state)
         train_seconds = time.perf_counter() - t0
         running = summarize(total)
@@ -180,6 +222,15 @@ def train_epochs(
         row["epoch_seconds"] = time.perf_counter() - t0
         row["train_images_per_sec"] = n_batches * batch_size * len(seeds) / train_seconds
         yield EpochResult(epoch, state, row)
+
+
+def _stacked(batches: Iterator[dict], k: int) -> Iterator[dict]:
+    """Groups a stream of batches into stacks of k along a new leading axis (the last may hold fewer)."""
+    while True:
+        group = list(itertools.islice(batches, k))
+        if not group:
+            return
+        yield {key: np.stack([b[key] for b in group]) for key in group[0]}
 
 
 def _batches_for_models(split, batch_size: int, seeds: Sequence[int], epoch: int) -> Iterator[dict]:

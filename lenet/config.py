@@ -33,6 +33,9 @@ class LeNetConfig:
     seed: int = 0
     seeds: int = 1  # models trained at once with jax.vmap (seed, seed + 1, ...)
     eval_batch_size: int = 500
+    # Training steps per compiled call (one lax.scan over them). 1 on purpose: XLA:CPU runs LeNet5's
+    # convolutions inside a loop ~20x slower (111 against 2,025 img/s); on a GPU try --steps-per-call 50.
+    steps_per_call: int = 1
     filter_epochs: tuple[int, ...] = (0, 1, 2, 5, 10, 25)  # conv1 kernels saved after these epochs
 
     def validate(self) -> "LeNetConfig":

@@ -29,6 +29,9 @@ class RNNConfig:
     seed: int = 0
     seeds: int = 1  # models trained at once with jax.vmap (seed, seed + 1, ...)
     eval_batch_size: int = 1000
+    # Training steps per compiled call (one lax.scan over them: no per-step dispatch or host sync). Same
+    # numbers as 1; on the 2-core CPU RNN-64 trains 19% faster, LSTM-128 13%.
+    steps_per_call: int = 50
 
     def validate(self) -> "RNNConfig":
         require(training_checks(self) + [

@@ -14,13 +14,18 @@ from lenet.train import train_and_evaluate  # noqa: E402
 
 
 def main(folder: str, out: str) -> None:
+    """Prints one JSON line: for each steps_per_call (1, and 3 as one lax.scan), the sharded run's results."""
     assert jax.device_count() == 4, jax.devices()
-    config = LeNetConfig(data_dir=folder, epochs=2, batch_size=8, eval_batch_size=6, hidden=32, dropout_rate=0.5)
-    result = train_and_evaluate(config, out, progress=False)
-    kernel = np.asarray(result.state.params["conv1"]["kernel"])
-    sharding = result.state.params["conv1"]["kernel"].sharding
-    print(json.dumps({"history": result.history, "kernel": kernel.tolist(),
-                      "n_devices": len(sharding.device_set)}))
+    runs = {}
+    for steps_per_call in (1, 3):
+        config = LeNetConfig(data_dir=folder, epochs=2, batch_size=8, eval_batch_size=6, hidden=32,
+                             dropout_rate=0.5, steps_per_call=steps_per_call)
+        result = train_and_evaluate(config, f"{out}_{steps_per_call}", progress=False)
+        kernel = np.asarray(result.state.params["conv1"]["kernel"])
+        sharding = result.state.params["conv1"]["kernel"].sharding
+        runs[steps_per_call] = {"history": result.history, "kernel": kernel.tolist(),
+                                "n_devices": len(sharding.device_set)}
+    print(json.dumps(runs))
 
 
 if __name__ == "__main__":
