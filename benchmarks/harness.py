@@ -47,6 +47,31 @@ def time_train_step(step, state, batches, rng, *, images_per_step: int, windows:
             "windows": [round(r, 1) for r in rates]}, state
 
 
+def time_scanned_steps(steps_fn, state, batches, rng, *, images_per_step: int, steps_per_call: int,
+                       windows: int = 5, calls_per_window: int = 2):
+    """As `time_train_step` for `steps_fn(state, stacked_batches, rng, totals)` running `steps_per_call` steps
+    in one `lax.scan` call; the host stacks the batches of each call, as the training loop does."""
+    def stacked(call):
+        group = [batches[(call * steps_per_call + i) % len(batches)] for i in range(steps_per_call)]
+        return {k: np.stack([b[k] for b in group]) for k in group[0]}
+
+    t0 = time.perf_counter()
+    state, totals = steps_fn(state, stacked(0), rng)
+    jax.block_until_ready(totals)
+    first = time.perf_counter() - t0
+    state, totals = steps_fn(state, stacked(1), rng)  # warm-up
+    jax.block_until_ready(totals)
+    rates = []
+    for w in range(windows):
+        t0 = time.perf_counter()
+        for c in range(calls_per_window):
+            state, totals = steps_fn(state, stacked(w * calls_per_window + c), rng)
+        jax.block_until_ready(totals)
+        rates.append(calls_per_window * steps_per_call * images_per_step / (time.perf_counter() - t0))
+    return {"train_images_per_sec": statistics.median(rates), "first_call_seconds": first,
+            "steps_per_call": steps_per_call, "windows": [round(r, 1) for r in rates]}, state
+
+
 def time_eval_step(eval_fn, state, batch, *, images_per_step: int, windows: int = 5, steps_per_window: int = 10):
     jax.block_until_ready(eval_fn(state, batch))
     rates = []

@@ -5,7 +5,7 @@ import argparse
 
 import numpy as np
 
-from benchmarks.harness import emit, setup, random_batches, time_eval_step, time_train_step
+from benchmarks.harness import emit, random_batches, setup, time_eval_step, time_scanned_steps, time_train_step
 from common import experiment
 from common import training as tr
 from recurrent.cells import RecurrentClassifier
@@ -19,8 +19,15 @@ def bench(config: RNNConfig, n_models: int = 1) -> dict:
     train_fn, eval_fn = experiment.compile_steps(tr.make_train_step(None), n_models)
     leading = () if n_models == 1 else (n_models,)
     batches = random_batches(8, config.batch_size, (28, 28, 1), leading=leading)
-    result, state = time_train_step(train_fn, state, batches, keys, images_per_step=config.batch_size * n_models,
-                             steps_per_window=50)
+    images = config.batch_size * n_models
+    result, state = time_train_step(train_fn, state, batches, keys, images_per_step=images, steps_per_window=50)
+    if config.steps_per_call > 1:  # what training runs: steps scanned in one call
+        scanned_fn, _ = experiment.compile_steps(tr.make_train_step(None), n_models,
+                                                 steps_per_call=config.steps_per_call)
+        scanned, state = time_scanned_steps(scanned_fn, state, batches, keys, images_per_step=images,
+                                            steps_per_call=config.steps_per_call)
+        result = {"train_images_per_sec_one_step_per_call": result["train_images_per_sec"], **scanned,
+                  "first_step_seconds": result["first_step_seconds"]}
     eval_batch = {**random_batches(1, config.eval_batch_size, (28, 28, 1))[0],
                   "mask": np.ones(config.eval_batch_size, np.float32)}
     result.update(time_eval_step(eval_fn, state, eval_batch, images_per_step=config.eval_batch_size * n_models))
