@@ -7,7 +7,7 @@ import pytest
 from common import experiment
 from common import training as tr
 from lenet.config import LeNetConfig
-from lenet.train import create_model, penalty_fn, train_and_evaluate
+from lenet.train import train_and_evaluate
 from recurrent.cells import RecurrentClassifier
 
 
