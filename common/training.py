@@ -191,7 +191,7 @@ def train_epochs(
             batches = _stacked(batches, steps_per_call)
         bar = tqdm(total=n_batches, desc=f"{desc} epoch {epoch}/{epochs}", disable=not progress, leave=False,
                    unit="batch", dynamic_ncols=True)
-        done = 0
+        done, last_shown = 0, t0
         for batch in batches:
             if steps_per_call > 1:
                 state, total = train_fn(state, batch, rngs, total)
@@ -201,8 +201,9 @@ def train_epochs(
                 total, steps = add_metrics(total, metrics), 1
             bar.update(steps)
             done += steps
-            if progress and (done % 20 < steps or done == n_batches):
-                # Reading the loss syncs with the device, so do it only every few steps.
+            if progress and (time.perf_counter() - last_shown > 0.5 or done == n_batches):
+                # Reading the loss syncs with the device, so do it only twice a second.
+                last_shown = time.perf_counter()
                 loss = np.mean(np.asarray(total["loss_sum"]) / np.asarray(total["count"]))
                 bar.set_postfix(loss=f"{loss:.3f}", img_s=f"{done * batch_size / (time.perf_counter() - t0):.0f}")
         bar.close()
