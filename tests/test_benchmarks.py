@@ -1,0 +1,42 @@
+"""The benchmark scripts run and print what the README says (a smoke test: no timing is asserted)."""
+import ast
+import json
+import os
+
+import pytest
+
+from benchmarks import harness
+from benchmarks import lenet as lenet_bench
+from benchmarks import recurrent as recurrent_bench
+from lenet.config import LeNetConfig
+from recurrent.config import RNNConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("n_models", [1, 2])
+def test_lenet_benchmark_reports_throughput(n_models):
+    record = lenet_bench.bench(LeNetConfig(hidden=16, batch_size=8, eval_batch_size=16), n_models)
+    assert record["seeds"] == n_models and record["model"] == "lenet5"
+    assert record["train_images_per_sec"] > 0 and record["eval_images_per_sec"] > 0
+    assert record["first_step_seconds"] > 0 and len(record["windows"]) == 5
+
+
+def test_recurrent_benchmark_times_the_scanned_steps_training_runs(capsys):
+    record = recurrent_bench.bench(RNNConfig(cell="lstm", hidden=8, steps_per_call=3, eval_batch_size=16))
+    assert record["steps_per_call"] == 3
+    assert record["train_images_per_sec"] > 0 and record["train_images_per_sec_one_step_per_call"] > 0
+    harness.emit(record)
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for key in ("backend", "device", "malloc", "peak_host_rss_mb", "first_call_seconds"):
+        assert key in printed, key
+
+
+def test_pytorch_reference_is_standalone():
+    """reference_torch.py runs in a Python that has torch but not this project's dependencies."""
+    with open(os.path.join(ROOT, "benchmarks", "reference_torch.py")) as f:
+        tree = ast.parse(f.read())
+    modules = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+               for alias in node.names}
+    modules |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    assert modules <= {"__future__", "json", "statistics", "time", "numpy", "torch"}, modules
