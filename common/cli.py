@@ -27,44 +27,25 @@ TASKS = {
 CELLS = ("rnn", "lstm", "gru")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+def _number(cast, ok, expected: str, must: str):
+    """An argparse type: `cast(text)`, rejected with one line unless `ok(value)`."""
+
+    def parse(text: str):
+        try:
+            value = cast(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {must}, got {text}")
+        return value
+
+    return parse
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def _nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
+_positive_int = _number(int, lambda v: v >= 1, "a positive integer", "a positive integer")
+_nonneg_int = _number(int, lambda v: v >= 0, "an integer >= 0", ">= 0")
+_positive_float = _number(float, lambda v: v > 0, "a positive number", "positive")
+_nonneg_float = _number(float, lambda v: v >= 0, "a number >= 0", ">= 0")
 
 
 def _scalar_or_list(item_type):
@@ -75,10 +56,6 @@ def _scalar_or_list(item_type):
         return values[0] if len(values) == 1 else values
 
     return parse
-
-
-def _learning_rates(text: str):
-    return _scalar_or_list(_positive_float)(text)
 
 
 def _comma_list(item_type, allowed=None):
@@ -109,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("training (defaults: the report's values)")
     g.add_argument("--epochs", type=_positive_int)
     g.add_argument("--batch-size", type=_positive_int)
-    g.add_argument("--lr", type=_learning_rates,
+    g.add_argument("--lr", type=_scalar_or_list(_positive_float),
                    help="learning rate, or a comma list (e.g. 1e-4,1.7e-4,3e-4) trained at once with jax.vmap")
     g.add_argument("--conv-l2", type=_scalar_or_list(_nonneg_float), metavar="W[,W..]",
                    help="LeNet5 conv-kernel L2 weight(s); a list trains one model per value, vmapped")

@@ -1,6 +1,7 @@
 """Checks shared by the experiments' config dataclasses (each experiment keeps its own defaults)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Iterable
 
 from common.errors import UserError
@@ -11,7 +12,10 @@ def as_tuple(value) -> tuple[float, ...]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
-learning_rates = as_tuple
+def config_from_dict(cls, d: dict):
+    """A config dataclass from its `to_dict()` (JSON turns tuples into lists; unknown keys are ignored)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names})
 
 
 def training_checks(config) -> list[tuple[bool, str]]:
@@ -22,7 +26,7 @@ def training_checks(config) -> list[tuple[bool, str]]:
         (config.batch_size >= 1, f"batch size must be at least 1, got {config.batch_size}"),
         (config.eval_batch_size >= 1, f"eval batch size must be at least 1, got {config.eval_batch_size}"),
         (config.steps_per_call >= 1, f"steps per call must be at least 1, got {config.steps_per_call}"),
-        (min(learning_rates(config.lr)) > 0, f"learning rate must be positive, got {config.lr}"),
+        (min(as_tuple(config.lr)) > 0, f"learning rate must be positive, got {config.lr}"),
         (config.limit is None or config.limit >= 1, f"--limit must be positive, got {config.limit}"),
         (0 <= config.val_fraction < 1, f"validation fraction must be in [0, 1), got {config.val_fraction}"),
     ]

@@ -32,7 +32,7 @@ from common import checkpoint as ckpt
 from common import data as data_lib
 from common import outputs, plotting
 from common import training as tr
-from common.config import as_tuple, learning_rates
+from common.config import as_tuple
 from common.errors import UserError
 from flax import serialization
 
@@ -66,7 +66,7 @@ def model_grid(config) -> list[ModelSpec]:
     penalties = [dict(zip(names, values)) for values in itertools.product(*(as_tuple(getattr(config, n))
                                                                              for n in names))]
     specs = [ModelSpec(config.seed + i, float(lr), {k: float(v) for k, v in p.items()})
-             for lr in learning_rates(config.lr) for p in penalties for i in range(getattr(config, "seeds", 1))]
+             for lr in as_tuple(config.lr) for p in penalties for i in range(getattr(config, "seeds", 1))]
     if len(specs) == 1:
         specs = [dataclasses.replace(specs[0], penalty={})]  # one model: the config's weights, untouched
     return specs

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from common.config import as_tuple, require, training_checks
+from common.config import as_tuple, config_from_dict, require, training_checks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +50,4 @@ class LeNetConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "LeNetConfig":
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
-        return cls(**kwargs)
+        return config_from_dict(cls, d)

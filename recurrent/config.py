@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from common.config import require, training_checks
+from common.config import config_from_dict, require, training_checks
 
 CELLS = ("rnn", "lstm", "gru")
 
@@ -51,5 +51,4 @@ class RNNConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RNNConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names})
+        return config_from_dict(cls, d)
