@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from common import host_memory
+from common import training as tr
 
 
 def peak_memory_mb() -> dict[str, float]:
@@ -52,8 +53,7 @@ def time_scanned_steps(steps_fn, state, batches, rng, *, images_per_step: int, s
     """As `time_train_step` for `steps_fn(state, stacked_batches, rng, totals)` running `steps_per_call` steps
     in one `lax.scan` call; the host stacks the batches of each call, as the training loop does."""
     def stacked(call):
-        group = [batches[(call * steps_per_call + i) % len(batches)] for i in range(steps_per_call)]
-        return {k: np.stack([b[k] for b in group]) for k in group[0]}
+        return tr.stack_batches([batches[(call * steps_per_call + i) % len(batches)] for i in range(steps_per_call)])
 
     t0 = time.perf_counter()
     state, totals = steps_fn(state, stacked(0), rng)

@@ -92,6 +92,11 @@ def init_states(model, input_shape, specs: list[ModelSpec]):
     return state.replace(opt_state=opt_state, penalty_weights=weights), step_keys
 
 
+def model_slice(tree, i: int):
+    """Model i of a tree stacked over a leading model axis."""
+    return jax.tree_util.tree_map(lambda x: x[i], tree)
+
+
 def over_models(train_step, eval_fn, n_models: int, model_axis: str = "auto"):
     """Maps the steps over a leading model axis, inside one compiled program.
 
@@ -107,18 +112,15 @@ def over_models(train_step, eval_fn, n_models: int, model_axis: str = "auto"):
     if model_axis != "unroll":
         raise ValueError(f"model_axis must be 'auto', 'vmap' or 'unroll', got {model_axis!r}")
 
-    def pick(tree, i):
-        return jax.tree_util.tree_map(lambda x: x[i], tree)
-
     def stack(trees):
         return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
 
     def train_all(state, batch, rng):
-        outs = [train_step(pick(state, i), pick(batch, i), rng[i]) for i in range(n_models)]
+        outs = [train_step(model_slice(state, i), model_slice(batch, i), rng[i]) for i in range(n_models)]
         return stack([o[0] for o in outs]), stack([o[1] for o in outs])
 
     def eval_all(state, batch):
-        return stack([eval_fn(pick(state, i), batch) for i in range(n_models)])
+        return stack([eval_fn(model_slice(state, i), batch) for i in range(n_models)])
 
     return train_all, eval_all
 
@@ -161,7 +163,7 @@ def compile_steps(train_step, n_models: int, mesh: Mesh | None = None, model_axi
     def train_steps(state, batches, rng, totals=None):
         if totals is None:  # the epoch's first call: start the sums at zero
             if not zeros:
-                first = jax.tree_util.tree_map(lambda x: x[0], batches)
+                first = model_slice(batches, 0)  # one step's batch
                 zeros.append(tr.zero_metrics(step, state, first, rng))
             totals = replicate(zeros[0], mesh)
         return train(state, batches, rng, totals)
@@ -342,7 +344,7 @@ def per_model_rows(history: list[dict], specs: list[ModelSpec]) -> list[dict]:
     for row in history:
         for i, spec in enumerate(specs):
             rows.append({"seed": spec.seed, "lr": spec.lr, **spec.penalty,
-                         **{k: (v[i] if isinstance(v, list) else v) for k, v in row.items()}})
+                         **{k: _row_value(row, k, i) for k in row}})
     return rows
 
 
@@ -370,7 +372,7 @@ def _final_metrics(history, specs, best: BestEpoch, wall, dataset, state, run_in
     keys = [f"{split}_{m}" for split in ("train", "val", "test") for m in ("accuracy", "loss")]
     selected = [{k: _row_value(history[int(best.epoch[i]) - 1], k, i) for k in keys} for i in range(len(specs))]
     last = [{k: _row_value(history[-1], k, i) for k in keys} for i in range(len(specs))]
-    params = state.params if len(specs) == 1 else jax.tree_util.tree_map(lambda x: x[0], state.params)
+    params = state.params if len(specs) == 1 else model_slice(state.params, 0)
     metrics: dict[str, Any] = _split_metrics(selected)
     steady = [r["train_images_per_sec"] for r in history[1:]] or [history[0]["train_images_per_sec"]]
     metrics.update({
@@ -399,7 +401,7 @@ def _write_results(run, history, metrics, variables, specs, run_info, title, fig
     suffix = "" if n_models == 1 else f" (mean of {n_models} models)"
     selected = metrics["selected_epoch"] if n_models == 1 else None
     plotting.plot_history(mean_rows(history), run.path(figure_name), title + suffix, selected)
-    first = variables if n_models == 1 else jax.tree_util.tree_map(lambda x: x[0], variables)
+    first = variables if n_models == 1 else model_slice(variables, 0)
     ckpt.save_checkpoint(run.path(ckpt.CHECKPOINT_DIR), first,
                          {**run_info, "seed": specs[0].seed, "lr": specs[0].lr, "epoch": metrics["selected_epoch"]})
     if n_models > 1:

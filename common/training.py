@@ -225,13 +225,15 @@ def train_epochs(
         yield EpochResult(epoch, state, row)
 
 
+def stack_batches(batches: Sequence[dict]) -> dict:
+    """Host batches stacked along a new leading axis: [n, ...] per key (per model, or per scanned step)."""
+    return {key: np.stack([b[key] for b in batches]) for key in batches[0]}
+
+
 def _stacked(batches: Iterator[dict], k: int) -> Iterator[dict]:
     """Groups a stream of batches into stacks of k along a new leading axis (the last may hold fewer)."""
-    while True:
-        group = list(itertools.islice(batches, k))
-        if not group:
-            return
-        yield {key: np.stack([b[key] for b in group]) for key in group[0]}
+    while group := list(itertools.islice(batches, k)):
+        yield stack_batches(group)
 
 
 def _batches_for_models(split, batch_size: int, seeds: Sequence[int], epoch: int) -> Iterator[dict]:
@@ -240,4 +242,4 @@ def _batches_for_models(split, batch_size: int, seeds: Sequence[int], epoch: int
         return
     streams = [data_lib.train_batches(split, batch_size, s, epoch) for s in seeds]
     for batches in zip(*streams):
-        yield {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+        yield stack_batches(batches)

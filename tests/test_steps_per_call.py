@@ -34,8 +34,7 @@ def test_scanned_steps_equal_the_step_loop(n_models):
     scanned, _ = experiment.init_states(model, (1, 28, 28, 1), specs)
     totals = None
     for chunk in (batches[:3], batches[3:]):  # a full call and the shorter last one
-        stacked = {k: np.stack([b[k] for b in chunk]) for k in chunk[0]}
-        scanned, totals = scanned_fn(scanned, stacked, keys, totals)
+        scanned, totals = scanned_fn(scanned, tr.stack_batches(chunk), keys, totals)
     chex.assert_trees_all_equal(jax.device_get(scanned.params), jax.device_get(state.params))
     chex.assert_trees_all_equal(jax.device_get(scanned.batch_stats), jax.device_get(state.batch_stats))
     chex.assert_trees_all_equal(jax.device_get(totals), jax.device_get(total))
@@ -52,8 +51,7 @@ def test_scanned_step_compiles_once_per_call_length():
     for _ in range(3):  # three epochs of 5 batches: calls of 2, 2 and 1 steps
         totals = None
         for chunk in (_batches(2), _batches(2), _batches(1)):
-            stacked = {k: np.stack([b[k] for b in chunk]) for k in chunk[0]}
-            state, totals = fn(state, stacked, keys, totals)
+            state, totals = fn(state, tr.stack_batches(chunk), keys, totals)
     assert int(state.step) == 15
 
 
