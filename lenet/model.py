@@ -58,7 +58,3 @@ def l2_penalty(params, conv_l2: float, fc_l2: float) -> jax.Array:
     """Keras `l2()` semantics: weight * sum of squares, on each conv kernel and the fc1 kernel only."""
     conv = sum(jnp.sum(jnp.square(p["kernel"])) for name, p in params.items() if name.startswith("conv"))
     return conv_l2 * conv + fc_l2 * jnp.sum(jnp.square(params["fc1"]["kernel"]))
-
-
-def conv_layer_names(params) -> list[str]:
-    return sorted((n for n in params if n.startswith("conv")), key=lambda n: int(n[4:]))
