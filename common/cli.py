@@ -19,7 +19,7 @@ TASKS = {
     "lenet": ("lenet.experiment", "train LeNet5 on CIFAR10 with the report's settings (Part 1b, Figure 1)"),
     "visualize": ("lenet.visualize", "conv1 filters, activation statistics, feature maps (Part 1c, Figures 2-3)"),
     "deconv": ("deconv.experiment", "Zeiler & Fergus deconvnet: top-9 activations projected to pixels (Part 2)"),
-    "rnn": ("recurrent.experiment", "RNN/LSTM/GRU on MNIST rows, hidden-size sweeps (Part 3a-3b)"),
+    "rnn": ("recurrent.train", "RNN/LSTM/GRU on MNIST rows, hidden-size sweeps (Part 3a-3b)"),
     "compare": ("recurrent.compare", "LeNet5 vs the best recurrent net on the same MNIST splits (Part 3c)"),
     "report": ("common.report", "gather every result into report.html and REPORT.md"),
     "all": ("common.run_all", "run every task in order, then the report (--quick for a shrunk version)"),

@@ -29,9 +29,8 @@ from common.errors import UserError
 from common.report import markdown_table, write_text
 from lenet.config import LeNetConfig
 from lenet.train import train_and_evaluate as train_lenet
-from recurrent.config import RNNConfig
-from recurrent.experiment import CELL_TITLES
-from recurrent.experiment import train_and_evaluate as train_recurrent
+from recurrent.config import CELL_TITLES, RNNConfig
+from recurrent.train import train_and_evaluate as train_recurrent
 
 TARGET_ACCURACY = 0.97  # the threshold the comparison times both nets to
 DEFAULT_RECURRENT = ("lstm", 128)  # the report's best recurrent net (98-99%)

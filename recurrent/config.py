@@ -4,8 +4,9 @@ from __future__ import annotations
 import dataclasses
 
 from common.config import config_from_dict, require, training_checks
+from recurrent.cells import CELL_TYPES as CELLS
 
-CELLS = ("rnn", "lstm", "gru")
+CELL_TITLES = {"rnn": "Simple RNN", "lstm": "LSTM", "gru": "GRU"}
 
 
 @dataclasses.dataclass(frozen=True)

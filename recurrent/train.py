@@ -15,9 +15,15 @@ from common import experiment, outputs
 from common.cli import config_from_args, default_out
 from recurrent import plots
 from recurrent.cells import RecurrentClassifier
-from recurrent.config import RNNConfig
+from recurrent.config import CELL_TITLES, RNNConfig
 
-CELL_TITLES = {"rnn": "Simple RNN", "lstm": "LSTM", "gru": "GRU"}
+SUMMARY_CSV = "summary.csv"
+SUMMARY_JSON = "summary.json"
+SUMMARY_FIGURE = "fig_summary.png"
+
+
+def figure_name(cell: str, hidden: int) -> str:
+    return f"fig_{cell}_h{hidden}.png"
 
 
 def train_and_evaluate(config: RNNConfig, workdir: str, dataset: data_lib.Dataset | None = None,
@@ -35,7 +41,7 @@ def train_and_evaluate(config: RNNConfig, workdir: str, dataset: data_lib.Datase
         out=workdir,
         task="rnn",
         title=f"{CELL_TITLES[config.cell]} with {config.hidden} hidden units on MNIST",
-        figure_name=f"fig_{config.name}.png",
+        figure_name=figure_name(config.cell, config.hidden),
         progress=progress,
     )
 
@@ -57,9 +63,9 @@ def sweep(configs: list[RNNConfig], out: str, progress: bool = True) -> list[dic
         print(f"{config.name}: test accuracy {m['test_accuracy']:.4f} ({m['param_count']} parameters, "
               f"{m['seconds_per_epoch']:.1f} s/epoch)", file=sys.stdout, flush=True)
     if len(rows) > 1:
-        outputs.write_csv(os.path.join(out, "summary.csv"), rows)
-        outputs.write_json(os.path.join(out, "summary.json"), {"runs": rows, "environment": outputs.environment_info()})
-        plots.plot_sweep_summary(rows, os.path.join(out, "fig_summary.png"))
+        outputs.write_csv(os.path.join(out, SUMMARY_CSV), rows)
+        outputs.write_json(os.path.join(out, SUMMARY_JSON), {"runs": rows, "environment": outputs.environment_info()})
+        plots.plot_sweep_summary(rows, os.path.join(out, SUMMARY_FIGURE))
     return rows
 
 
