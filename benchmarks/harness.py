@@ -10,7 +10,7 @@ import jax
 import numpy as np
 
 from common import host_memory
-from common import training as tr
+from common import parallel
 
 
 def peak_memory_mb() -> dict[str, float]:
@@ -22,50 +22,34 @@ def peak_memory_mb() -> dict[str, float]:
     return out
 
 
-def time_train_step(step, state, batches, rng, *, images_per_step: int, windows: int = 5, steps_per_window: int = 20):
-    """Runs `step` once (compile + first step), then `windows` timed windows; returns (result, last state).
+def time_train_steps(steps, state, batches, rng, *, images_per_step: int, steps_per_call: int = 1,
+                     windows: int = 5, steps_per_window: int = 20):
+    """Times `steps.train` (a `common.parallel.Steps`) running `steps_per_call` steps per call: one call
+    first (compile + run), then warm-up, then `windows` timed windows of about `steps_per_window` steps.
+    Returns (result, last state); the step donates its state, so callers continue with the returned one.
 
-    The step donates its state, so callers must continue with the returned state.
-
-    `batches` is a list of host batches cycled through, so input transfer is part of the measured step, as it
-    is in the real training loop.
+    `batches` is a list of host batches cycled through and stacked per call on the host, as the training
+    loop does, so input transfer is part of the measured step.
     """
-    t0 = time.perf_counter()
-    state, metrics = step(state, batches[0], rng)
-    jax.block_until_ready(metrics)
-    first = time.perf_counter() - t0
-    for i in range(3):  # warm-up
-        state, metrics = step(state, batches[i % len(batches)], rng)
-    jax.block_until_ready(metrics)
-    rates = []
-    for w in range(windows):
-        t0 = time.perf_counter()
-        for i in range(steps_per_window):
-            state, metrics = step(state, batches[(w * steps_per_window + i) % len(batches)], rng)
-        jax.block_until_ready(metrics)
-        rates.append(steps_per_window * images_per_step / (time.perf_counter() - t0))
-    return {"train_images_per_sec": statistics.median(rates), "first_step_seconds": first,
-            "windows": [round(r, 1) for r in rates]}, state
+    calls_per_window = max(1, steps_per_window // steps_per_call)
 
-
-def time_scanned_steps(steps_fn, state, batches, rng, *, images_per_step: int, steps_per_call: int,
-                       windows: int = 5, calls_per_window: int = 2):
-    """As `time_train_step` for `steps_fn(state, stacked_batches, rng, totals)` running `steps_per_call` steps
-    in one `lax.scan` call; the host stacks the batches of each call, as the training loop does."""
     def stacked(call):
-        return tr.stack_batches([batches[(call * steps_per_call + i) % len(batches)] for i in range(steps_per_call)])
+        return parallel.stack_batches([batches[(call * steps_per_call + i) % len(batches)]
+                                       for i in range(steps_per_call)])
 
     t0 = time.perf_counter()
-    state, totals = steps_fn(state, stacked(0), rng)
+    totals = steps.zeros(state, stacked(0), rng)
+    state, totals = steps.train(state, stacked(0), rng, totals)
     jax.block_until_ready(totals)
     first = time.perf_counter() - t0
-    state, totals = steps_fn(state, stacked(1), rng)  # warm-up
+    for c in range(max(1, 3 // steps_per_call)):  # warm-up
+        state, totals = steps.train(state, stacked(c + 1), rng, totals)
     jax.block_until_ready(totals)
     rates = []
     for w in range(windows):
         t0 = time.perf_counter()
         for c in range(calls_per_window):
-            state, totals = steps_fn(state, stacked(w * calls_per_window + c), rng)
+            state, totals = steps.train(state, stacked(w * calls_per_window + c), rng, totals)
         jax.block_until_ready(totals)
         rates.append(calls_per_window * steps_per_call * images_per_step / (time.perf_counter() - t0))
     return {"train_images_per_sec": statistics.median(rates), "first_call_seconds": first,

@@ -8,8 +8,8 @@ import argparse
 
 import numpy as np
 
-from benchmarks.harness import emit, setup, random_batches, time_eval_step, time_train_step
-from common import experiment
+from benchmarks.harness import emit, random_batches, setup, time_eval_step, time_train_steps
+from common import parallel
 from common import training as tr
 from lenet.config import LeNetConfig
 from lenet.train import create_model, penalty_fn
@@ -17,16 +17,20 @@ from lenet.train import create_model, penalty_fn
 
 def bench(config: LeNetConfig, n_seeds: int = 1, image_shape=(28, 28, 1)) -> dict:
     model = create_model(config)
-    specs = [experiment.ModelSpec(config.seed + i, config.lr) for i in range(n_seeds)]
-    state, keys = experiment.init_states(model, (1,) + image_shape, specs)
-    train_fn, eval_fn = experiment.compile_steps(tr.make_train_step(penalty_fn(config)), n_seeds)
+    train = config.train
+    specs = [parallel.ModelSpec(train.seed + i, train.lr) for i in range(n_seeds)]
+    state, keys = parallel.init_states(model, (1,) + image_shape, specs)
+    steps = parallel.compile_steps(tr.make_train_step(penalty_fn(config)), n_seeds,
+                                   steps_per_call=train.steps_per_call)
     leading = () if n_seeds == 1 else (n_seeds,)
-    batches = random_batches(8, config.batch_size, image_shape, leading=leading)
-    result, state = time_train_step(train_fn, state, batches, keys, images_per_step=config.batch_size * n_seeds)
-    eval_batch = {**random_batches(1, config.eval_batch_size, image_shape)[0],
-                  "mask": np.ones(config.eval_batch_size, np.float32)}
-    result.update(time_eval_step(eval_fn, state, eval_batch, images_per_step=config.eval_batch_size * n_seeds))
-    return {"model": "lenet5", "batch_size": config.batch_size, "seeds": n_seeds, "image_shape": list(image_shape),
+    batches = random_batches(8, train.batch_size, image_shape, leading=leading)
+    result, state = time_train_steps(steps, state, batches, keys, images_per_step=train.batch_size * n_seeds,
+                                     steps_per_call=train.steps_per_call)
+    eval_batch = {**random_batches(1, train.eval_batch_size, image_shape)[0],
+                  "mask": np.ones(train.eval_batch_size, np.float32)}
+    result.update(time_eval_step(steps.evaluate, state, eval_batch,
+                                 images_per_step=train.eval_batch_size * n_seeds))
+    return {"model": "lenet5", "batch_size": train.batch_size, "seeds": n_seeds, "image_shape": list(image_shape),
             **result}
 
 

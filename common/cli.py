@@ -1,4 +1,10 @@
-"""The command line: one parser for every task; each task module exposes `run(args) -> exit code`.
+"""The command line, built from the tasks' own declarations.
+
+A task is a `Task`: its name, one line of help, the flags it takes (`add_arguments(parser)`) and
+`run(args) -> exit code`. The entry point (`run.py`) names the tasks in a registry {name: "module:ATTR"};
+they are imported when needed, so this library imports no experiment. `main` parses `--task` first, builds
+the parser of that task alone (so a flag it does not take is one line and exit 2), sets `args.out`
+(default `results/<task>`) and `args.command` (the command line, recorded in each result) and runs it.
 
 Flags left unset stay None, so the experiment's config dataclass keeps its defaults (the report's values):
 the CLI only overrides fields, it never holds a second copy of a hyperparameter.
@@ -8,57 +14,75 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import math
 import os
+import shlex
 import sys
+from typing import Any, Callable
 
 from common import host_memory
+from common.config import field_names
 from common.errors import TrainingDiverged, UserError
 
-# task -> (module with run(args), one-line help)
-TASKS = {
-    "lenet": ("lenet.experiment", "train LeNet5 on CIFAR10 with the report's settings (Part 1b, Figure 1)"),
-    "visualize": ("lenet.visualize", "conv1 filters, activation statistics, feature maps (Part 1c, Figures 2-3)"),
-    "deconv": ("deconv.experiment", "Zeiler & Fergus deconvnet: top-9 activations projected to pixels (Part 2)"),
-    "rnn": ("recurrent.train", "RNN/LSTM/GRU on MNIST rows, hidden-size sweeps (Part 3a-3b)"),
-    "compare": ("recurrent.compare", "LeNet5 vs the best recurrent net on the same MNIST splits (Part 3c)"),
-    "report": ("common.report", "gather every result into report.html and REPORT.md"),
-    "all": ("common.run_all", "run every task in order, then the report (--quick for a shrunk version)"),
-}
-CELLS = ("rnn", "lstm", "gru")
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    """What `run.py --task NAME` runs, as its package declares it."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    needs: tuple[str, ...] = ()  # tasks whose output it reads (`--task all` skips it when one failed)
+    # Its own settings in `--task all`: (quick, results root) -> argv.
+    all_args: Callable[[bool, str], list[str]] = lambda quick, root: []
+    all_skips: tuple[str, ...] = ()  # flags it takes alone but not from `--task all`
+    report: Any = None  # its section of the report (a common.report.Section), if it has one
+    default_out: str | None = None  # default: results/<name>
+
+
+class Registry:
+    """Tasks by name, imported on first use from "package.module:ATTRIBUTE" paths, in the order given."""
+
+    def __init__(self, paths: dict[str, str]):
+        self.paths = dict(paths)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.paths)
+
+    def get(self, name: str) -> Task:
+        module, attr = self.paths[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+# ----------------------------------------------------------------------------------------- flag types
 
 
 def _number(cast, ok, expected: str, must: str):
-    """An argparse type: `cast(text)`, rejected with one line unless `ok(value)`."""
+    """An argparse type: `cast(text)`, rejected with one line unless it is finite and `ok(value)`."""
 
     def parse(text: str):
         try:
             value = cast(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not ok(value):
+        if not (math.isfinite(value) and ok(value)):
             raise argparse.ArgumentTypeError(f"must be {must}, got {text}")
         return value
 
     return parse
 
 
-_positive_int = _number(int, lambda v: v >= 1, "a positive integer", "a positive integer")
-_nonneg_int = _number(int, lambda v: v >= 0, "an integer >= 0", ">= 0")
-_positive_float = _number(float, lambda v: v > 0, "a positive number", "positive")
-_nonneg_float = _number(float, lambda v: v >= 0, "a number >= 0", ">= 0")
+positive_int = _number(int, lambda v: v >= 1, "a positive integer", "a positive integer")
+nonneg_int = _number(int, lambda v: v >= 0, "an integer >= 0", ">= 0")
+positive_float = _number(float, lambda v: v > 0, "a positive number", "a finite positive number")
+nonneg_float = _number(float, lambda v: v >= 0, "a number >= 0", "a finite number >= 0")
 
 
-def _scalar_or_list(item_type):
-    """One value, or a tuple of several (a hyperparameter swept as a vmapped model axis)."""
+def comma_list(item_type, allowed=None):
+    """An argparse type: a comma-separated list of `item_type`, each in `allowed` when given."""
 
-    def parse(text: str):
-        values = _comma_list(item_type)(text)
-        return values[0] if len(values) == 1 else values
-
-    return parse
-
-
-def _comma_list(item_type, allowed=None):
     def parse(text: str):
         items = [t.strip() for t in text.split(",") if t.strip()]
         if not items:
@@ -73,83 +97,127 @@ def _comma_list(item_type, allowed=None):
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="run.py",
-        description="ELEC 576 Assignment 2 in JAX/Flax. Tasks:\n"
-        + "\n".join(f"  {name:<10} {text}" for name, (_, text) in TASKS.items()),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--task", required=True, choices=list(TASKS), metavar="TASK",
-                        help="one of: " + ", ".join(TASKS))
-    parser.add_argument("--out", help="output folder (default: results/<task>)")
+def scalar_or_list(item_type):
+    """One value, or a tuple of several (a hyperparameter swept as a vmapped model axis)."""
+
+    def parse(text: str):
+        values = comma_list(item_type)(text)
+        return values[0] if len(values) == 1 else values
+
+    return parse
+
+
+# ---------------------------------------------------------------------------------- shared flag groups
+
+
+TRAINING_FLAGS = ("--quick", "--epochs", "--batch-size", "--lr", "--seed", "--seeds", "--steps-per-call", "--limit")
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of every task that trains a classifier (fields of `common.config.TrainConfig`, `limit`)."""
     g = parser.add_argument_group("training (defaults: the report's values)")
-    g.add_argument("--epochs", type=_positive_int)
-    g.add_argument("--batch-size", type=_positive_int)
-    g.add_argument("--lr", type=_scalar_or_list(_positive_float),
+    g.add_argument("--quick", action="store_true",
+                   help="start from the config's shrunk preset (minutes on a laptop; not the report's numbers)")
+    g.add_argument("--epochs", type=positive_int)
+    g.add_argument("--batch-size", type=positive_int)
+    g.add_argument("--lr", type=scalar_or_list(positive_float),
                    help="learning rate, or a comma list (e.g. 1e-4,1.7e-4,3e-4) trained at once with jax.vmap")
-    g.add_argument("--conv-l2", type=_scalar_or_list(_nonneg_float), metavar="W[,W..]",
-                   help="LeNet5 conv-kernel L2 weight(s); a list trains one model per value, vmapped")
-    g.add_argument("--fc-l2", type=_scalar_or_list(_nonneg_float), metavar="W[,W..]",
-                   help="LeNet5 fc1-kernel L2 weight(s); a list trains one model per value, vmapped")
-    g.add_argument("--seed", type=_nonneg_int, help="seed of initialisation, dropout and batch order")
-    g.add_argument("--seeds", type=_positive_int, help="train N seeds (seed, seed+1, ...) at once with jax.vmap")
-    g.add_argument("--steps-per-call", type=_positive_int,
+    g.add_argument("--seed", type=nonneg_int, help="seed of initialisation, dropout and batch order")
+    g.add_argument("--seeds", type=positive_int, help="train N seeds (seed, seed+1, ...) at once with jax.vmap")
+    g.add_argument("--steps-per-call", type=positive_int,
                    help="training steps per compiled call, run as one lax.scan (default: 1 LeNet5, 50 recurrent)")
-    g.add_argument("--limit", type=_positive_int, help="train on the first N training examples (smoke runs)")
-    g.add_argument("--no-batchnorm", dest="use_batchnorm", action="store_const", const=False,
-                   help="LeNet5 without batch norm")
-    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    g.add_argument("--limit", type=positive_int, help="train on the first N training examples (smoke runs)")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, image_folder: str, image_mode: bool = True) -> None:
+    """Where the data come from: an image folder (`image_folder` says which) or a TFDS data folder."""
     d = parser.add_argument_group("data")
-    d.add_argument("--data-dir", help="image folder in the course layout PATH/{Train,Test}/<label>/*.png "
-                   "(e.g. ../shared/data/elec576/CIFAR10) instead of the TFDS dataset")
+    d.add_argument("--data-dir", help=f"image folder in the course layout PATH/{{Train,Test}}/<label>/*.png "
+                   f"({image_folder}) instead of the TFDS dataset")
     d.add_argument("--tfds-data-dir", help="TFDS data folder (default: $TFDS_DATA_DIR)")
-    d.add_argument("--image-mode", choices=("gray28", "rgb32"),
-                   help="gray28: 28x28 grayscale as the course did (default); rgb32: CIFAR10's 32x32 colour")
-    v = parser.add_argument_group("visualize / deconv")
-    v.add_argument("--checkpoint", help="folder written by --task lenet (default: results/lenet)")
-    v.add_argument("--train-if-missing", action="store_true", help="train the checkpoint when there is none")
-    v.add_argument("--compare-batchnorm", action="store_true", help="also train/load LeNet5 without batch norm")
-    v.add_argument("--layer", type=_comma_list(str, ("conv1", "conv2")), help="conv layer(s) to project")
-    v.add_argument("--filters", type=_comma_list(_nonneg_int), help="filter indices (default: all)")
-    v.add_argument("--top-k", type=_positive_int, help="top activations per filter (default 9)")
-    v.add_argument("--split", choices=("val", "test"), help="split searched for top activations")
-    v.add_argument("--mode", choices=("deconvnet", "guided", "backprop"), help="backward rectification rule")
-    v.add_argument("--bn", choices=("transpose", "inverse"),
-                   help="batch norm on the way down: multiply by its scale (transpose, default) or divide")
-    r = parser.add_argument_group("recurrent")
-    r.add_argument("--cell", type=_comma_list(str, CELLS), help="rnn, lstm, gru or a comma list")
-    r.add_argument("--hidden", type=_comma_list(_positive_int), help="hidden size(s), e.g. 16,32,64,128")
-    a = parser.add_argument_group("all")
-    a.add_argument("--quick", action="store_true", help="shrunk settings that finish in minutes on a laptop")
+    if image_mode:
+        d.add_argument("--image-mode", choices=("gray28", "rgb32"),
+                       help="gray28: 28x28 grayscale as the course did (default); rgb32: CIFAR10's 32x32 colour")
+
+
+def config_from_args(config, args: argparse.Namespace, **overrides):
+    """`config` (an instance: the defaults, or its quick() preset) overridden by every flag the user set
+    whose name is a field of it, then by `overrides`."""
+    names = field_names(config)
+    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return config.replace(**values)
+
+
+# ------------------------------------------------------------------------------------------- parsing
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Flag errors as one line and a hint, not the whole usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"run.py: error: {message} (see run.py --task TASK --help)\n")
+
+
+def _base_parser(registry: Registry, add_help: bool) -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="run.py", add_help=add_help,
+                                     description="ELEC 576 Assignment 2 in JAX/Flax.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", required=True, choices=registry.names, metavar="TASK",
+                        help="one of: " + ", ".join(registry.names) + " (run.py --task TASK --help: its flags)")
+    parser.add_argument("--out", help="output folder (default: results/<task>)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    parser.registry = registry  # for the tasks whose flags are other tasks' (`--task all`)
     return parser
 
 
-def config_from_args(config_cls, args: argparse.Namespace, **overrides):
-    """The config's defaults, overridden by every flag the user set (same names as the fields)."""
-    fields = {f.name for f in dataclasses.fields(config_cls)}
-    values = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return config_cls(**values)
+def build_parser(registry: Registry, task: str) -> argparse.ArgumentParser:
+    """The parser of one task: the common flags and the task's own."""
+    spec = registry.get(task)
+    parser = _base_parser(registry, add_help=True)
+    parser.description = f"run.py --task {task}: {spec.help}"
+    spec.add_arguments(parser)
+    return parser
 
 
-def default_out(args: argparse.Namespace) -> str:
-    return args.out or os.path.join("results", args.task)
+def parse_args(registry: Registry, argv: list[str]) -> argparse.Namespace:
+    """--task first, then that task's own parser; unknown flags are one line and exit 2."""
+    known, _ = _base_parser(registry, add_help=False).parse_known_args(argv)
+    parser = build_parser(registry, known.task)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.error(f"{unknown[0]} is not a flag of --task {known.task}")
+    args.out = args.out or registry.get(args.task).default_out or os.path.join("results", args.task)
+    args.command = shlex.join(["run.py"] + list(argv))
+    args.registry = registry
+    return args
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    module_name, _ = TASKS[args.task]
+def main(registry: Registry | dict, argv: list[str] | None = None) -> int:
+    """Runs one task as the command line says; returns the exit code (2: bad input, 130: interrupted)."""
+    registry = registry if isinstance(registry, Registry) else Registry(registry)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv in ([], ["-h"], ["--help"]):
+        _print_tasks(registry)
+        return 0 if argv else 2
+    args = parse_args(registry, argv)
     host_memory.retain_freed_memory()
+    return run_task(registry.get(args.task), args)
+
+
+def run_task(task: Task, args: argparse.Namespace) -> int:
+    """`task.run(args)` with the errors a user can cause turned into one line and an exit code."""
     try:
-        module = importlib.import_module(module_name)
-        return int(module.run(args) or 0)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    except TrainingDiverged as e:
+        return int(task.run(args) or 0)
+    except (UserError, TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted; earlier results are unchanged", file=sys.stderr)
         return 130
+
+
+def _print_tasks(registry: Registry) -> None:
+    print("usage: run.py --task TASK [flags]   (run.py --task TASK --help lists its flags)\n\ntasks:")
+    for name in registry.names:
+        print(f"  {name:<10} {registry.get(name).help}")

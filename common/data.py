@@ -34,7 +34,7 @@ FOLDER_LAYOUT = "PATH/{Train,Test}/<label>/*.png (e.g. ../shared/data/elec576/CI
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """Where the data comes from and how it is prepared. Experiment configs carry the same field names."""
+    """Where the data comes from and how it is prepared (nested as `data` in each experiment's config)."""
 
     dataset: str = "cifar10"
     data_dir: str | None = None  # image-folder tree; overrides the named TFDS dataset
@@ -44,10 +44,14 @@ class DataConfig:
     split_seed: int = 0
     limit: int | None = None  # train on the first `limit` training examples (smoke runs)
 
-    @classmethod
-    def from_config(cls, config) -> "DataConfig":
-        """Picks this class's fields out of an experiment config with the same field names."""
-        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
+    def checks(self) -> list[tuple[bool, str]]:
+        """(condition, message) pairs; see `common.config.require`."""
+        return [
+            (self.limit is None or self.limit >= 1, f"--limit must be positive, got {self.limit}"),
+            (0 <= self.val_fraction < 1, f"validation fraction must be in [0, 1), got {self.val_fraction}"),
+            (self.image_mode in IMAGE_MODES,
+             f"unknown image mode {self.image_mode!r}; choose one of {', '.join(IMAGE_MODES)}"),
+        ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,10 +78,9 @@ class Dataset:
 
 def load_dataset(config: DataConfig) -> Dataset:
     """Loads, preprocesses and splits the data that `config` describes."""
-    if config.image_mode not in IMAGE_MODES:
-        raise DataError(f"unknown image mode {config.image_mode!r}; choose one of {', '.join(IMAGE_MODES)}")
-    if not 0.0 <= config.val_fraction < 1.0:
-        raise DataError(f"val_fraction must be in [0, 1), got {config.val_fraction}")
+    for ok, message in config.checks():
+        if not ok:
+            raise DataError(message)
     if config.data_dir:
         raw, source = read_image_folder(config.data_dir), f"image folder {os.path.abspath(config.data_dir)}"
     else:
@@ -89,8 +92,6 @@ def load_dataset(config: DataConfig) -> Dataset:
     # folder whose file order groups the classes.
     train_idx = np.random.default_rng([config.split_seed, 1]).permutation(train_idx)
     if config.limit is not None:
-        if config.limit <= 0:
-            raise DataError(f"--limit must be positive, got {config.limit}")
         train_idx = train_idx[: config.limit]
     names = CLASS_NAMES.get(config.dataset, tuple(str(i) for i in range(int(y_train.max()) + 1)))
     return Dataset(

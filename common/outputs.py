@@ -16,6 +16,7 @@ from typing import Any, Iterable
 
 import jax
 
+from common.checkpoint import _jsonable as jsonable  # noqa: F401
 from common.checkpoint import atomic_write_json
 
 

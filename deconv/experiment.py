@@ -22,24 +22,20 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from common import data as data_lib
-from common.cli import default_out
-from common.errors import CheckpointError, DataError, UserError
+from common.errors import DataError, UserError
 from common.outputs import RunDir, environment_info, write_json
 from deconv import figures, network, occlusion, ops
 from lenet import checkpoint as lenet_checkpoint
 from lenet.config import LeNetConfig
 from lenet.train import create_model
 
-DEFAULT_CHECKPOINT = os.path.join("results", "lenet")
 TOPK_JSON = "topk.json"
 FIG_LAYER = "fig_deconv_{layer}.png"
 FIG_OCCLUSION = "fig_occlusion.png"
@@ -75,55 +71,6 @@ class DeconvSettings:
         return self
 
 
-def settings_from_args(args) -> DeconvSettings:
-    values = {"layers": args.layer, "filters": args.filters, "top_k": args.top_k, "split": args.split,
-              "mode": args.mode, "bn": args.bn}
-    return DeconvSettings(**{k: v for k, v in values.items() if v is not None}).validate()
-
-
-# ------------------------------------------------------------------------------------------------- entry
-
-
-def run(args) -> int:
-    settings = settings_from_args(args)
-    checkpoint = (args.checkpoint or DEFAULT_CHECKPOINT).rstrip("/") or "/"
-    config, variables, run_info = load_lenet(checkpoint)
-    resolve_filters(variables["params"], settings)  # bad --layer / --filters fail before any work
-    config = with_data_overrides(config, args.data_dir, args.tfds_data_dir)
-    t0 = time.perf_counter()
-    dataset = data_lib.load_dataset(data_lib.DataConfig.from_config(config))
-    load_s = time.perf_counter() - t0
-    rundir = RunDir(default_out(args))
-    rundir.open(keep_partial=False)
-    try:
-        summary = deconv_experiment(config, variables, dataset, rundir.path(), settings,
-                                    checkpoint=checkpoint, run_info=run_info)
-    except UserError:
-        shutil.rmtree(rundir.work, ignore_errors=True)  # nothing to resume here: leave no half-made folder
-        raise
-    summary["timing_seconds"]["data_loading"] = round(load_s, 2)
-    write_json(rundir.path(TOPK_JSON), summary)
-    final = rundir.commit()
-    t = summary["timing_seconds"]
-    print(f"deconv: top-{settings.top_k} search over {summary['split_size']} {settings.split} images "
-          f"{t['topk_search']:.1f} s, projections {t['projections']:.1f} s, occlusion {t['occlusion']:.1f} s, "
-          f"figures {t['figures']:.1f} s (data loading {load_s:.1f} s); results in {final}")
-    return 0
-
-
-def how_to_make(checkpoint: str) -> str:
-    return f"python run.py --task lenet --out {checkpoint}"
-
-
-def load_lenet(path: str) -> tuple[LeNetConfig, dict, dict]:
-    """(config, variables, run_info) of a `--task lenet` checkpoint (see lenet.checkpoint.load_lenet)."""
-    return lenet_checkpoint.load_lenet(path, how_to_make(path))
-
-
-def with_data_overrides(config: LeNetConfig, data_dir: str | None, tfds_data_dir: str | None) -> LeNetConfig:
-    return lenet_checkpoint.with_data_overrides(config, data_dir, tfds_data_dir)
-
-
 # ------------------------------------------------------------------------------------------- experiment
 
 
@@ -136,10 +83,10 @@ def deconv_experiment(config: LeNetConfig, variables: dict, dataset: data_lib.Da
     filters = resolve_filters(params, settings)
     split = dataset.val if settings.split == "val" else dataset.test
     if len(split) == 0:
-        raise DataError(f"the {settings.split} split is empty (validation fraction {config.val_fraction}); "
+        raise DataError(f"the {settings.split} split is empty (validation fraction {config.data.val_fraction}); "
                         "use --split test")
     model = create_model(config, len(dataset.class_names))
-    check_fits(model, variables, split.images[:1], checkpoint)
+    lenet_checkpoint.check_fits(model, variables, dataset, checkpoint)
     layers = tuple(filters)
     k = settings.top_k
     if k > len(split):
@@ -150,7 +97,7 @@ def deconv_experiment(config: LeNetConfig, variables: dict, dataset: data_lib.Da
 
     # 1. one jitted pass over the split: running top-k per filter of every layer
     t0 = time.perf_counter()
-    top = network.top_activations(variables, data_lib.eval_batches(split, config.eval_batch_size), layers, k)
+    top = network.top_activations(variables, data_lib.eval_batches(split, config.train.eval_batch_size), layers, k)
     timing["topk_search"] = time.perf_counter() - t0
 
     # 2. projections to pixel space, batched over (filter, rank), cropped to the receptive field
@@ -224,15 +171,6 @@ def resolve_filters(params: dict, settings: DeconvSettings) -> dict[str, tuple[i
                             f"(0-{n_filters - 1})")
         filters[layer] = chosen
     return filters
-
-
-def check_fits(model, variables, images: np.ndarray, checkpoint: str) -> None:
-    """Runs the model once on one image, so a model/data mismatch is one clear message."""
-    try:
-        model.apply(variables, jnp.asarray(images), train=False)
-    except Exception as e:  # flax raises several shape/scope errors; all mean the same here
-        raise CheckpointError(f"the checkpoint {checkpoint!r} does not fit the data (images "
-                              f"{tuple(images.shape[1:])}): {e.__class__.__name__}: {str(e)[:160]}") from None
 
 
 def pick_occlusion_images(model, variables, test: data_lib.Split, n: int, seed: int) -> np.ndarray:

@@ -1,12 +1,16 @@
 """Reading a `--task lenet` checkpoint back, for the tasks that build on it (visualize, deconv)."""
 from __future__ import annotations
 
-import dataclasses
 import os
+
+import jax.numpy as jnp
 
 from common import checkpoint as ckpt
 from common.errors import CheckpointError, DataError, UserError
 from lenet.config import LeNetConfig
+
+# Where `--task visualize` and `--task deconv` look for the LeNet5 that `--task lenet` trained by default.
+DEFAULT_CHECKPOINT = os.path.join("results", "lenet")
 
 
 def load_lenet(path: str, make_hint: str) -> tuple[LeNetConfig, dict, dict]:
@@ -34,8 +38,8 @@ def load_lenet(path: str, make_hint: str) -> tuple[LeNetConfig, dict, dict]:
 def with_data_overrides(config: LeNetConfig, data_dir: str | None = None, tfds_data_dir: str | None = None,
                         image_mode: str | None = None) -> LeNetConfig:
     """The checkpoint's data settings, except where --data-dir / --tfds-data-dir point elsewhere."""
-    if image_mode is not None and image_mode != config.image_mode:
-        raise UserError(f"the checkpoint was trained on {config.image_mode} images; --image-mode {image_mode} "
+    if image_mode is not None and image_mode != config.data.image_mode:
+        raise UserError(f"the checkpoint was trained on {config.data.image_mode} images; --image-mode {image_mode} "
                         "cannot be used with it (leave the flag out)")
     changes = {}
     if data_dir:
@@ -44,8 +48,17 @@ def with_data_overrides(config: LeNetConfig, data_dir: str | None = None, tfds_d
         changes["tfds_data_dir"] = tfds_data_dir
         if not data_dir:
             changes["data_dir"] = None  # an explicit TFDS location replaces the recorded image folder
-    config = dataclasses.replace(config, **changes)
-    if config.data_dir and not os.path.isdir(config.data_dir):
-        raise DataError(f"the checkpoint's data folder {config.data_dir!r} (recorded relative to where it was "
-                        "trained) does not exist here; point --data-dir at the same data")
+    config = config.replace(**changes)
+    if config.data.data_dir and not os.path.isdir(config.data.data_dir):
+        raise DataError(f"the checkpoint's data folder {config.data.data_dir!r} (recorded relative to where it "
+                        "was trained) does not exist here; point --data-dir at the same data")
     return config
+
+
+def check_fits(model, variables: dict, dataset, source: str) -> None:
+    """Runs the model once on one test image, so a model/data mismatch is one clear message."""
+    try:
+        model.apply(variables, jnp.asarray(dataset.test.images[:1]), train=False)
+    except Exception as e:  # flax raises several shape/scope errors; all mean the same here
+        raise CheckpointError(f"the checkpoint {source!r} does not fit the data (images {dataset.image_shape}): "
+                              f"{e.__class__.__name__}: {str(e)[:160]}") from None

@@ -7,8 +7,7 @@ import os
 import numpy as np
 
 from common import data as data_lib
-from common.config import as_tuple
-from common import experiment
+from common import fit
 from lenet.config import LeNetConfig
 from lenet.model import LeNet5, l2_penalty
 
@@ -24,7 +23,7 @@ def create_model(config: LeNetConfig, num_classes: int = 10) -> LeNet5:
 
 def penalty_fn(config: LeNetConfig):
     # With several weights, each model's own arrive from its state (TrainState.penalty_weights) and override these.
-    return functools.partial(l2_penalty, conv_l2=as_tuple(config.conv_l2)[0], fc_l2=as_tuple(config.fc_l2)[0])
+    return functools.partial(l2_penalty, **{name: values[0] for name, values in config.penalties.items()})
 
 
 def _save_conv1_kernels(filter_epochs, workdir: str, epoch: int, state) -> None:
@@ -40,26 +39,31 @@ def _save_conv1_kernels(filter_epochs, workdir: str, epoch: int, state) -> None:
     os.replace(tmp, path)
 
 
+def data_name(config: LeNetConfig) -> str:
+    """'CIFAR10', or the image folder's name."""
+    if config.data.data_dir:
+        return os.path.basename(os.path.normpath(config.data.data_dir))
+    return config.data.dataset.upper()
+
+
 def train_and_evaluate(config: LeNetConfig, workdir: str, dataset: data_lib.Dataset | None = None,
-                       progress: bool = True) -> experiment.FitResult:
+                       progress: bool = True, command: str | None = None) -> fit.FitResult:
     """Trains LeNet5 with `config` and writes history, metrics, Figure 1 and a checkpoint into `workdir`.
 
     Returns the last state (`.state`), the selected best-validation variables (`.variables`, as
-    checkpointed), the history and the metrics, so tests and notebooks can use them.
+    checkpointed), the history and the metrics, so tests and notebooks can use them. `command` is recorded
+    in metrics.json (the CLI passes the command line).
     """
     config.validate()
     if dataset is None:
-        dataset = data_lib.load_dataset(data_lib.DataConfig.from_config(config))
+        dataset = data_lib.load_dataset(config.data)
     name = "LeNet5" + ("" if config.use_batchnorm else " without batch norm")
-    return experiment.fit_classifier(
-        model=create_model(config, len(dataset.class_names)),
-        penalty_fn=penalty_fn(config),
-        dataset=dataset,
-        config=config,
-        out=workdir,
-        task="lenet",
-        title=f"{name} on {config.dataset.upper() if not config.data_dir else os.path.basename(os.path.normpath(config.data_dir))} ({config.image_mode})",
+    return fit.fit(
+        create_model(config, len(dataset.class_names)), dataset, config.train, workdir,
+        task="lenet", config=config.to_dict(),
+        title=f"{name} on {data_name(config)} ({config.data.image_mode})",
         figure_name=FIGURE,
+        penalty_fn=penalty_fn(config), penalties=config.penalties,
         on_epoch=functools.partial(_save_conv1_kernels, set(config.filter_epochs)),
-        progress=progress,
+        progress=progress, command=command,
     )

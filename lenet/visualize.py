@@ -26,15 +26,15 @@ import numpy as np
 
 from common import checkpoint as ckpt
 from common import data as data_lib
-from common import stats, viz_plots
-from common.cli import config_from_args, default_out
-from common.errors import CheckpointError, DataError, UserError
+from common import stats
+from lenet import visualize_plots as viz_plots
+from common.cli import config_from_args
+from common.errors import DataError
 from common.outputs import RunDir, write_json
 from lenet import checkpoint as lenet_checkpoint
 from lenet.config import LeNetConfig
 from lenet.train import FILTER_HISTORY, create_model, train_and_evaluate
 
-DEFAULT_CHECKPOINT = os.path.join("results", "lenet")
 NOBN_SUFFIX = "_nobn"
 # Histogram bins per layer and stage. The KS bounds are within about one bin's mass of the exact value, so
 # they use many fine bins (a bincount costs the same); the JSON and the figures keep them summed to fewer.
@@ -76,22 +76,24 @@ class Network:
 # ------------------------------------------------------------------------------------------------ entry
 
 
-def run(args) -> int:
-    out = default_out(args)
-    checkpoint = (args.checkpoint or DEFAULT_CHECKPOINT).rstrip("/") or "/"
+def visualize(checkpoint: str, out: str, args) -> str:
+    """Loads (or trains) the networks, writes the statistics and figures into `out`; returns the folder."""
     main_net = _load_or_train(checkpoint, args, train_if_missing=args.train_if_missing)
-    dataset = data_lib.load_dataset(data_lib.DataConfig.from_config(main_net.config))
-    _check_fits(main_net, dataset)
+    dataset = data_lib.load_dataset(main_net.config.data)
+    lenet_checkpoint.check_fits(main_net.model, main_net.variables, dataset, main_net.source)
     if len(dataset.test) == 0:
         raise DataError("the test split is empty; the statistics need test images")
     networks = [main_net]
-    if args.compare_batchnorm:
+    if args.compare_batchnorm and not main_net.config.use_batchnorm:
+        print(f"--compare-batchnorm: {main_net.source} has no batch norm already; nothing to compare it with",
+              file=sys.stderr)
+    elif args.compare_batchnorm:
         networks.append(_load_or_train_nobn(main_net, checkpoint + NOBN_SUFFIX, dataset, args))
-        _check_fits(networks[-1], dataset)
+        lenet_checkpoint.check_fits(networks[-1].model, networks[-1].variables, dataset, networks[-1].source)
 
     rundir = RunDir(out)
     rundir.open(keep_partial=False)
-    batch_size = main_net.config.eval_batch_size
+    batch_size = main_net.config.train.eval_batch_size
     results = {net.key: activation_statistics(net, dataset.test, batch_size) for net in networks}
     report = stats_report(networks, results, dataset)
     write_json(rundir.path(STATS_JSON), report)
@@ -99,26 +101,24 @@ def run(args) -> int:
     print("test accuracy: " + ", ".join(f"{n['label']} {n['test_accuracy']:.4f}" for n in report["networks"].values()))
 
     write_figures(rundir, networks, results, dataset, checkpoint)
-    final = rundir.commit()
-    print(f"visualize: figures and {STATS_JSON} in {final}")
-    return 0
+    return rundir.commit()
 
 
 # ------------------------------------------------------------------------------------------- checkpoints
 
 
 def how_to_make(checkpoint: str, args, use_batchnorm: bool = True) -> str:
-    data = f" --data-dir {args.data_dir}" if getattr(args, "data_dir", None) else ""
+    data = f" --data-dir {args.data_dir}" if args.data_dir else ""
     nobn = "" if use_batchnorm else " --no-batchnorm"
     return (f"python run.py --task lenet{nobn}{data} --out {checkpoint}` (or add --train-if-missing to "
-            f"`python run.py --task visualize")
+            f"`python run.py --task visualize`)")
 
 
 def _load_or_train(checkpoint: str, args, train_if_missing: bool) -> Network:
     if train_if_missing and not os.path.isdir(ckpt.resolve_checkpoint_dir(checkpoint)):
-        config = config_from_args(LeNetConfig, args).validate()
+        config = config_from_args(LeNetConfig.quick() if args.quick else LeNetConfig(), args).validate()
         print(f"no checkpoint at {checkpoint}; training LeNet5 there first (--train-if-missing)", file=sys.stderr)
-        train_and_evaluate(config, checkpoint, progress=args.progress)
+        train_and_evaluate(config, checkpoint, progress=args.progress, command=args.command)
     net = load_network(checkpoint, how_to_make(checkpoint, args))
     return dataclasses.replace(net, config=_with_data_overrides(net.config, args))
 
@@ -126,9 +126,6 @@ def _load_or_train(checkpoint: str, args, train_if_missing: bool) -> Network:
 def _load_or_train_nobn(main_net: Network, path: str, dataset: data_lib.Dataset, args) -> Network:
     """Loads `path` when it holds LeNet5 without batch norm trained with the main network's settings;
     otherwise (absent, or stale: another config) trains it there, replacing what was there."""
-    if not main_net.config.use_batchnorm:
-        raise UserError(f"--compare-batchnorm compares with a network without batch norm, but the checkpoint "
-                        f"{main_net.source!r} has none already; give a checkpoint trained with batch norm")
     expected = dataclasses.replace(main_net.config, use_batchnorm=False)
     net = None
     if os.path.isdir(ckpt.resolve_checkpoint_dir(path)):
@@ -139,8 +136,8 @@ def _load_or_train_nobn(main_net: Network, path: str, dataset: data_lib.Dataset,
             net = None
     if net is None:
         print(f"training LeNet5 without batch norm into {path} (same settings as {main_net.source}; "
-              f"{expected.epochs} epochs)", file=sys.stderr)
-        train_and_evaluate(expected, path, dataset=dataset, progress=args.progress)
+              f"{expected.train.epochs} epochs)", file=sys.stderr)
+        train_and_evaluate(expected, path, dataset=dataset, progress=args.progress, command=args.command)
         net = load_network(path, how_to_make(path, args, use_batchnorm=False))
     return dataclasses.replace(net, config=_with_data_overrides(net.config, args))
 
@@ -154,18 +151,7 @@ def load_network(path: str, make_hint: str) -> Network:
 
 
 def _with_data_overrides(config: LeNetConfig, args) -> LeNetConfig:
-    return lenet_checkpoint.with_data_overrides(config, getattr(args, "data_dir", None),
-                                                getattr(args, "tfds_data_dir", None),
-                                                getattr(args, "image_mode", None))
-
-
-def _check_fits(net: Network, dataset: data_lib.Dataset) -> None:
-    """Runs the model once on one test image, so a model/data mismatch is one clear message."""
-    try:
-        net.model.apply(net.variables, jnp.asarray(dataset.test.images[:1]), train=False)
-    except Exception as e:  # flax raises several shape/scope errors; all mean the same here
-        raise CheckpointError(f"the checkpoint {net.source!r} does not fit the data (images "
-                              f"{dataset.image_shape}): {e.__class__.__name__}: {str(e)[:160]}") from None
+    return lenet_checkpoint.with_data_overrides(config, args.data_dir, args.tfds_data_dir, args.image_mode)
 
 
 # ---------------------------------------------------------------------------------------------- stats

@@ -15,7 +15,6 @@ rnn/summary.json (or rnn/*/metrics.json) that `--task rnn` wrote, else LSTM-128 
 """
 from __future__ import annotations
 
-import dataclasses
 import glob
 import os
 import sys
@@ -24,7 +23,7 @@ import numpy as np
 
 from common import data as data_lib
 from common import outputs, plotting
-from common.cli import config_from_args, default_out
+from common.cli import config_from_args
 from common.errors import UserError
 from common.report import markdown_table, write_text
 from lenet.config import LeNetConfig
@@ -230,45 +229,51 @@ def plot_comparison(runs: list[tuple[dict, list[dict]]], path: str, target: floa
 # ------------------------------------------------------------------------------------------------ entry
 
 
+def base_configs(quick: bool = False) -> tuple[LeNetConfig, RNNConfig]:
+    """Both nets on MNIST for the recurrent report's 10 epochs, each with its own report hyperparameters;
+    the quick preset: 2 epochs on the first 2,000 training examples."""
+    shrunk = {"epochs": 2, "limit": 2000} if quick else {"epochs": RNNConfig().train.epochs}
+    return LeNetConfig.create(dataset="mnist", **shrunk), RNNConfig.create(**shrunk)
+
+
 def configs_from_args(args, cell: str, hidden: int) -> tuple[LeNetConfig, RNNConfig]:
-    """Both configs from the same flags; epochs default to the recurrent report's 10 for both nets."""
+    """Both configs from the same flags (and the same preset)."""
     # The table and the curves compare one model with one model: no vmapped batches of seeds or rates.
     if args.seeds not in (None, 1):
         raise UserError("--task compare trains one model per net: give --seed S, not --seeds")
     if isinstance(args.lr, tuple):
         raise UserError("--task compare trains one model per net: give --lr one value (or none for each net's "
                         "report rate)")
-    epochs = args.epochs or RNNConfig.epochs
-    lenet = config_from_args(LeNetConfig, args, dataset="mnist", epochs=epochs).validate()
-    rnn = config_from_args(RNNConfig, args, cell=cell, hidden=hidden, epochs=epochs).validate()
-    return lenet, rnn
+    lenet, rnn = base_configs(args.quick)
+    return (config_from_args(lenet, args).validate(),
+            config_from_args(rnn, args, cell=cell, hidden=hidden).validate())
 
 
 def shrunk_description(config: RNNConfig) -> str | None:
     """'2 epoch(s) instead of 10, first 2000 training examples' when smaller than the report's run, else None."""
-    parts = []
-    if config.epochs < RNNConfig.epochs:
-        parts.append(f"{config.epochs} epoch(s) instead of {RNNConfig.epochs}")
-    if config.limit is not None:
-        parts.append(f"first {config.limit} training examples")
+    parts, full = [], RNNConfig().train.epochs
+    if config.train.epochs < full:
+        parts.append(f"{config.train.epochs} epoch(s) instead of {full}")
+    if config.data.limit is not None:
+        parts.append(f"first {config.data.limit} training examples")
     return ", ".join(parts) or None
 
 
 def run(args) -> int:
-    out = default_out(args)
+    out = args.out
     rnn_dir = os.path.join(os.path.dirname(os.path.abspath(out)), "rnn")
     choice = recurrent_choice(args, rnn_dir)
     lenet_config, rnn_config = configs_from_args(args, choice[0], choice[1])
     # Both nets must see the very same splits: the data fields of the two configs have to agree.
-    data_config = data_lib.DataConfig.from_config(rnn_config)
-    assert data_lib.DataConfig.from_config(lenet_config) == data_config, "LeNet5 and RNN data settings differ"
+    data_config = rnn_config.data
+    assert lenet_config.data == data_config, "LeNet5 and RNN data settings differ"
     print(f"compare: LeNet5 vs {CELL_TITLES[rnn_config.cell]}-{rnn_config.hidden} ({choice[2]})", file=sys.stderr)
     dataset = data_lib.load_dataset(data_config)
 
     rundir = outputs.RunDir(out)
     workdir = rundir.open()
-    cnn = train_lenet(lenet_config, os.path.join(workdir, "lenet"), dataset, progress=args.progress)
-    rec = train_recurrent(rnn_config, os.path.join(workdir, rnn_config.name), dataset, progress=args.progress)
+    cnn = train_lenet(lenet_config, os.path.join(workdir, "lenet"), dataset, args.progress, args.command)
+    rec = train_recurrent(rnn_config, os.path.join(workdir, rnn_config.name), dataset, args.progress, args.command)
 
     rnn_name = f"{CELL_TITLES[rnn_config.cell]}-{rnn_config.hidden}"
     runs = [(comparison_row("LeNet5", "cnn", "lenet", cnn.metrics, cnn.history, TARGET_ACCURACY), cnn.history),
@@ -282,15 +287,15 @@ def run(args) -> int:
         "summary": summary_text(rows, TARGET_ACCURACY, shrunk),
         "shrunk": shrunk,
         "data_source": dataset.source, "train_size": len(dataset.train), "val_size": len(dataset.val),
-        "test_size": len(dataset.test), "seed": rnn_config.seed,
-        "configs": {"lenet": dataclasses.asdict(lenet_config), "recurrent": dataclasses.asdict(rnn_config)},
+        "test_size": len(dataset.test), "seed": rnn_config.train.seed,
+        "configs": {"lenet": lenet_config.to_dict(), "recurrent": rnn_config.to_dict()},
         "command": cnn.metrics["command"], "finished_at": rec.metrics["finished_at"],
         "wall_seconds": cnn.metrics["wall_seconds"] + rec.metrics["wall_seconds"],
         "environment": rec.metrics["environment"],
     }
     write_tables(workdir, rows, info)
     plot_comparison(runs, os.path.join(workdir, FIGURE), TARGET_ACCURACY,
-                    f"LeNet5 vs {rnn_name} on the same MNIST splits (seed {rnn_config.seed})")
+                    f"LeNet5 vs {rnn_name} on the same MNIST splits (seed {rnn_config.train.seed})")
     final = rundir.commit()
     print(info["summary"])
     print(f"compare: tables and {FIGURE} in {final}")

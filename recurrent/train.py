@@ -1,4 +1,4 @@
-"""`python run.py --task rnn`: RNN/LSTM/GRU on MNIST rows (Part 3a-3b), one run or a (cell x hidden) sweep.
+"""RNN/LSTM/GRU on MNIST rows (Part 3a-3b): `train_and_evaluate(config, workdir)` and the hidden-size `sweep`.
 
 Every configuration trains into its own subfolder `<out>/<cell>_h<hidden>/` (metrics.json, history.csv,
 fig_<cell>_h<hidden>.png, checkpoint/); the sweep then writes summary.csv, summary.json and fig_summary.png
@@ -6,13 +6,11 @@ into `<out>`. The data are loaded once for the whole sweep.
 """
 from __future__ import annotations
 
-import itertools
 import os
 import sys
 
 from common import data as data_lib
-from common import experiment, outputs
-from common.cli import config_from_args, default_out
+from common import fit, outputs
 from recurrent import plots
 from recurrent.cells import RecurrentClassifier
 from recurrent.config import CELL_TITLES, RNNConfig
@@ -26,36 +24,36 @@ def figure_name(cell: str, hidden: int) -> str:
     return f"fig_{cell}_h{hidden}.png"
 
 
+def create_model(config: RNNConfig, num_classes: int = 10) -> RecurrentClassifier:
+    return RecurrentClassifier(cell=config.cell, hidden=config.hidden, num_classes=num_classes,
+                               init_scheme=config.init_scheme)
+
+
 def train_and_evaluate(config: RNNConfig, workdir: str, dataset: data_lib.Dataset | None = None,
-                       progress: bool = True) -> experiment.FitResult:
+                       progress: bool = True, command: str | None = None) -> fit.FitResult:
     """Trains one recurrent classifier and writes its results into `workdir`; returns the final state."""
     config.validate()
     if dataset is None:
-        dataset = data_lib.load_dataset(data_lib.DataConfig.from_config(config))
-    return experiment.fit_classifier(
-        model=RecurrentClassifier(cell=config.cell, hidden=config.hidden, num_classes=len(dataset.class_names),
-                                  init_scheme=config.init_scheme),
-        penalty_fn=None,
-        dataset=dataset,
-        config=config,
-        out=workdir,
-        task="rnn",
+        dataset = data_lib.load_dataset(config.data)
+    return fit.fit(
+        create_model(config, len(dataset.class_names)), dataset, config.train, workdir,
+        task="rnn", config=config.to_dict(),
         title=f"{CELL_TITLES[config.cell]} with {config.hidden} hidden units on MNIST",
         figure_name=figure_name(config.cell, config.hidden),
-        progress=progress,
+        progress=progress, command=command,
     )
 
 
-def sweep(configs: list[RNNConfig], out: str, progress: bool = True) -> list[dict]:
+def sweep(configs: list[RNNConfig], out: str, progress: bool = True, command: str | None = None) -> list[dict]:
     """Trains every configuration (sharing one loaded dataset) and writes the summary table and figure."""
     for config in configs:
         config.validate()
-    dataset = data_lib.load_dataset(data_lib.DataConfig.from_config(configs[0]))
+    dataset = data_lib.load_dataset(configs[0].data)
     rows = []
     for config in configs:
-        result = train_and_evaluate(config, os.path.join(out, config.name), dataset, progress)
+        result = train_and_evaluate(config, os.path.join(out, config.name), dataset, progress, command)
         m = result.metrics
-        rows.append({"cell": config.cell, "hidden": config.hidden, "seeds": config.seeds,
+        rows.append({"cell": config.cell, "hidden": config.hidden, "seeds": config.train.seeds,
                      "test_accuracy": m["test_accuracy"], "test_accuracy_std": m.get("test_accuracy_std"),
                      "val_accuracy": m["val_accuracy"], "train_accuracy": m["train_accuracy"],
                      "param_count": m["param_count"], "seconds_per_epoch": m["seconds_per_epoch"],
@@ -67,11 +65,3 @@ def sweep(configs: list[RNNConfig], out: str, progress: bool = True) -> list[dic
         outputs.write_json(os.path.join(out, SUMMARY_JSON), {"runs": rows, "environment": outputs.environment_info()})
         plots.plot_sweep_summary(rows, os.path.join(out, SUMMARY_FIGURE))
     return rows
-
-
-def run(args) -> int:
-    cells = args.cell or (RNNConfig.cell,)
-    hidden = args.hidden or (RNNConfig.hidden,)
-    configs = [config_from_args(RNNConfig, args, cell=c, hidden=h) for c, h in itertools.product(cells, hidden)]
-    sweep(configs, default_out(args), progress=args.progress)
-    return 0

@@ -18,7 +18,7 @@ def main(folder: str, out: str) -> None:
     assert jax.device_count() == 4, jax.devices()
     runs = {}
     for steps_per_call in (1, 3):
-        config = LeNetConfig(data_dir=folder, epochs=2, batch_size=8, eval_batch_size=6, hidden=32,
+        config = LeNetConfig.create(data_dir=folder, epochs=2, batch_size=8, eval_batch_size=6, hidden=32,
                              dropout_rate=0.5, steps_per_call=steps_per_call)
         result = train_and_evaluate(config, f"{out}_{steps_per_call}", progress=False)
         kernel = np.asarray(result.state.params["conv1"]["kernel"])

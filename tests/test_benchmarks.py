@@ -16,14 +16,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.mark.parametrize("n_models", [1, 2])
 def test_lenet_benchmark_reports_throughput(n_models):
-    record = lenet_bench.bench(LeNetConfig(hidden=16, batch_size=8, eval_batch_size=16), n_models)
+    record = lenet_bench.bench(LeNetConfig.create(hidden=16, batch_size=8, eval_batch_size=16), n_models)
     assert record["seeds"] == n_models and record["model"] == "lenet5"
     assert record["train_images_per_sec"] > 0 and record["eval_images_per_sec"] > 0
-    assert record["first_step_seconds"] > 0 and len(record["windows"]) == 5
+    assert record["first_call_seconds"] > 0 and len(record["windows"]) == 5
 
 
 def test_recurrent_benchmark_times_the_scanned_steps_training_runs(capsys):
-    record = recurrent_bench.bench(RNNConfig(cell="lstm", hidden=8, steps_per_call=3, eval_batch_size=16))
+    record = recurrent_bench.bench(RNNConfig.create(cell="lstm", hidden=8, steps_per_call=3, eval_batch_size=16))
     assert record["steps_per_call"] == 3
     assert record["train_images_per_sec"] > 0 and record["train_images_per_sec_one_step_per_call"] > 0
     harness.emit(record)

@@ -12,7 +12,7 @@ import pytest
 
 import lenet.model
 from common import data as data_lib
-from common.cli import main
+from run import main
 from deconv import experiment, network, occlusion, ops
 from lenet.config import LeNetConfig
 from lenet.train import create_model, train_and_evaluate
@@ -24,7 +24,7 @@ def _random_lenet(seed=0):
     scales), plus continuous random images: no exact ties anywhere except the ones ReLU makes. The variables
     are drawn with numpy into the structure `model.init` would make (eval_shape: nothing is run)."""
     rng = np.random.default_rng(seed)
-    model = create_model(LeNetConfig(hidden=16))
+    model = create_model(LeNetConfig.create(hidden=16))
     shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)), train=False))
     variables = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, np.float32), shapes)
     for name in ("conv1", "conv2", "fc1", "fc2"):
@@ -215,7 +215,7 @@ def tiny_checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("deconv")
     folder = write_image_folder(root / "course", n_train_per_class=6, n_test_per_class=2)
     out = str(root / "lenet")
-    train_and_evaluate(LeNetConfig(data_dir=folder, epochs=1, batch_size=10, hidden=32), out, progress=False)
+    train_and_evaluate(LeNetConfig.create(data_dir=folder, epochs=1, batch_size=10, hidden=32), out, progress=False)
     return out
 
 

@@ -20,14 +20,14 @@ if sys.argv[2:] == ["applied-only"]:
     sys.exit()
 import jax
 from benchmarks.harness import random_batches
-from common import experiment, training as tr
+from common import parallel, training as tr
 from lenet.config import LeNetConfig
 from lenet.train import create_model, penalty_fn
 
 config = LeNetConfig()  # the report's LeNet5 step (batch 50), whose buffers are freed after every step
-state, key = experiment.init_states(create_model(config), (1, 28, 28, 1), [experiment.ModelSpec(0, config.lr)])
+state, key = parallel.init_states(create_model(config), (1, 28, 28, 1), [parallel.ModelSpec(0, config.train.lr)])
 step = jax.jit(tr.make_train_step(penalty_fn(config)), donate_argnums=0)
-batches = random_batches(4, config.batch_size, (28, 28, 1))
+batches = random_batches(4, config.train.batch_size, (28, 28, 1))
 for i in range(4):
     state, metrics = step(state, batches[i], key)
     jax.block_until_ready(metrics)

@@ -11,15 +11,16 @@ import pytest
 
 from common import checkpoint as ckpt
 from common import data as data_lib
+from common import fit
 from common import training as tr
-from common.cli import main
+from run import main
 from lenet.config import LeNetConfig
 from lenet.model import l2_penalty, max_pool_2x2
 from lenet.train import create_model, penalty_fn, train_and_evaluate
 
 
 def _state(config=LeNetConfig(), shape=(2, 28, 28, 1), seed=0):
-    return tr.create_train_state(create_model(config), optax.nadam(config.lr), shape, jax.random.PRNGKey(seed))
+    return tr.create_train_state(create_model(config), optax.nadam(config.train.lr), shape, jax.random.PRNGKey(seed))
 
 
 def _batch(n=8, shape=(28, 28, 1), seed=0):
@@ -51,7 +52,7 @@ def test_initialisation_follows_the_report():
 
 
 def test_no_batchnorm_variant_has_no_bn_parameters():
-    state = _state(LeNetConfig(use_batchnorm=False))
+    state = _state(LeNetConfig.create(use_batchnorm=False))
     assert set(state.params) == {"conv1", "conv2", "fc1", "fc2"} and not state.batch_stats
 
 
@@ -72,7 +73,7 @@ def test_l2_penalty_equals_hand_computation():
 
 
 def test_loss_is_optax_cross_entropy_plus_penalty():
-    config = LeNetConfig(dropout_rate=0.0)  # deterministic forward pass for the comparison
+    config = LeNetConfig.create(dropout_rate=0.0)  # deterministic forward pass for the comparison
     state, batch = _state(config), _batch()
     logits, _ = jax.jit(lambda v, x: state.apply_fn(v, x, train=True, mutable=["batch_stats"]))(
         tr.model_variables(state), batch["image"])
@@ -85,7 +86,7 @@ def test_loss_is_optax_cross_entropy_plus_penalty():
 
 
 def test_one_step_changes_every_parameter_and_lowers_the_loss():
-    config = LeNetConfig(lr=1e-3)
+    config = LeNetConfig.create(lr=1e-3)
     state, batch = _state(config), _batch(n=16)
     step = jax.jit(tr.make_train_step(penalty_fn(config)))
     rng = jax.random.PRNGKey(1)
@@ -123,14 +124,14 @@ def test_no_recompilation_over_steps():
 def test_eval_counts_padded_examples_once():
     state = _state()
     split = data_lib.Split(_batch(n=13)["image"], _batch(n=13)["label"])
-    full = tr.evaluate(jax.jit(tr.eval_step), state, split, batch_size=13)
-    padded = tr.evaluate(jax.jit(tr.eval_step), state, split, batch_size=5)
+    full = fit.evaluate(jax.jit(tr.eval_step), state, split, batch_size=13)
+    padded = fit.evaluate(jax.jit(tr.eval_step), state, split, batch_size=5)
     np.testing.assert_allclose(full["loss"], padded["loss"], rtol=1e-5)
     assert full["accuracy"] == padded["accuracy"]
 
 
 def _tiny_config(root, **kw):
-    return LeNetConfig(**{"data_dir": root, "epochs": 2, "batch_size": 10, "eval_batch_size": 16, "hidden": 32,
+    return LeNetConfig.create(**{"data_dir": root, "epochs": 2, "batch_size": 10, "eval_batch_size": 16, "hidden": 32,
                           **kw})
 
 
@@ -157,11 +158,11 @@ def test_train_and_evaluate_writes_results_and_is_reproducible(image_folder, tmp
 
 def test_resume_from_a_killed_run_gives_identical_metrics(image_folder, tmp_path):
     """A run interrupted after epoch 1 and restarted finishes with the numbers of an uninterrupted run."""
-    from common import experiment
+    from common import fit
 
     full = train_and_evaluate(_tiny_config(image_folder, epochs=3), str(tmp_path / "full"), progress=False)
     out = str(tmp_path / "resumed")
-    real_save = experiment._save_resume
+    real_save = fit._save_resume
     calls = []
 
     def save_then_die(run, state, best, history, *a):
@@ -170,12 +171,12 @@ def test_resume_from_a_killed_run_gives_identical_metrics(image_folder, tmp_path
         if len(history) == 1:
             raise KeyboardInterrupt  # stands in for a kill after epoch 1's checkpoint
 
-    experiment._save_resume = save_then_die
+    fit._save_resume = save_then_die
     try:
         with pytest.raises(KeyboardInterrupt):
             train_and_evaluate(_tiny_config(image_folder, epochs=3), out, progress=False)
     finally:
-        experiment._save_resume = real_save
+        fit._save_resume = real_save
     assert not os.path.exists(out) and os.path.isdir(out + ".partial")
     resumed = train_and_evaluate(_tiny_config(image_folder, epochs=3), out, progress=False)
     assert [r["test_loss"] for r in resumed.history] == [r["test_loss"] for r in full.history]

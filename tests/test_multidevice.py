@@ -19,7 +19,7 @@ def test_four_device_runs_equal_the_single_device_run(image_folder, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = json.loads(proc.stdout.strip().splitlines()[-1])
 
-    config = LeNetConfig(data_dir=image_folder, epochs=2, batch_size=8, eval_batch_size=6, hidden=32,
+    config = LeNetConfig.create(data_dir=image_folder, epochs=2, batch_size=8, eval_batch_size=6, hidden=32,
                          dropout_rate=0.5)
     single = train_and_evaluate(config, str(tmp_path / "single"), progress=False)
     assert sorted(runs) == ["1", "3"]  # 3: steps scanned in one call over sharded batches

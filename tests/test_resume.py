@@ -37,7 +37,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     rerun = subprocess.run(_cmd(folder, killed), env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "resuming" in rerun.stderr
-    config = LeNetConfig(data_dir=folder, epochs=4, batch_size=10)
+    config = LeNetConfig.create(data_dir=folder, epochs=4, batch_size=10)
     b = train_and_evaluate(config, str(tmp_path / "full"), progress=False).metrics  # uninterrupted
     a = json.load(open(os.path.join(killed, "metrics.json")))
     for key in ("train_loss", "val_loss", "test_loss", "test_accuracy", "val_accuracy"):

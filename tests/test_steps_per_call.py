@@ -1,10 +1,11 @@
 """Several training steps per compiled call (one lax.scan) give exactly the per-step loop's run."""
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from common import experiment
+from common import parallel
 from common import training as tr
 from lenet.config import LeNetConfig
 from lenet.train import train_and_evaluate
@@ -20,45 +21,69 @@ def _batches(n, leading=()):
 @pytest.mark.parametrize("n_models", [1, 2])
 def test_scanned_steps_equal_the_step_loop(n_models):
     model = RecurrentClassifier(cell="lstm", hidden=8)
-    specs = [experiment.ModelSpec(s, 1e-2) for s in range(n_models)]
+    specs = [parallel.ModelSpec(s, 1e-2) for s in range(n_models)]
     leading = (n_models,) if n_models > 1 else ()
     batches = _batches(5, leading)
-    step, _ = experiment.compile_steps(tr.make_train_step(None), n_models)
-    state, keys = experiment.init_states(model, (1, 28, 28, 1), specs)
+    one = parallel.compile_steps(tr.make_train_step(None), n_models)  # one step per call, no scan
+    state, keys = parallel.init_states(model, (1, 28, 28, 1), specs)
     total = None
     for batch in batches:
-        state, metrics = step(state, batch, keys)
-        total = tr.add_metrics(total, metrics)
+        call = parallel.stack_batches([batch])
+        state, total = one.train(state, call, keys, one.zeros(state, call, keys) if total is None else total)
 
-    scanned_fn, _ = experiment.compile_steps(tr.make_train_step(None), n_models, steps_per_call=3)
-    scanned, _ = experiment.init_states(model, (1, 28, 28, 1), specs)
+    scanned_steps = parallel.compile_steps(tr.make_train_step(None), n_models, steps_per_call=3)
+    scanned, _ = parallel.init_states(model, (1, 28, 28, 1), specs)
     totals = None
     for chunk in (batches[:3], batches[3:]):  # a full call and the shorter last one
-        scanned, totals = scanned_fn(scanned, tr.stack_batches(chunk), keys, totals)
+        call = parallel.stack_batches(chunk)
+        totals = scanned_steps.zeros(scanned, call, keys) if totals is None else totals
+        scanned, totals = scanned_steps.train(scanned, call, keys, totals)
     chex.assert_trees_all_equal(jax.device_get(scanned.params), jax.device_get(state.params))
     chex.assert_trees_all_equal(jax.device_get(scanned.batch_stats), jax.device_get(state.batch_stats))
     chex.assert_trees_all_equal(jax.device_get(totals), jax.device_get(total))
     assert np.all(np.asarray(scanned.step) == 5) and np.all(np.asarray(state.step) == 5)
 
 
+def test_one_step_per_call_equals_the_plain_jitted_step():
+    """k = 1 adds the step's metrics to the running totals inside the one compiled call: same numbers."""
+    model = RecurrentClassifier(cell="gru", hidden=8)
+    specs = [parallel.ModelSpec(0, 1e-2)]
+    batches = _batches(3)
+    plain = jax.jit(tr.make_train_step(None))
+    state, keys = parallel.init_states(model, (1, 28, 28, 1), specs)
+    total = None
+    for batch in batches:
+        state, metrics = plain(state, batch, keys)
+        total = metrics if total is None else jax.tree_util.tree_map(jnp.add, total, metrics)
+    one = parallel.compile_steps(tr.make_train_step(None), 1)
+    other, _ = parallel.init_states(model, (1, 28, 28, 1), specs)
+    totals = one.zeros(other, parallel.stack_batches(batches[:1]), keys)
+    for batch in batches:
+        other, totals = one.train(other, parallel.stack_batches([batch]), keys, totals)
+    chex.assert_trees_all_equal(jax.device_get(other.params), jax.device_get(state.params))
+    chex.assert_trees_all_equal(jax.device_get(totals), jax.device_get(total))
+
+
 def test_scanned_step_compiles_once_per_call_length():
     model = RecurrentClassifier(cell="rnn", hidden=8)
-    specs = [experiment.ModelSpec(0, 1e-2)]
+    specs = [parallel.ModelSpec(0, 1e-2)]
     # One abstract trace for the metrics' shapes, one compile per call length (full, and the shorter last).
     traced = chex.assert_max_traces(tr.make_train_step(None), n=3)
-    fn, _ = experiment.compile_steps(traced, 1, steps_per_call=2)
-    state, keys = experiment.init_states(model, (1, 28, 28, 1), specs)
+    steps = parallel.compile_steps(traced, 1, steps_per_call=2)
+    state, keys = parallel.init_states(model, (1, 28, 28, 1), specs)
     for _ in range(3):  # three epochs of 5 batches: calls of 2, 2 and 1 steps
         totals = None
         for chunk in (_batches(2), _batches(2), _batches(1)):
-            state, totals = fn(state, tr.stack_batches(chunk), keys, totals)
+            call = parallel.stack_batches(chunk)
+            totals = steps.zeros(state, call, keys) if totals is None else totals
+            state, totals = steps.train(state, call, keys, totals)
     assert int(state.step) == 15
 
 
 def test_training_run_is_the_same_with_steps_per_call(image_folder, tmp_path):
     base = dict(data_dir=image_folder, epochs=2, batch_size=10, eval_batch_size=16, hidden=32)
-    loop = train_and_evaluate(LeNetConfig(**base), str(tmp_path / "loop"), progress=False)
-    scanned = train_and_evaluate(LeNetConfig(steps_per_call=2, **base), str(tmp_path / "scan"), progress=False)
+    loop = train_and_evaluate(LeNetConfig.create(**base), str(tmp_path / "loop"), progress=False)
+    scanned = train_and_evaluate(LeNetConfig.create(steps_per_call=2, **base), str(tmp_path / "scan"), progress=False)
     assert len(loop.history) == len(scanned.history) == 2
     for a, b in zip(loop.history, scanned.history):
         for key in ("train_running_loss", "train_running_accuracy", "l2_penalty", "val_loss", "test_loss",
@@ -75,4 +100,4 @@ def test_training_run_is_the_same_with_steps_per_call(image_folder, tmp_path):
 def test_steps_per_call_must_be_positive():
     from common.errors import UserError
     with pytest.raises(UserError, match="steps per call"):
-        LeNetConfig(steps_per_call=0).validate()
+        LeNetConfig.create(steps_per_call=0).validate()

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from common import stats, viz_plots
-from common.cli import main
+from common import stats
+from lenet import visualize_plots as viz_plots
+from run import main
 from conftest import write_image_folder
 from lenet import visualize
 from lenet.config import LeNetConfig
@@ -157,7 +158,7 @@ def tiny_checkpoint(tmp_path_factory):
     """A LeNet5 checkpoint from two training steps on a generated 10-class image folder."""
     root = tmp_path_factory.mktemp("vis")
     folder = write_image_folder(root / "course", n_train_per_class=4, n_test_per_class=2)
-    config = LeNetConfig(data_dir=folder, epochs=1, limit=16, batch_size=8, eval_batch_size=16, hidden=32,
+    config = LeNetConfig.create(data_dir=folder, epochs=1, limit=16, batch_size=8, eval_batch_size=16, hidden=32,
                          filter_epochs=(0, 1))
     train_and_evaluate(config, str(root / "lenet"), progress=False)
     return root
