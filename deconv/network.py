@@ -1,17 +1,25 @@
-"""The trained LeNet5 seen by the deconvnet: a layer-by-layer forward pass that records what the way back
-needs, the streaming top-k search, batched projections to pixel space and receptive-field crops.
+"""The trained LeNet5 seen by the deconvnet: a forward record of what the way back needs, the streaming
+top-k search, batched projections to pixel space and receptive-field crops.
 
-`lenet.model.LeNet5` is a black box to the deconvnet (flax applies it in one go), so its inference path is
-written out here with `deconv.ops`:
+The forward values come from `lenet.model.LeNet5` itself: `forward_record` applies the module once in
+inference mode and reads what it sows, so nothing of its forward pass is re-implemented here:
 
-    x -> conv_i (5x5 SAME, + bias) -> h_i -> ReLU -> a_i -> BN_i (inference affine) -> 2x2 max-pool (switches)
-      -> conv_{i+1} ...
+    x -> conv_i (+ bias) -> h_i -> ReLU -> a_i -> BN_i (inference) -> b_i -> max-pool -> p_i -> conv_{i+1} ...
+         h_i: 'pre_relu' conv{i}_pre_relu; a_i, b_i, p_i: 'intermediates' conv{i}_pre_bn, conv{i}_bn, conv{i}_pool
+
+From those it builds the deconvnet's steps: the layer's kernel (ConvStep), h_i (ReluStep), the BN scale from
+the module's parameters, statistics and `LeNet5.BN_EPSILON` (BatchNormStep), and the pooling switches, the
+argmax positions of b_i (or a_i without batch norm) that LeNet5's reshape + max pool does not report
+(PoolStep). The geometry (kernel, stride, padding, pool size) is LeNet5's class constants.
 
 The activation searched and projected for layer `conv_i` is `a_i`: the rectified feature map, after ReLU and
-before batch norm, as in Zeiler & Fergus (whose layers are conv -> ReLU -> pool) and as `LeNet5` sows it
-(`conv{i}_pre_bn`). Going back from `a_i` the deconvnet passes through (in reverse) ReLU_i, conv_i^T, then for
-each earlier layer: unpool (switches), BN^T, ReLU, conv^T. `tests/test_deconv_experiment.py` checks this
-forward pass against `LeNet5.apply` and every projection mode against `jax.vjp` through `LeNet5` itself.
+before batch norm, as in Zeiler & Fergus (whose layers are conv -> ReLU -> pool). Going back from `a_i` the
+deconvnet passes through (in reverse) ReLU_i, conv_i^T, then for each earlier layer: unpool (switches), BN^T,
+ReLU, conv^T. `tests/test_deconv_experiment.py` checks every projection mode against `jax.vjp` through
+`LeNet5` itself.
+
+Under `jax.jit` (the top-k search and the projector) XLA drops the parts of the module's pass that nothing
+uses (the fc layers, and the conv layers above `upto`), so running the whole module costs nothing extra.
 
 Shapes: images are NHWC `[B, H, W, C]` (28x28x1 for the course's gray28 CIFAR10); conv_i maps are
 `[B, H_i, W_i, F_i]` (28x28x32 and 14x14x64).
@@ -26,12 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from deconv import ops
+from lenet.model import LeNet5
 
-# lenet.model.LeNet5 builds nn.BatchNorm(epsilon=1e-3) (Keras' default); the forward pass below must use the
-# same value, which the comparison with LeNet5.apply in the tests would catch if it drifted.
-BN_EPSILON = 1e-3
-POOL = 2  # LeNet5 pools 2x2 with stride 2 after every conv layer
-PADDING = "SAME"  # and its convolutions are 5x5 SAME, stride 1
 START_SIGNALS = ("max", "map")  # one activation (the paper) or the whole feature map of the filter
 
 
@@ -41,13 +45,12 @@ def conv_names(params: dict) -> list[str]:
 
 
 def geometry(params: dict) -> tuple[ops.LayerGeom, ...]:
-    """The layer geometry of this LeNet5 for `ops.receptive_field`: conv (kernel from the weights, stride 1,
-    SAME) then 2x2/2 pooling, per conv layer. For the report's LeNet5 it equals `ops.LENET5_GEOMETRY`."""
+    """The layer geometry of this LeNet5 for `ops.receptive_field`, from LeNet5's own constants: per conv
+    layer, the conv (LeNet5.KERNEL, STRIDE, PADDING) then the POOL x POOL / POOL max-pool."""
     layers = []
     for i, name in enumerate(conv_names(params), start=1):
-        kh, kw = params[name]["kernel"].shape[:2]
-        layers += [ops.LayerGeom((int(kh), int(kw)), 1, PADDING, name),
-                   ops.LayerGeom(POOL, POOL, "VALID", f"pool{i}")]
+        layers += [ops.LayerGeom(LeNet5.KERNEL, LeNet5.STRIDE, LeNet5.PADDING, name),
+                   ops.LayerGeom(LeNet5.POOL, LeNet5.POOL, "VALID", f"pool{i}")]
     return tuple(layers)
 
 
@@ -56,8 +59,24 @@ def conv_receptive_fields(params: dict, image_hw) -> dict[str, ops.RFGeom]:
     return {g.name: g for g in ops.receptive_field(geometry(params), image_hw) if g.name.startswith("conv")}
 
 
+def lenet_for(params: dict) -> LeNet5:
+    """The LeNet5 these parameters belong to: layer widths read off the weights, batch norm if it has bn
+    layers. Dropout rate and initialisers are left at their defaults: inference does not use them."""
+    width = lambda name: int(params[name]["kernel"].shape[-1])
+    return LeNet5(num_classes=width("fc2"), features=tuple(width(n) for n in conv_names(params)),
+                  hidden=width("fc1"), use_batchnorm="bn1" in params)
+
+
+def sown_values(variables: dict, images: jax.Array) -> dict[str, jax.Array]:
+    """LeNet5 in inference mode on images [B, H, W, C] -> {name: value} of everything it sows: 'intermediates'
+    (conv{i}_pre_bn, conv{i}_bn, conv{i}_pool) and 'pre_relu' (conv{i}_pre_relu), each [B, H_i, W_i, F_i]."""
+    model = lenet_for(variables["params"])
+    _, state = model.apply(variables, images, train=False, mutable=["intermediates", LeNet5.PRE_RELU])
+    return {name: values[0] for collection in state.values() for name, values in collection.items()}
+
+
 def forward_record(variables: dict, images: jax.Array, upto: str | None = None):
-    """LeNet5's inference forward pass through the conv layers, recording the deconvnet's steps.
+    """LeNet5's inference pass through the conv layers (the module's own values), with the deconvnet's steps.
 
     Args:
       variables: {'params': ..., 'batch_stats': ...} of a LeNet5 (no 'batch_stats' / bn params when the
@@ -65,32 +84,34 @@ def forward_record(variables: dict, images: jax.Array, upto: str | None = None):
       images: [B, H, W, C].
       upto: stop after this conv layer (default: the last one).
     Returns:
-      (acts, steps): acts {conv name: a_i [B, H_i, W_i, F_i]} (after ReLU, before BN); steps {conv name:
-      tuple of ops steps in forward order from the image to a_i}, ready for `ops.deconv_project`.
+      (acts, steps): acts {conv name: a_i [B, H_i, W_i, F_i]} (after ReLU, before BN: LeNet5's sown
+      conv{i}_pre_bn); steps {conv name: tuple of ops steps in forward order from the image to a_i}, ready
+      for `ops.deconv_project`.
     """
-    params = variables["params"]
-    stats = variables.get("batch_stats", {})
+    params, stats = variables["params"], variables.get("batch_stats", {})
     names = conv_names(params)
     if upto is not None and upto not in names:
         raise ValueError(f"no layer {upto!r}; this network has {', '.join(names)}")
+    names = names[:names.index(upto or names[-1]) + 1]
+    sown = sown_values(variables, images)
     acts, steps_by_layer, steps = {}, {}, []
-    h = images
+    in_shape = tuple(images.shape)
     for name in names:
-        kernel, bias = params[name]["kernel"], params[name]["bias"]
-        pre = ops.conv2d(h, kernel, 1, PADDING) + bias
-        steps += [ops.ConvStep(kernel, tuple(h.shape), 1, PADDING), ops.ReluStep(pre)]
-        a = jax.nn.relu(pre)
-        acts[name], steps_by_layer[name] = a, tuple(steps)
-        if name == (upto or names[-1]):
+        steps += [ops.ConvStep(params[name]["kernel"], in_shape, LeNet5.STRIDE, LeNet5.PADDING),
+                  ops.ReluStep(sown[f"{name}_pre_relu"])]
+        acts[name], steps_by_layer[name] = sown[f"{name}_pre_bn"], tuple(steps)
+        if name == names[-1]:
             break
-        bn = "bn" + name[4:]
-        if bn in params:
-            scale = ops.bn_inference_scale(params[bn]["scale"], stats[bn]["var"], BN_EPSILON)
-            a = (a - stats[bn]["mean"]) * scale + params[bn]["bias"]
+        pooled = acts[name]  # what LeNet5 pools: a_i, or b_i with batch norm
+        if f"{name}_bn" in sown:
+            bn = "bn" + name[4:]
+            scale = ops.bn_inference_scale(params[bn]["scale"], stats[bn]["var"], LeNet5.BN_EPSILON)
             steps.append(ops.BatchNormStep(scale))  # the shift does not go back: only the linear part
-        pooled, switches = ops.max_pool_with_switches(a, POOL)
-        steps.append(ops.PoolStep(switches, tuple(a.shape)))
-        h = pooled
+            pooled = sown[f"{name}_bn"]
+        # Same windows as LeNet5's pool; the switches are the one thing its pass does not give.
+        _, switches = ops.max_pool_with_switches(pooled, LeNet5.POOL)
+        steps.append(ops.PoolStep(switches, tuple(pooled.shape)))
+        in_shape = tuple(sown[f"{name}_pool"].shape)
     return acts, steps_by_layer
 
 

@@ -44,20 +44,19 @@ from jax import lax
 
 __all__ = [
     # pooling
-    "max_pool_with_switches", "max_pool_2x2", "switch_gather", "unpool",
+    "max_pool_with_switches", "switch_gather", "unpool",
     "switches_to_rowcol", "resolve_padding",
     # convolution
     "conv2d", "conv2d_transpose",
     # receptive fields
-    "LayerGeom", "RFGeom", "LENET5_GEOMETRY", "receptive_field",
+    "LayerGeom", "RFGeom", "receptive_field",
     "receptive_box",
     # top-k bookkeeping
     "init_topk", "streaming_topk", "max_activation_per_filter", "update_topk",
     # projection building blocks
     "RELU_MODES", "relu_mode", "bn_inference_scale", "bn_transpose",
     "isolate_activation",
-    "ConvStep", "PoolStep", "ReluStep", "BatchNormStep", "DenseStep",
-    "ReshapeStep", "deconv_project",
+    "ConvStep", "PoolStep", "ReluStep", "BatchNormStep", "deconv_project",
 ]
 
 _DN = ("NHWC", "HWIO", "NHWC")
@@ -186,19 +185,6 @@ def max_pool_with_switches(x, window=(2, 2), strides=None, padding="VALID"):
     # argmax may land on a padding cell): fall back to the first real cell.
     switches = jnp.where(sw_ < 0, jnp.asarray(first_valid)[None, :, :, None], sw_)
     return pooled, switches.astype(jnp.int32)
-
-
-def max_pool_2x2(x):
-    """Fast 2x2 / stride 2 / VALID max pool by reshape + max.
-
-    ``x`` ``[B, H, W, C]`` -> ``[B, H//2, W//2, C]`` (odd trailing row/col
-    dropped, as VALID). Values identical to ``max_pool_with_switches(x)[0]``
-    and ``flax.linen.max_pool(x, (2, 2), (2, 2))``.
-    """
-    B, H, W, C = x.shape
-    Ho, Wo = H // 2, W // 2
-    x = x[:, : 2 * Ho, : 2 * Wo, :]
-    return x.reshape(B, Ho, 2, Wo, 2, C).max(axis=(2, 4))
 
 
 def switches_to_rowcol(switches, width):
@@ -330,15 +316,6 @@ class RFGeom(NamedTuple):
     out_size: tuple[int, int] | None
 
 
-#: LeNet5 as used in this project: conv1 5x5 SAME, pool 2/2, conv2 5x5 SAME, pool 2/2.
-LENET5_GEOMETRY = (
-    LayerGeom(5, 1, "SAME", "conv1"),
-    LayerGeom(2, 2, "VALID", "pool1"),
-    LayerGeom(5, 1, "SAME", "conv2"),
-    LayerGeom(2, 2, "VALID", "pool2"),
-)
-
-
 def receptive_field(layers, input_size=None):
     """Receptive-field size / jump / start after each layer.
 
@@ -354,7 +331,7 @@ def receptive_field(layers, input_size=None):
     Returns:
       list of ``RFGeom``, one per layer (RF of that layer's output units).
 
-    LeNet5 (``LENET5_GEOMETRY``): conv1 size 5, jump 1, first -2;
+    LeNet5 (``deconv.network.geometry``): conv1 size 5, jump 1, first -2;
     pool1 size 6, jump 2, first -2; conv2 size 6 + 4*2 = 14, jump 2, first -6;
     pool2 size 16, jump 4, first -6.
     """
@@ -584,19 +561,6 @@ class BatchNormStep:
     scale: jax.Array
 
 
-@flax.struct.dataclass
-class DenseStep:
-    """Forward ``x @ kernel`` (kernel ``[D_in, D_out]``, bias ignored); back: ``y @ kernel.T``."""
-    kernel: jax.Array
-
-
-@flax.struct.dataclass
-class ReshapeStep:
-    """Forward reshape (e.g. flatten); ``input_shape`` is the per-example
-    forward input shape (no batch axis); back: ``signal.reshape((B,) + input_shape)``."""
-    input_shape: tuple = flax.struct.field(pytree_node=False)
-
-
 def deconv_project(signal, steps: Sequence[Any], relu="deconvnet", bn="transpose"):
     """Project a top-layer signal back to input space through a recorded stack.
 
@@ -604,9 +568,9 @@ def deconv_project(signal, steps: Sequence[Any], relu="deconvnet", bn="transpose
       signal: signal at the output of the last step (e.g. from
         ``isolate_activation`` with a batch axis added), ``[B, ...]``.
       steps: the forward layers **in forward order** (``ConvStep``,
-        ``PoolStep``, ``ReluStep``, ``BatchNormStep``, ``DenseStep``,
-        ``ReshapeStep``); they are applied in reverse. The steps are pytrees
-        (geometry static), so they can be passed through ``jax.jit``.
+        ``PoolStep``, ``ReluStep``, ``BatchNormStep``); they are applied in
+        reverse. The steps are pytrees (geometry static), so they can be
+        passed through ``jax.jit``.
       relu: ``'deconvnet'`` | ``'guided'`` | ``'backprop'`` (see ``relu_mode``).
       bn: ``'transpose'`` | ``'inverse'`` (see ``bn_transpose``).
     Returns:
@@ -626,10 +590,6 @@ def deconv_project(signal, steps: Sequence[Any], relu="deconvnet", bn="transpose
             signal = relu_mode(signal, step.pre_activation, relu)
         elif isinstance(step, BatchNormStep):
             signal = bn_transpose(signal, step.scale, bn)
-        elif isinstance(step, DenseStep):
-            signal = signal @ step.kernel.T
-        elif isinstance(step, ReshapeStep):
-            signal = signal.reshape((signal.shape[0],) + tuple(step.input_shape))
         else:
             raise TypeError(f"unknown step type {type(step).__name__}")
     return signal

@@ -23,8 +23,23 @@ class LeNet5(nn.Module):
     """conv5x5(32)+ReLU -> BN -> pool -> conv5x5(64)+ReLU -> BN -> pool -> fc1024+ReLU -> dropout -> fc10.
 
     Sows each conv layer's activations into the 'intermediates' collection as `conv{i}_pre_bn` (after ReLU, before
-    batch norm: the report's Figure 3), `conv{i}_bn` (after batch norm) and `conv{i}_pool`.
+    batch norm: the report's Figure 3), `conv{i}_bn` (after batch norm) and `conv{i}_pool`; and the conv output
+    before ReLU (+ bias) as `conv{i}_pre_relu` into the separate 'pre_relu' collection, which the deconvnet's ReLU rules
+    need: apart, so that readers of every 'intermediates' entry (lenet.visualize's statistics) see the same set.
+    A collection is only stored into when `apply` is given it as mutable, so training pays for none of this.
+
+    The class constants below are the layer geometry and batch-norm settings __call__ uses, for code that must
+    follow this network layer by layer (deconv.network) without copying them.
     """
+
+    KERNEL = (5, 5)  # conv window
+    STRIDE = 1
+    PADDING = "SAME"
+    POOL = 2  # non-overlapping POOL x POOL max-pool after every conv layer (`max_pool_2x2`)
+    # Keras defaults (momentum 0.99, epsilon 1e-3), as the report's model used.
+    BN_MOMENTUM = 0.99
+    BN_EPSILON = 1e-3
+    PRE_RELU = "pre_relu"  # the collection of the conv outputs before ReLU
 
     num_classes: int = 10
     features: Sequence[int] = (32, 64)
@@ -38,13 +53,15 @@ class LeNet5(nn.Module):
         """x: [batch, height, width, channels] in [0, 1] -> logits [batch, num_classes]."""
         kernel_init, bias_init = nn.initializers.glorot_normal(), nn.initializers.constant(self.bias_init)
         for i, features in enumerate(self.features, start=1):
-            x = nn.Conv(features, (5, 5), padding="SAME", kernel_init=kernel_init, bias_init=bias_init,
-                        name=f"conv{i}")(x)
+            x = nn.Conv(features, self.KERNEL, strides=self.STRIDE, padding=self.PADDING, kernel_init=kernel_init,
+                        bias_init=bias_init, name=f"conv{i}")(x)
+            if not self.is_initializing():  # init stores every collection but 'intermediates': not into variables
+                self.sow(self.PRE_RELU, f"conv{i}_pre_relu", x)
             x = nn.relu(x)
             self.sow("intermediates", f"conv{i}_pre_bn", x)
             if self.use_batchnorm:
-                # Keras defaults (momentum 0.99, epsilon 1e-3), as the report's model used.
-                x = nn.BatchNorm(use_running_average=not train, momentum=0.99, epsilon=1e-3, name=f"bn{i}")(x)
+                x = nn.BatchNorm(use_running_average=not train, momentum=self.BN_MOMENTUM, epsilon=self.BN_EPSILON,
+                                 name=f"bn{i}")(x)
                 self.sow("intermediates", f"conv{i}_bn", x)
             x = max_pool_2x2(x)
             self.sow("intermediates", f"conv{i}_pool", x)

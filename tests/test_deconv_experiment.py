@@ -14,17 +14,18 @@ import lenet.model
 from common import data as data_lib
 from run import main
 from deconv import experiment, network, occlusion, ops
+from lenet import checkpoint as lenet_checkpoint
 from lenet.config import LeNetConfig
 from lenet.train import create_model, train_and_evaluate
 from tests.conftest import write_image_folder
 
 
-def _random_lenet(seed=0):
+def _random_lenet(seed=0, use_batchnorm=True):
     """A LeNet5 (fc1 of 16 units) with random weights and non-trivial batch-norm statistics (some negative BN
     scales), plus continuous random images: no exact ties anywhere except the ones ReLU makes. The variables
     are drawn with numpy into the structure `model.init` would make (eval_shape: nothing is run)."""
     rng = np.random.default_rng(seed)
-    model = create_model(LeNetConfig.create(hidden=16))
+    model = create_model(LeNetConfig.create(hidden=16, use_batchnorm=use_batchnorm))
     shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)), train=False))
     variables = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, np.float32), shapes)
     for name in ("conv1", "conv2", "fc1", "fc2"):
@@ -33,7 +34,7 @@ def _random_lenet(seed=0):
         variables["params"][name]["kernel"] = rng.normal(0, np.sqrt(2 / (fan_in + fan_out)), kernel.shape
                                                          ).astype(np.float32)
         variables["params"][name]["bias"] = rng.normal(0.05, 0.05, fan_out).astype(np.float32)
-    for bn, c in (("bn1", 32), ("bn2", 64)):
+    for bn, c in (("bn1", 32), ("bn2", 64)) if use_batchnorm else ():
         variables["params"][bn]["scale"] = (rng.uniform(0.5, 2.0, c) * rng.choice([1, -1], c, p=[.8, .2])
                                             ).astype(np.float32)
         variables["params"][bn]["bias"] = rng.normal(0, 0.3, c).astype(np.float32)
@@ -61,9 +62,30 @@ def test_forward_record_matches_lenet5_and_geometry():
     assert [type(s).__name__ for s in steps["conv2"]] == ["ConvStep", "ReluStep", "BatchNormStep", "PoolStep",
                                                          "ConvStep", "ReluStep"]
     geo = lambda layers: [(g.name, g.size, g.jump, g.first) for g in ops.receptive_field(layers, 28)]
-    assert geo(network.geometry(variables["params"])) == geo(ops.LENET5_GEOMETRY)
+    report = [(5, 1, "SAME", "conv1"), (2, 2, "VALID", "pool1"), (5, 1, "SAME", "conv2"), (2, 2, "VALID", "pool2")]
+    assert geo(network.geometry(variables["params"])) == geo(report)
     rfs = network.conv_receptive_fields(variables["params"], (28, 28))
     assert rfs["conv1"].size == (5, 5) and rfs["conv2"].size == (14, 14)
+
+
+@pytest.mark.parametrize("use_batchnorm", [True, False])
+def test_forward_record_is_lenet5s_own_sown_values(use_batchnorm):
+    """The activations are exactly what LeNet5 sows, the ReLU steps hold its pre-ReLU conv outputs, and the
+    switches pick exactly its pooled values out of the map it pools (post-BN, or pre-BN without BN)."""
+    model, variables, images = _random_lenet(seed=7, use_batchnorm=use_batchnorm)
+    _, state = model.apply(variables, images, train=False, mutable=["intermediates", "pre_relu"])
+    sown = {name: v[0] for collection in state.values() for name, v in collection.items()}
+    acts, steps = network.forward_record(variables, jnp.asarray(images))
+    for layer in ("conv1", "conv2"):
+        np.testing.assert_array_equal(acts[layer], sown[f"{layer}_pre_bn"])
+        np.testing.assert_array_equal(steps[layer][-1].pre_activation, sown[f"{layer}_pre_relu"])
+        np.testing.assert_array_equal(jax.nn.relu(sown[f"{layer}_pre_relu"]), sown[f"{layer}_pre_bn"])
+    pool = steps["conv2"][2 + use_batchnorm]
+    pooled_map = sown["conv1_bn"] if use_batchnorm else sown["conv1_pre_bn"]
+    np.testing.assert_array_equal(ops.switch_gather(pooled_map, pool.switches), sown["conv1_pool"])
+    kinds = ["ConvStep", "ReluStep"] + ["BatchNormStep"] * use_batchnorm + ["PoolStep", "ConvStep", "ReluStep"]
+    assert [type(s).__name__ for s in steps["conv2"]] == kinds
+    assert list(network.forward_record(variables, jnp.asarray(images), upto="conv1")[0]) == ["conv1"]
 
 
 # ----------------------------------------------------------------- projections against autodiff through LeNet5
@@ -232,7 +254,7 @@ def test_task_runs_end_to_end_and_writes_every_file(tiny_checkpoint, tmp_path):
     assert len(summary["layers"]["conv1"]["filters"]) == 32 and len(summary["layers"]["conv2"]["filters"]) == 64
     assert summary["layers"]["conv2"]["receptive_field"]["size"] == [14, 14]
     # the recorded top-k are real activations of the checkpoint's model on the recorded images
-    config, variables, _ = experiment.load_lenet(tiny_checkpoint)
+    config, variables, _ = lenet_checkpoint.load_lenet(tiny_checkpoint, "")
     val = data_lib.load_dataset(data_lib.DataConfig.from_config(config)).val
     acts, _ = network.forward_record(variables, jnp.asarray(val.images))
     for layer in ("conv1", "conv2"):

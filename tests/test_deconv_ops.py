@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from deconv import ops
+from lenet.model import max_pool_2x2
 
 PADDINGS = ["SAME", "VALID", ((1, 2), (0, 1))]
 
@@ -128,9 +129,10 @@ def test_max_pool_with_switches_matches_flax_and_reference(window, strides, padd
 
 def test_max_pool_2x2_fast_path_and_jit_vmap():
     x = jnp.asarray(_rng(2).normal(size=(3, 9, 8, 4)).astype(np.float32))
-    pooled, sw = jax.jit(ops.max_pool_with_switches)(x)
-    np.testing.assert_array_equal(ops.max_pool_2x2(x), pooled)
-    np.testing.assert_array_equal(ops.max_pool_2x2(x), nn.max_pool(x, (2, 2), (2, 2)))
+    pooled, sw = jax.jit(ops.max_pool_with_switches)(x)  # 9 rows: VALID drops the last one
+    np.testing.assert_array_equal(pooled, nn.max_pool(x, (2, 2), (2, 2)))
+    # LeNet5's own reshape + max pool (even sizes only) gives the same values
+    np.testing.assert_array_equal(max_pool_2x2(x[:, :8]), pooled)
     # vmap over an extra leading axis, general (gather) path
     xs = jnp.stack([x, -x])
     f = lambda a: ops.max_pool_with_switches(a, (3, 3), (2, 2), "SAME")
@@ -211,8 +213,17 @@ def test_conv2d_transpose_rejects_wrong_shape():
 # ---------------------------------------------------------------------------
 # receptive fields
 # ---------------------------------------------------------------------------
+#: The report's LeNet5: conv1 5x5 SAME, pool 2/2, conv2 5x5 SAME, pool 2/2.
+LENET5_GEOMETRY = (
+    ops.LayerGeom(5, 1, "SAME", "conv1"),
+    ops.LayerGeom(2, 2, "VALID", "pool1"),
+    ops.LayerGeom(5, 1, "SAME", "conv2"),
+    ops.LayerGeom(2, 2, "VALID", "pool2"),
+)
+
+
 def test_receptive_field_lenet5_hand_calculation():
-    geo = ops.receptive_field(ops.LENET5_GEOMETRY, input_size=28)
+    geo = ops.receptive_field(LENET5_GEOMETRY, input_size=28)
     conv1, pool1, conv2, pool2 = geo
     assert conv1.size == (5, 5) and conv1.jump == (1, 1) and conv1.first == (-2, -2)
     assert pool1.size == (6, 6) and pool1.jump == (2, 2) and pool1.first == (-2, -2)
@@ -249,7 +260,7 @@ def test_receptive_field_matches_autodiff_probe(layer):
     rng = _rng(30)
     avg = lambda a: nn.avg_pool(a, (2, 2), (2, 2))
     mx = lambda a: nn.max_pool(a, (2, 2), (2, 2))
-    geo = {g.name: g for g in ops.receptive_field(ops.LENET5_GEOMETRY, (H, W))}[layer]
+    geo = {g.name: g for g in ops.receptive_field(LENET5_GEOMETRY, (H, W))}[layer]
     nets = {"avg": _lenet_probe_net(rng, avg), "max": _lenet_probe_net(rng, mx)}
     x = jnp.asarray(rng.normal(size=(1, H, W, 1)).astype(np.float32))
     out_hw = geo.out_size
@@ -360,15 +371,13 @@ def _small_net(rng):
     b1 = jnp.asarray(rng.normal(size=(4,)).astype(np.float32))
     scale = jnp.asarray(rng.uniform(0.5, 2.0, size=(5,)).astype(np.float32))
     shift = jnp.asarray(rng.normal(size=(5,)).astype(np.float32))
-    dense = jnp.asarray(rng.normal(size=(3 * 2 * 5, 6)).astype(np.float32))
 
     def forward(x):
         h1 = ops.conv2d(x, k1, 1, "SAME") + b1
         a1 = jax.nn.relu(h1)
         p1 = nn.max_pool(a1, (3, 3), (2, 2), "SAME")
         h2 = ops.conv2d(p1, k2, 2, ((1, 2), (0, 1))) * scale + shift
-        a2 = jax.nn.relu(h2)
-        return a2.reshape(a2.shape[0], -1) @ dense
+        return jax.nn.relu(h2)
 
     def record(x):
         h1 = ops.conv2d(x, k1, 1, "SAME") + b1
@@ -379,8 +388,8 @@ def _small_net(rng):
         steps = [ops.ConvStep(k1, x.shape, 1, "SAME"), ops.ReluStep(h1),
                  ops.PoolStep(sw, a1.shape),
                  ops.ConvStep(k2, p1.shape, 2, ((1, 2), (0, 1))), ops.BatchNormStep(scale),
-                 ops.ReluStep(h2), ops.ReshapeStep(a2.shape[1:]), ops.DenseStep(dense)]
-        return a2.reshape(a2.shape[0], -1) @ dense, steps
+                 ops.ReluStep(h2)]
+        return a2, steps
 
     return forward, record
 
