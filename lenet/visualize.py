@@ -33,7 +33,7 @@ from common.errors import DataError
 from common.outputs import RunDir, write_json
 from lenet import checkpoint as lenet_checkpoint
 from lenet.config import LeNetConfig
-from lenet.train import FILTER_HISTORY, create_model, train_and_evaluate
+from lenet.train import FILTER_HISTORY, create_model, data_name, train_and_evaluate
 
 NOBN_SUFFIX = "_nobn"
 # Histogram bins per layer and stage. The KS bounds are within about one bin's mass of the exact value, so
@@ -315,9 +315,8 @@ def write_figures(rundir: RunDir, networks: list[Network], results: dict, datase
 
 
 def _describe_source(net: Network) -> str:
-    c = net.config
-    name = os.path.basename(os.path.normpath(c.data_dir)) if c.data_dir else c.dataset.upper()
-    return f"{name}, {c.image_mode}, {c.epochs} epoch{'s' if c.epochs != 1 else ''}"
+    epochs = net.config.train.epochs
+    return f"{data_name(net.config)}, {net.config.data.image_mode}, {epochs} epoch{'s' if epochs != 1 else ''}"
 
 
 def pick_one_per_class(labels: np.ndarray, seed: int = FEATURE_MAP_SEED) -> list[int]:

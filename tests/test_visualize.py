@@ -191,7 +191,7 @@ def test_visualize_end_to_end_writes_every_file(tiny_checkpoint, capsys):
     # The streamed statistics equal scipy's on every activation of the test split computed at once.
     net = visualize.load_network(str(ckpt), "")
     from common import data as data_lib
-    test = data_lib.load_dataset(data_lib.DataConfig.from_config(net.config)).test
+    test = data_lib.load_dataset(net.config.data).test
     _, acts = visualize._intermediates(net.model, net.variables, jnp.asarray(test.images))
     for name, stage in (("conv1_bn", "post_bn"), ("conv2_pool", "post_pool")):
         layer = name.split("_")[0]
