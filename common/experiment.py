@@ -304,7 +304,7 @@ def _maybe_resume(run: outputs.RunDir, state, best: BestEpoch, run_info):
     try:
         with open(info_path) as f:
             info = json.load(f)
-        if info.get("run_info") != json.loads(json.dumps(run_info, default=ckpt._jsonable)):
+        if info.get("run_info") != json.loads(json.dumps(run_info, default=outputs.jsonable)):
             tqdm.write(f"ignoring the unfinished run in {run.work}: it had another configuration", file=sys.stderr)
             return state, [], 0.0
         template = {"state": state, "best": {**best.state_dict(), "variables": tr.model_variables(state)}}
