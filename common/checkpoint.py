@@ -3,7 +3,7 @@
 Layout of a checkpoint folder:
   variables.msgpack   {'params': ..., 'batch_stats': ...} as nested dicts of arrays
   run.json            {'task': ..., 'config': {...}} -- enough to rebuild the same model and data
-Files are written to a temporary name and renamed, so a crash never leaves a half-written file behind.
+Files are written to a temporary name and renamed (common.outputs), so a crash never leaves a half-written file.
 """
 from __future__ import annotations
 
@@ -12,37 +12,14 @@ import os
 from typing import Any
 
 import jax
-import numpy as np
 from flax import serialization
 
 from common.errors import CheckpointError
+from common.outputs import atomic_write_bytes, atomic_write_json
 
 VARIABLES = "variables.msgpack"
 RUN_INFO = "run.json"
 CHECKPOINT_DIR = "checkpoint"
-
-
-def atomic_write_bytes(path: str, payload: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: str, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_jsonable) + "\n").encode())
-
-
-def _jsonable(x):
-    if isinstance(x, (np.generic,)):
-        return x.item()
-    if isinstance(x, (np.ndarray, jax.Array)):
-        return np.asarray(x).tolist()
-    if isinstance(x, tuple):
-        return list(x)
-    raise TypeError(f"not JSON serialisable: {type(x)}")
 
 
 def save_tree(path: str, tree: Any) -> None:

@@ -36,7 +36,7 @@ from common.errors import TrainingDiverged
 RESUME_STATE = "resume_state.msgpack"
 RESUME_INFO = "resume.json"
 HISTORY_CSV = "history.csv"
-METRICS_JSON = "metrics.json"
+METRICS_JSON = outputs.METRICS_JSON
 
 
 @dataclasses.dataclass

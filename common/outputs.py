@@ -3,21 +3,56 @@
 A run works in `<out>.partial/`; per-epoch resume state lives there too, so a killed run restarted with the
 same `--out` continues from its last complete epoch. On success the folder is moved into place in one rename;
 a crash or a bad input leaves any earlier `<out>` untouched.
+
+Every file is written through `atomic_write_bytes` (a temporary name, fsync, one rename), so a reader never
+sees half a file and a crash never leaves one behind; the text, JSON and CSV writers here are built on it.
 """
 from __future__ import annotations
 
 import csv
-import json
 import importlib.metadata
+import io
+import json
 import os
 import platform
 import shutil
 from typing import Any, Iterable
 
 import jax
+import numpy as np
 
-from common.checkpoint import _jsonable as jsonable  # noqa: F401
-from common.checkpoint import atomic_write_json
+METRICS_JSON = "metrics.json"  # what every training run writes into its output folder
+
+
+def atomic_write_bytes(path: str, payload: bytes) -> None:
+    """Writes `payload` to a temporary name beside `path`, syncs it, then renames it over `path`."""
+    tmp = f"{path}.tmp-{os.getpid()}"  # the pid keeps two processes writing the same file apart
+    with open(tmp, "wb") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """`text` as UTF-8, atomically (see atomic_write_bytes)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str, obj: Any) -> None:
+    """`obj` as indented JSON, atomically; numpy and JAX values are converted by `jsonable`."""
+    atomic_write_text(path, json.dumps(obj, indent=2, default=jsonable) + "\n")
+
+
+def jsonable(x):
+    """The `default=` of json.dumps: numpy scalars -> Python numbers, arrays -> nested lists, tuples -> lists."""
+    if isinstance(x, (np.generic,)):
+        return x.item()
+    if isinstance(x, (np.ndarray, jax.Array)):
+        return np.asarray(x).tolist()
+    if isinstance(x, tuple):
+        return list(x)
+    raise TypeError(f"not JSON serialisable: {type(x)}")
 
 
 class RunDir:
@@ -49,14 +84,14 @@ class RunDir:
 
 
 def write_csv(path: str, rows: Iterable[dict[str, Any]]) -> None:
+    """`rows` as CSV with the union of their keys as columns (first-seen order), atomically."""
     rows = list(rows)
     fields = list(dict.fromkeys(k for row in rows for k in row))
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
 
 
 def write_json(path: str, obj: Any) -> None:

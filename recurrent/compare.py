@@ -25,7 +25,7 @@ from common import data as data_lib
 from common import outputs, plotting
 from common.cli import config_from_args
 from common.errors import UserError
-from common.report import markdown_table, write_text
+from common.document import markdown_table
 from lenet.config import LeNetConfig
 from lenet.train import train_and_evaluate as train_lenet
 from recurrent.config import CELL_TITLES, RNNConfig
@@ -184,7 +184,7 @@ def write_tables(workdir: str, rows: list[dict], info: dict) -> None:
              _fmt(r[f"train_seconds_to_{_pct(target)}"], "{:.1f}"), f"{r['wall_seconds']:.0f}"] for r in rows]
     text = (f"# LeNet5 vs {rows[1]['model']} on MNIST (Part 3c)\n\n{markdown_table(headers, body)}\n\n"
             f"{info['summary']}\n\nRecurrent net: {info['recurrent_choice']['reason']}.\n")
-    write_text(os.path.join(workdir, TABLE + ".md"), text)
+    outputs.atomic_write_text(os.path.join(workdir, TABLE + ".md"), text)
 
 
 def _fmt(value, fmt: str) -> str:

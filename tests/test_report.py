@@ -11,10 +11,16 @@ import types
 
 import pytest
 
-from common import cli, report, run_all
+from common import cli, document, report, run_all
 from common.cli import build_parser, main
 from common.errors import UserError
+from deconv.report import DECONV_SECTION
+from lenet.report import LENET_SECTION, LENET_TARGET, VISUALIZE_SECTION
 from recurrent import compare
+from recurrent.report import COMPARE_SECTION, RNN_SECTION
+
+# The assignment's sections in report order (the CLI's wiring supplies the same tuple).
+SECTIONS = (LENET_SECTION, VISUALIZE_SECTION, DECONV_SECTION, RNN_SECTION, COMPARE_SECTION)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -100,7 +106,7 @@ def test_target_difference():
     assert report.Target(0.96, 0.97, "").difference(0.965) == "within"
     assert report.Target(0.96, 0.97, "").difference(0.95) == "-0.010"
     assert report.Target(0.98, 0.99, "").difference(0.9912) == "+0.001"
-    assert report.LENET_TARGET.difference(0.596) == "-0.004"
+    assert LENET_TARGET.difference(0.596) == "-0.004"
     assert report.NO_TARGET.difference(0.5) == "n/a"
 
 
@@ -126,22 +132,119 @@ def test_task_argv_settings_then_user_flags_and_data_dirs_where_they_belong():
     assert full.cell == ("rnn", "lstm", "gru") and full.hidden == (16, 32, 64, 128) and full.epochs is None
 
 
-def test_report_without_results_folder_exits_2(tmp_path, capsys):
-    assert main(["--task", "report", "--out", str(tmp_path / "none")]) == 2
-    assert "no results folder" in capsys.readouterr().err
+def _command_for(root):
+    return lambda key: f"python run.py --task {key} --out {root}/{key}"
 
 
-def test_report_of_an_empty_folder_lists_every_part_missing_with_its_command(tmp_path):
+def test_report_without_results_folder_exits_2(tmp_path):
+    args = build_parser().parse_args(["--task", "report", "--out", str(tmp_path / "none")])
+    with pytest.raises(UserError, match="no results folder") as raised:
+        report.run(args, SECTIONS, _command_for(str(tmp_path / "none")))
+    assert raised.value.exit_code == 2
+
+
+def test_report_of_an_empty_folder_lists_every_part_missing_with_its_command(tmp_path, capsys):
     root = str(tmp_path / "results")
     os.makedirs(os.path.join(root, "deconv.partial"))  # a run that was killed
-    assert main(["--task", "report", "--out", root]) == 0
+    args = build_parser().parse_args(["--task", "report", "--out", root])
+    assert report.run(args, SECTIONS, _command_for(root)) == 0
+    assert "5 missing result(s)" in capsys.readouterr().out
     page, md = _read(os.path.join(root, "report.html")), _read(os.path.join(root, "REPORT.md"))
-    for part in report.PARTS:
-        command = "python run.py " + shlex.join(run_all.task_argv(part.key, root))
-        assert command in md and command in page, part.key
-        assert part.title in page
-    assert page.count('class="missing-box"') == 2 * len(report.PARTS)  # in the list and in each section
+    for section in SECTIONS:
+        command = _command_for(root)(section.key)
+        assert command in md and command in page, section.key
+        assert section.title in page
+    assert page.count('class="missing-box"') == 2 * len(SECTIONS)  # in the list and in each section
+    assert md.count("**Missing:**") == 2 * len(SECTIONS)
     assert "unfinished run is in" in md and "<img" not in page
+    # the headline table: one missing row per experiment, each with its command
+    assert page.count(">missing: run <code>python run.py --task rnn --cell ") == 3
+    assert page.count(">missing: run <code>") == 1 + 3 + 1  # 1b, the three recurrent runs, 3c
+    assert not [f for f in os.listdir(root) if ".tmp" in f]  # written atomically, nothing left behind
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(16)
+
+
+def _metrics(**config):
+    return {"train_accuracy": 0.8, "val_accuracy": 0.61, "test_accuracy": 0.596, "epochs": 25, "seeds": [0],
+            "config": {"batch_size": 50, "lr": 1.7e-4, "epochs": 25, **config}, "command": "run.py --task x",
+            "finished_at": "2024-01-01 00:00:00 UTC", "param_count": 1000, "seconds_per_epoch": 2.0}
+
+
+def _results(root):
+    """A results root with a part of every task: lenet and the sweep complete, visualize without Figure 3, an
+    unknown figure, a checkpoint figure (never shown), no deconv, the comparison's JSON."""
+    files = {"lenet/metrics.json": _metrics(), "lenet/fig1_curves.png": PNG, "lenet/checkpoint/w.png": PNG,
+             "visualize/fig2_conv1_filters.png": PNG, "visualize/fig_batchnorm_comparison.png": PNG,
+             "visualize/fig_something_new.png": PNG, "lenet_nobn/fig1_curves.png": PNG,
+             "rnn/fig_summary.png": PNG, "compare/fig_cnn_vs_rnn.png": PNG, "compare/lenet/fig1_curves.png": PNG,
+             "compare/lenet/metrics.json": _metrics(), "compare/comparison.json": {"rows": [
+                 {"model": "LeNet5", "folder": "lenet", "param_count": 5, "test_accuracy": 0.99,
+                  "val_accuracy": 0.98, "train_seconds_per_epoch": 2.0, "epochs_to_97": 2,
+                  "train_seconds_to_97": None, "lr": 1e-3, "batch_size": 32, "epochs": 2}]}}
+    for cell, hidden in (("rnn", 64), ("lstm", 128), ("lstm", 16)):
+        files[f"rnn/{cell}_h{hidden}/metrics.json"] = _metrics(cell=cell, hidden=hidden)
+        files[f"rnn/{cell}_h{hidden}/fig_{cell}_h{hidden}.png"] = PNG
+    for rel, content in files.items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(content if isinstance(content, bytes) else json.dumps(content).encode())
+
+
+def test_report_finds_and_captions_every_figure_once(tmp_path):
+    root = str(tmp_path)
+    _results(root)
+    n_fig, missing = report.write_report(root, SECTIONS, _command_for(root), title="T")
+    page, md = _read(os.path.join(root, "report.html")), _read(os.path.join(root, "REPORT.md"))
+    shown = re.findall(r"!\[Figure \d+\]\(([^)]+)\)", md)
+    assert sorted(shown) == _pngs(root) and len(shown) == len(set(shown)) == n_fig  # each once, none skipped
+    assert [int(n) for n in re.findall(r'<figure id="figure-(\d+)"', page)] == list(range(1, n_fig + 1))
+    assert "lenet/checkpoint/w.png" not in md
+    assert "**Figure 1.** The assignment's Figure 1:" in md  # lenet first, with its known caption
+    assert "Something new. (`visualize/fig_something_new.png`)" in md  # unknown: the generic caption
+    assert "LSTM with 16 hidden units: accuracy and loss against epoch (the assignment's Figure 8)." in md
+    assert "LSTM with 128 hidden units: accuracy and loss against epoch (the assignment's Figure 11)." in md
+    assert "LeNet5 on MNIST (same architecture as Part 1b" in md
+    # in section order; within a section, known captions in their order before unknown figures
+    assert shown.index("visualize/fig2_conv1_filters.png") < shown.index("lenet_nobn/fig1_curves.png") \
+        < shown.index("visualize/fig_something_new.png") < shown.index("rnn/fig_summary.png")
+    assert shown.index("rnn/lstm_h16/fig_lstm_h16.png") < shown.index("rnn/lstm_h128/fig_lstm_h128.png")
+    # what is missing: Figure 3 of Part 1c and all of Part 2, each once in the list and once in its section
+    assert [m.what for m in missing] == ["Part 1c: Inside the trained network: figure `visualize/fig3_activations.png`",
+                                        "Part 2: Visualizing and understanding (deconvnet): no results in `deconv/`"]
+    assert md.count("**Missing:**") == 4
+
+
+def test_headline_table_rows_come_from_the_sections_in_order(tmp_path):
+    root = str(tmp_path)
+    _results(root)
+    blocks, _ = report.build_report(root, SECTIONS, _command_for(root))
+    table = next(b for b in blocks if isinstance(b, document.Table))
+    assert table.headers == report.SUMMARY_HEADERS
+    assert [(r[0], r[1]) for r in table.rows] == [
+        ("1b", "LeNet5 on CIFAR10 (`lenet`)"), ("3a", "Simple RNN-64 on MNIST (`rnn/rnn_h64`)"),
+        ("3b", "LSTM-128 on MNIST (`rnn/lstm_h128`)"), ("3b", "GRU-128 on MNIST"),
+        ("3c", "LeNet5 on MNIST (comparison) (`compare/lenet`)")]
+    lenet = table.rows[0]
+    assert lenet[4].text == "0.5960" and lenet[6].text == "-0.004"  # measured, then its distance from 0.60
+    assert lenet[7].css == "small"  # the report's 25 epochs: not a shrunk run
+    gru = table.rows[3]
+    assert gru[7].text == f"missing: run `python run.py --task rnn --cell gru --hidden 128 --out {root}/rnn`"
+
+
+def test_settings_flag_shrunk_runs():
+    text, shrunk = report.settings({"config": {"epochs": 2, "batch_size": 50, "lr": [1e-4, 3e-4], "limit": 9}}, 25)
+    assert shrunk and text.startswith("2 epochs, batch 50, lr 0.0001,0.0003, first 9 training examples")
+    assert report.settings({"config": {"epochs": 25, "batch_size": 50, "lr": 1e-3}}, 25) == (
+        "25 epochs, batch 50, lr 0.001", False)
+
+
+def test_generic_caption_and_natural_order():
+    assert report.generic_caption(os.path.join("deconv", "sub", "fig_top_k_grid.png")) == "Top k grid (sub)."
+    assert report.generic_caption(os.path.join("rnn", "fig2_x.png")) == "X."
+    assert sorted(["h128", "h16", "h32"], key=document.natural_key) == ["h16", "h32", "h128"]
 
 
 # ------------------------------------------------------------------------------- orchestration (fakes)
