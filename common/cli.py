@@ -44,8 +44,10 @@ class Task:
 class Registry:
     """Tasks by name, imported on first use from "package.module:ATTRIBUTE" paths, in the order given."""
 
-    def __init__(self, paths: dict[str, str]):
+    def __init__(self, paths: dict[str, str], title: str = "Results", reference: str = ""):
         self.paths = dict(paths)
+        self.title = title  # of the report that gathers the tasks' sections
+        self.reference = reference  # the document the report's numbers are set beside
 
     @property
     def names(self) -> list[str]:
@@ -155,8 +157,10 @@ def config_from_args(config, args: argparse.Namespace, **overrides):
 class _OneLineParser(argparse.ArgumentParser):
     """Flag errors as one line and a hint, not the whole usage."""
 
+    hint = "run.py --help"
+
     def error(self, message: str):
-        self.exit(2, f"run.py: error: {message} (see run.py --task TASK --help)\n")
+        self.exit(2, f"run.py: error: {message} (see {self.hint})\n")
 
 
 def _base_parser(registry: Registry, add_help: bool) -> argparse.ArgumentParser:
@@ -176,6 +180,7 @@ def build_parser(registry: Registry, task: str) -> argparse.ArgumentParser:
     spec = registry.get(task)
     parser = _base_parser(registry, add_help=True)
     parser.description = f"run.py --task {task}: {spec.help}"
+    parser.hint = f"run.py --task {task} --help"
     spec.add_arguments(parser)
     return parser
 

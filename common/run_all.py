@@ -36,6 +36,7 @@ def chain(registry: cli.Registry) -> list[str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Every flag of every task of the chain (the first task's help wins where two declare one flag)."""
     parser.conflict_handler = "resolve"
+    parser.add_argument("--quick", action="store_true", help="every task from its config's shrunk preset")
     for name in reversed(chain(parser.registry)):
         parser.registry.get(name).add_arguments(parser)
 
@@ -47,12 +48,12 @@ def _options(parser: argparse.ArgumentParser) -> dict[str, int]:
 
 def forwarded(user_argv: list[str], all_options: dict[str, int], task_options: dict[str, int],
               skips: tuple[str, ...]) -> list[str]:
-    """The tokens of the user's `--task all` flags that the task takes, in order."""
+    """The tokens of the user's `--task all` flags that the task takes, in order (--quick is task_argv's)."""
     out, i = [], 0
     while i < len(user_argv):
         name = user_argv[i].split("=", 1)[0]
         width = 1 + (0 if "=" in user_argv[i] else all_options.get(name, 0))
-        if name in task_options and name not in skips and name not in ("--task", "--out"):
+        if name in task_options and name not in skips and name not in ("--task", "--out", "--quick"):
             out += user_argv[i:i + width]
         i += width
     return out
@@ -136,7 +137,8 @@ def run_report(args) -> int:
     """Gathers every task's section under the results root into report.html and REPORT.md."""
     registry = args.registry
     sections = [registry.get(n).report for n in chain(registry) if registry.get(n).report is not None]
-    return report.run(args.out, sections, lambda name: task_command(registry, name, args.out))
+    return report.run(args, sections, lambda name: task_command(registry, name, args.out),
+                      title=registry.title, reference=registry.reference)
 
 
 ALL = cli.Task("all", "run every task in order, then the report (--quick for a shrunk version)",

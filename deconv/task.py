@@ -11,6 +11,7 @@ from common import data as data_lib
 from common.errors import UserError
 from common.outputs import RunDir, write_json
 from deconv import ops
+from deconv.report import DECONV_SECTION
 from deconv.experiment import TOPK_JSON, DeconvSettings, deconv_experiment, resolve_filters
 from lenet import checkpoint as lenet_checkpoint
 
@@ -63,4 +64,5 @@ def run(args) -> int:
 
 DECONV = cli.Task(
     "deconv", "Zeiler & Fergus deconvnet: top-9 activations projected to pixels (Part 2)", add_arguments, run,
-    needs=("lenet",), all_args=lambda quick, root: ["--checkpoint", os.path.join(root, "lenet")])
+    needs=("lenet",), all_args=lambda quick, root: ["--checkpoint", os.path.join(root, "lenet")],
+    report=DECONV_SECTION)

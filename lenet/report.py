@@ -35,8 +35,8 @@ def lenet_blocks(root: str) -> list[Block]:
     c = LeNetConfig()
     blocks: list[Block] = [Para(
         f"LeNet5 (conv 5x5x32 + ReLU, batch norm, 2x2 max-pool; conv 5x5x64 + ReLU, batch norm, max-pool; "
-        f"fc 1024 + ReLU, dropout {c.dropout_rate}; fc 10) trained with the report's settings: nadam {c.lr:g}, "
-        f"batch {c.batch_size}, {c.epochs} epochs, L2 {c.conv_l2} on each conv kernel and {c.fc_l2} on fc1, "
+        f"fc 1024 + ReLU, dropout {c.dropout_rate}; fc 10) trained with the report's settings: nadam {c.train.lr:g}, "
+        f"batch {c.train.batch_size}, {c.train.epochs} epochs, L2 {c.conv_l2} on each conv kernel and {c.fc_l2} on fc1, "
         "Glorot-normal kernels, biases 0.1. The assignment: about 0.60 (60%) on both validation and test.")]
     if m:
         blocks.append(_lenet_table(m))
@@ -61,7 +61,7 @@ def _lenet_table(m: dict) -> Table:
 def lenet_summary(root: str, command: str) -> list[list[CellLike]]:
     """Part 1b's row of the headline table."""
     metrics = read_json(os.path.join(root, LENET_KEY, METRICS_JSON))
-    return [report.summary_row("1b", "LeNet5 on CIFAR10", LENET_KEY, metrics, LENET_TARGET, LeNetConfig().epochs,
+    return [report.summary_row("1b", "LeNet5 on CIFAR10", LENET_KEY, metrics, LENET_TARGET, LeNetConfig().train.epochs,
                                command)]
 
 

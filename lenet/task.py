@@ -12,6 +12,7 @@ import sys
 from common import cli
 from lenet import checkpoint as lenet_checkpoint
 from lenet import visualize
+from lenet.report import LENET_SECTION, VISUALIZE_SECTION
 from lenet.config import LeNetConfig
 from lenet.train import train_and_evaluate
 
@@ -66,10 +67,10 @@ def run_visualize(args) -> int:
 
 
 LENET = cli.Task("lenet", "train LeNet5 on CIFAR10 with the report's settings (Part 1b, Figure 1)",
-                 add_lenet_arguments, run_lenet)
+                 add_lenet_arguments, run_lenet, report=LENET_SECTION)
 VISUALIZE = cli.Task(
     "visualize", "conv1 filters, activation statistics, feature maps (Part 1c, Figures 2-3)",
     add_visualize_arguments, run_visualize, needs=("lenet",),
     # It reads the chain's LeNet5 and trains the one without batch norm with that run's settings.
     all_args=lambda quick, root: ["--checkpoint", os.path.join(root, "lenet"), "--compare-batchnorm"],
-    all_skips=cli.TRAINING_FLAGS)
+    all_skips=cli.TRAINING_FLAGS, report=VISUALIZE_SECTION)

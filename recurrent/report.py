@@ -69,7 +69,7 @@ def rnn_blocks(root: str) -> list[Block]:
     c = RNNConfig()
     blocks: list[Block] = [Para(
         f"Hand-written cells over `jax.lax.scan`, each image row a time step; recurrent layer -> batch norm -> "
-        f"dense 10. The report's settings: nadam {c.lr:g}, batch {c.batch_size}, {c.epochs} epochs. The "
+        f"dense 10. The report's settings: nadam {c.train.lr:g}, batch {c.train.batch_size}, {c.train.epochs} epochs. The "
         "assignment: simple RNN with 64 hidden units 96-97%; LSTM with 128 hidden units 98-99% (train, "
         "validation and test).")]
     runs = rnn_runs(root)
@@ -91,7 +91,7 @@ def _rnn_row(m: dict) -> list[CellLike]:
             Cell(f"{m.get('param_count', 0):,}", "num"), Cell(fmt_acc(m.get("train_accuracy")), "num"),
             Cell(fmt_acc(m.get("val_accuracy")), "num"), Cell(fmt_acc(m.get("test_accuracy")) + std, "num"),
             target.text if target else "", Cell(f"{m.get('seconds_per_epoch', 0):.1f}", "num"),
-            report.settings_cell(m, RNNConfig().epochs), ", ".join(map(str, m.get("seeds", []))),
+            report.settings_cell(m, RNNConfig().train.epochs), ", ".join(map(str, m.get("seeds", []))),
             Cell(m.get("finished_at", ""), "small")]
 
 
@@ -106,7 +106,7 @@ def rnn_summary(root: str, command: str) -> list[list[CellLike]]:
         folder = f"{RNN_KEY}/{RNNConfig(cell=cell, hidden=hidden).name}"
         rows.append(report.summary_row(part, f"{CELL_TITLES[cell]}-{hidden} on MNIST", folder,
                                        by_name.get((cell, hidden)), RNN_TARGETS.get((cell, hidden), NO_TARGET),
-                                       RNNConfig().epochs, one))
+                                       RNNConfig().train.epochs, one))
     return rows
 
 
@@ -157,7 +157,7 @@ def _compare_table(comp: dict) -> Table:
 def compare_summary(root: str, command: str) -> list[list[CellLike]]:
     """One headline row per model of the comparison, or one 'missing' row when it has not been run."""
     comparison = read_json(os.path.join(root, COMPARE_KEY, COMPARISON_JSON))
-    epochs = RNNConfig().epochs
+    epochs = RNNConfig().train.epochs
     if comparison is None:
         return [report.summary_row("3c", "LeNet5 vs best recurrent net on MNIST", COMPARE_KEY, None, NO_TARGET,
                                    epochs, command)]

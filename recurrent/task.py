@@ -11,6 +11,7 @@ import itertools
 from common import cli
 from recurrent import compare
 from recurrent.config import CELLS, RNNConfig
+from recurrent.report import COMPARE_SECTION, RNN_SECTION
 from recurrent.train import sweep
 
 
@@ -46,9 +47,10 @@ def _sweep_settings(quick: bool, root: str) -> list[str]:
 
 RNN = cli.Task("rnn", "RNN/LSTM/GRU on MNIST rows, hidden-size sweeps (Part 3a-3b)", add_rnn_arguments, run_rnn,
                all_args=_sweep_settings,
-               all_skips=("--data-dir",))  # in `--task all`, --data-dir is the CIFAR10 folder
+               all_skips=("--data-dir",),  # in `--task all`, --data-dir is the CIFAR10 folder
+               report=RNN_SECTION)
 COMPARE = cli.Task(
     "compare", "LeNet5 vs the best recurrent net on the same MNIST splits (Part 3c)", add_compare_arguments,
     compare.run,
     # In the chain it compares the sweep's best net with LeNet5, one model each at each net's report rate.
-    all_skips=("--data-dir", "--seeds", "--lr", "--cell", "--hidden"))
+    all_skips=("--data-dir", "--seeds", "--lr", "--cell", "--hidden"), report=COMPARE_SECTION)

@@ -12,15 +12,26 @@ import types
 import pytest
 
 from common import cli, document, report, run_all
-from common.cli import build_parser, main
 from common.errors import UserError
 from deconv.report import DECONV_SECTION
 from lenet.report import LENET_SECTION, LENET_TARGET, VISUALIZE_SECTION
 from recurrent import compare
+from recurrent.config import RNNConfig
 from recurrent.report import COMPARE_SECTION, RNN_SECTION
+from run import TASKS, main
 
-# The assignment's sections in report order (the CLI's wiring supplies the same tuple).
+ORDER = tuple(run_all.chain(TASKS))  # the experiment tasks, in the order `--task all` runs them
+
+# The assignment's sections in report order (the registry's tasks supply the same tuple).
 SECTIONS = (LENET_SECTION, VISUALIZE_SECTION, DECONV_SECTION, RNN_SECTION, COMPARE_SECTION)
+
+
+def parse(argv):
+    return cli.parse_args(TASKS, argv)
+
+
+def task_argv(task, root, quick=False, user=()):
+    return run_all.task_argv(TASKS, task, root, quick, list(user))
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -84,7 +95,6 @@ def test_best_recurrent_reads_the_sweep_then_single_runs_then_falls_back(tmp_pat
 
 
 def test_compare_choice_flags():
-    parse = build_parser().parse_args
     assert compare.recurrent_choice(parse(["--task", "compare", "--cell", "gru"]), "/none")[:2] == ("gru", 128)
     assert compare.recurrent_choice(parse(["--task", "compare", "--hidden", "32"]), "/none")[:2] == ("lstm", 32)
     with pytest.raises(UserError, match="one value"):
@@ -111,11 +121,13 @@ def test_target_difference():
 
 
 def test_task_argv_settings_then_user_flags_and_data_dirs_where_they_belong():
-    args = build_parser().parse_args(["--task", "all", "--quick", "--epochs", "3", "--data-dir", "/cifar",
-                                      "--tfds-data-dir", "/tfds", "--no-progress", "--cell", "gru"])
-    for task in run_all.ORDER:
-        argv = run_all.task_argv(task, "/r", quick=True, args=args)
-        parsed = build_parser().parse_args(argv)
+    user = ["--task", "all", "--quick", "--epochs", "3", "--data-dir", "/cifar", "--tfds-data-dir", "/tfds",
+            "--no-progress", "--cell", "gru"]
+    assert [t.split(":")[0] for t in TASKS.paths.values()][:len(ORDER)] == [
+        "lenet.task", "lenet.task", "deconv.task", "recurrent.task", "recurrent.task"]
+    for task in ORDER:
+        argv = task_argv(task, "/r", quick=True, user=user)
+        parsed = parse(argv)
         assert parsed.task == task and parsed.out == os.path.join("/r", task)
         assert parsed.progress is False and parsed.tfds_data_dir == "/tfds"
         assert parsed.data_dir == ("/cifar" if task in ("lenet", "visualize", "deconv") else None)
@@ -123,12 +135,13 @@ def test_task_argv_settings_then_user_flags_and_data_dirs_where_they_belong():
             assert parsed.epochs == 3  # the user's --epochs wins over the quick setting
         if task in ("visualize", "deconv"):
             assert parsed.checkpoint == os.path.join("/r", "lenet")
-    rates = build_parser().parse_args(["--task", "all", "--lr", "1e-3,3e-3"])
-    assert "--lr" not in run_all.task_argv("compare", "/r", args=rates)  # compare sets one model against one
-    assert build_parser().parse_args(run_all.task_argv("rnn", "/r", args=rates)).lr == (1e-3, 3e-3)
-    rnn = build_parser().parse_args(run_all.task_argv("rnn", "/r", quick=True, args=args))
-    assert rnn.cell == ("gru",) and rnn.limit == 2000 and rnn.hidden == (64, 128)
-    full = build_parser().parse_args(run_all.task_argv("rnn", "/r"))
+    rates = ["--task", "all", "--lr", "1e-3,3e-3"]
+    assert "--lr" not in task_argv("compare", "/r", user=rates)  # compare sets one model against one
+    assert parse(task_argv("rnn", "/r", user=rates)).lr == (1e-3, 3e-3)
+    rnn = parse(task_argv("rnn", "/r", quick=True, user=user))
+    assert rnn.cell == ("gru",) and rnn.quick and rnn.hidden == (64, 128)
+    assert cli.config_from_args(RNNConfig.quick(), rnn).data.limit == 2000  # the quick preset's
+    full = parse(task_argv("rnn", "/r"))
     assert full.cell == ("rnn", "lstm", "gru") and full.hidden == (16, 32, 64, 128) and full.epochs is None
 
 
@@ -137,7 +150,7 @@ def _command_for(root):
 
 
 def test_report_without_results_folder_exits_2(tmp_path):
-    args = build_parser().parse_args(["--task", "report", "--out", str(tmp_path / "none")])
+    args = parse(["--task", "report", "--out", str(tmp_path / "none")])
     with pytest.raises(UserError, match="no results folder") as raised:
         report.run(args, SECTIONS, _command_for(str(tmp_path / "none")))
     assert raised.value.exit_code == 2
@@ -146,7 +159,7 @@ def test_report_without_results_folder_exits_2(tmp_path):
 def test_report_of_an_empty_folder_lists_every_part_missing_with_its_command(tmp_path, capsys):
     root = str(tmp_path / "results")
     os.makedirs(os.path.join(root, "deconv.partial"))  # a run that was killed
-    args = build_parser().parse_args(["--task", "report", "--out", root])
+    args = parse(["--task", "report", "--out", root])
     assert report.run(args, SECTIONS, _command_for(root)) == 0
     assert "5 missing result(s)" in capsys.readouterr().out
     page, md = _read(os.path.join(root, "report.html")), _read(os.path.join(root, "REPORT.md"))
@@ -262,14 +275,17 @@ def test_all_goes_on_after_a_failed_task_and_skips_what_needs_it(tmp_path, monke
                 raise UserError(f"{task}: no data")
             return 0
         module = types.ModuleType(f"fake_{task}")
-        module.run = run
+        needs = ("lenet",) if task in ("visualize", "deconv") else ()
+        module.TASK = cli.Task(task, "a stand-in", lambda parser: None, run, needs=needs)
         return module
 
-    for task in run_all.ORDER:
+    paths = {}
+    for task in ORDER:
         monkeypatch.setitem(sys.modules, f"fake_{task}", fake(task, fail=task == "lenet"))
-        monkeypatch.setitem(cli.TASKS, task, (f"fake_{task}", ""))
+        paths[task] = f"fake_{task}:TASK"
+    registry = cli.Registry({**paths, "report": "common.run_all:REPORT", "all": "common.run_all:ALL"})
     root = str(tmp_path / "r")
-    assert main(["--task", "all", "--out", root]) == 2
+    assert cli.main(registry, ["--task", "all", "--out", root]) == 2
     assert [t for t, _ in ran] == ["lenet", "rnn", "compare"]
     status = {t["task"]: t["status"] for t in json.load(open(os.path.join(root, "run_all.json")))["tasks"]}
     assert status["lenet"].startswith("failed") and "no data" in status["lenet"]
@@ -295,7 +311,7 @@ def test_all_quick_end_to_end_then_report_and_a_missing_part(mock_tfds, image_fo
                "--epochs", "1", "--limit", "60", "--cell", "rnn", "--hidden", "4,8"])
     assert rc == 0, capsys.readouterr().err[-3000:]
     tasks = json.load(open(os.path.join(root, "run_all.json")))["tasks"]
-    assert [(t["task"], t["status"]) for t in tasks] == [(t, "ok") for t in run_all.ORDER]
+    assert [(t["task"], t["status"]) for t in tasks] == [(t, "ok") for t in ORDER]
 
     # Each result records the command that remakes it alone, not `--task all`.
     lenet = json.load(open(os.path.join(root, "lenet", "metrics.json")))
@@ -317,14 +333,14 @@ def test_all_quick_end_to_end_then_report_and_a_missing_part(mock_tfds, image_fo
 
     page, md = _read(os.path.join(root, "report.html")), _read(os.path.join(root, "REPORT.md"))
     # every section, and no part missing
-    for part in report.PARTS:
+    for part in SECTIONS:
         assert f'id="{part.anchor}"' in page and f"## {part.title}" in md
         assert f"{part.title}: no results" not in page
     assert 'class="missing-box"' not in page and "**Missing:**" not in md  # every expected figure made
     # every figure the tasks wrote, embedded (no network, no file beside the page needed) and linked in the md
-    figures = {p: _pngs(os.path.join(root, p)) for p in run_all.ORDER + ("lenet_nobn",)}
+    figures = {p: _pngs(os.path.join(root, p)) for p in ORDER + ("lenet_nobn",)}
     expected = sorted(os.path.join(p, f) for p, fs in figures.items() for f in fs)
-    assert all(figures[p] for p in run_all.ORDER)
+    assert all(figures[p] for p in ORDER)
     srcs = re.findall(r'<img src="([^"]+)"', page)
     assert len(srcs) == len(expected)
     assert all(base64.b64decode(s.split(",", 1)[1])[:8] == PNG_MAGIC for s in srcs)
@@ -342,6 +358,6 @@ def test_all_quick_end_to_end_then_report_and_a_missing_part(mock_tfds, image_fo
     shutil.rmtree(os.path.join(root, "deconv"))
     assert main(["--task", "report", "--out", root]) == 0
     page = _read(os.path.join(root, "report.html"))
-    command = "python run.py " + shlex.join(run_all.task_argv("deconv", root))
+    command = "python run.py " + shlex.join(task_argv("deconv", root))
     assert f"Make it with: <code>{command}</code>" in page
     assert len(re.findall(r"<img ", page)) == len(expected) - len(figures["deconv"])
