@@ -93,3 +93,23 @@ def from_flat(config, d: dict):
     """`config` overridden by a flat dict such as run.json's (JSON lists back to tuples; unknown keys ignored)."""
     names = field_names(config)
     return replace(config, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names})
+
+
+class FlatFields:
+    """Mixin for an experiment's frozen config: construction, replacement and (de)serialisation by flat names."""
+
+    @classmethod
+    def create(cls, **flat):
+        """The defaults (the report's values) with fields overridden by flat name, e.g. `create(epochs=1)`."""
+        return replace(cls(), **flat)
+
+    def replace(self, **flat):
+        return replace(self, **flat)
+
+    def to_dict(self) -> dict:
+        """The flat view recorded in run.json and metrics.json."""
+        return flatten(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        return from_flat(cls(), d)

@@ -112,26 +112,44 @@ def deconv_experiment(config: LeNetConfig, variables: dict, dataset: data_lib.Da
 
     # 3. occlusion sensitivity on a few seeded test images
     t0 = time.perf_counter()
-    occ = None
-    occ_layer = settings.occlusion_layer if settings.occlusion_layer in names else names[-1]
-    picks = pick_occlusion_images(model, variables, dataset.test, settings.occlusion_images, OCCLUSION_SEED)
-    if len(picks):
-        imgs, labs = dataset.test.images[picks], dataset.test.labels[picks]
-        occ = occlusion.occlusion_maps(model, variables, imgs, labs, layer=occ_layer)
-        # where the chosen feature's strongest activation comes from, projected to pixels with the same rule
-        rows, cols = occ["peak"][:, 0], occ["peak"][:, 1]
-        occ_proj = network.project(variables, imgs, occ["feature"], rows, cols, layer=occ_layer,
-                                   mode=settings.mode, bn=settings.bn)
-        occ_boxes = [ops.receptive_box(rfs[occ_layer], int(r), int(c), imgs.shape[1:3]) for r, c in zip(rows, cols)]
+    occlusion_study = _occlusion_study(model, variables, dataset.test, settings, rfs, names)
     timing["occlusion"] = time.perf_counter() - t0
 
     # 4. figures
     t0 = time.perf_counter()
+    written = _write_figures(out_dir, settings, k, split, top, arrays, filters, rfs, occlusion_study,
+                             dataset.class_names)
+    timing["figures"] = time.perf_counter() - t0
+
+    return topk_summary(settings, k, layers, filters, top, rfs, split, dataset, timing, checkpoint, run_info,
+                        occlusion_study["maps"], occlusion_study["picks"], written)
+
+
+def _occlusion_study(model, variables, test: data_lib.Split, settings: DeconvSettings, rfs, names) -> dict:
+    """Occlusion maps of a few seeded test images, and where each one's chosen feature peaks, projected to
+    pixels with the same rule: {'picks', 'maps' (None when there is no test image), 'images', 'labels',
+    'projections', 'boxes'}."""
+    layer = settings.occlusion_layer if settings.occlusion_layer in names else names[-1]
+    picks = pick_occlusion_images(model, variables, test, settings.occlusion_images, OCCLUSION_SEED)
+    if not len(picks):
+        return {"picks": picks, "maps": None}
+    imgs, labs = test.images[picks], test.labels[picks]
+    occ = occlusion.occlusion_maps(model, variables, imgs, labs, layer=layer)
+    rows, cols = occ["peak"][:, 0], occ["peak"][:, 1]
+    projections = network.project(variables, imgs, occ["feature"], rows, cols, layer=layer, mode=settings.mode,
+                                  bn=settings.bn)
+    boxes = [ops.receptive_box(rfs[layer], int(r), int(c), imgs.shape[1:3]) for r, c in zip(rows, cols)]
+    return {"picks": picks, "maps": occ, "images": imgs, "labels": labs, "projections": projections,
+            "boxes": boxes}
+
+
+def _write_figures(out_dir, settings: DeconvSettings, k, split, top, arrays, filters, rfs, occlusion_study,
+                   class_names) -> list[str]:
+    """One mosaic per layer and the occlusion figure; returns the file names written."""
     written = []
     split_text = f"{'validation' if settings.split == 'val' else 'test'} split ({len(split)} images)"
-    for layer in layers:
-        a, f_ids = arrays[layer], filters[layer]
-        rf = rfs[layer]
+    for layer, f_ids in filters.items():
+        a, rf = arrays[layer], rfs[layer]
         path = os.path.join(out_dir, FIG_LAYER.format(layer=layer))
         figures.plot_layer(
             a["projection"], a["patch"], f_ids, top[layer]["value"][list(f_ids), 0], path,
@@ -141,17 +159,16 @@ def deconv_experiment(config: LeNetConfig, variables: dict, dataset: data_lib.Da
                       f"{rf.size[0]}x{rf.size[1]} receptive field (blue: outside the image); projections "
                       "stretched per tile, grey = 0."))
         written.append(os.path.basename(path))
+    occ = occlusion_study["maps"]
     if occ is not None:
         path = os.path.join(out_dir, FIG_OCCLUSION)
-        figures.plot_occlusion(imgs, labs, dataset.class_names, occ, occ_proj, occ_boxes, path,
+        figures.plot_occlusion(occlusion_study["images"], occlusion_study["labels"], class_names, occ,
+                               occlusion_study["projections"], occlusion_study["boxes"], path,
                                title=f"Occlusion sensitivity (Zeiler & Fergus Fig. 7): grey {occ['size']}x"
                                      f"{occ['size']} square centred on every pixel; seeded test images of "
                                      "different classes, correctly classified ones first")
         written.append(FIG_OCCLUSION)
-    timing["figures"] = time.perf_counter() - t0
-
-    return topk_summary(settings, k, layers, filters, top, rfs, split, dataset, timing, checkpoint, run_info,
-                        occ, picks, written)
+    return written
 
 
 def resolve_filters(params: dict, settings: DeconvSettings) -> dict[str, tuple[int, ...]]:

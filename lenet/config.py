@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from common import config as config_lib
-from common.config import TrainConfig, as_tuple, require
+from common.config import FlatFields, TrainConfig, as_tuple, require
 from common.data import DataConfig
 
 
 @dataclasses.dataclass(frozen=True)
-class LeNetConfig:
+class LeNetConfig(FlatFields):
     data: DataConfig = DataConfig(dataset="cifar10", image_mode="gray28", val_fraction=0.1)  # the report held
     # out 10% of the training data; 'gray28' is the course format ('rgb32' keeps CIFAR10's 32x32 colour)
     train: TrainConfig = TrainConfig(
@@ -34,14 +33,6 @@ class LeNetConfig:
         """Shrunk so that a run ends in about a minute on a 2-core CPU (not comparable with the report)."""
         return cls.create(epochs=2, limit=1000)
 
-    @classmethod
-    def create(cls, **flat) -> "LeNetConfig":
-        """The report's config with fields overridden by flat name, e.g. `create(epochs=1, data_dir=...)`."""
-        return config_lib.replace(cls(), **flat)
-
-    def replace(self, **flat) -> "LeNetConfig":
-        return config_lib.replace(self, **flat)
-
     @property
     def penalties(self) -> dict[str, tuple[float, ...]]:
         """The L2 weights, each one value or several (one vmapped model per combination)."""
@@ -53,11 +44,3 @@ class LeNetConfig:
             (min(as_tuple(self.conv_l2) + as_tuple(self.fc_l2)) >= 0, "L2 weights must be non-negative"),
         ])
         return self
-
-    def to_dict(self) -> dict:
-        """The flat view recorded in run.json and metrics.json."""
-        return config_lib.flatten(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LeNetConfig":
-        return config_lib.from_flat(cls(), d)

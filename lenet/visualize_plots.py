@@ -287,23 +287,7 @@ def draw_distribution(ax, s: Mapping[str, Any], *, log: bool, standardize: bool 
             ax.set_ylim(positive.min() * 0.5, positive.max() * 3)
         ax.set_ylabel("density (log scale)")
     else:
-        spikes = spike_bins(density) & visible
-        rest = density[visible & ~spikes]
-        normal_peak = sps.norm.pdf(mean, mean, std) if std > 0 else 0.0
-        if spikes.any() and rest.size:
-            # Point masses (the ReLU's zeros, or their images under batch norm) would flatten the rest of
-            # the histogram: cap the axis above everything else and say how much is cut off.
-            cap = 1.2 * max(rest.max(), normal_peak)
-            ax.set_ylim(0, cap)
-            share = counts[spikes].sum() / counts.sum()
-            x_peak = centres[spikes][np.argmax(density[spikes])]
-            what = "bin at 0 holds" if zero_in_spikes(edges, spikes) and s.get("zero_fraction") else "spikes hold"
-            ax.annotate(f"{what} {100 * share:.1f}%\nof all values (clipped)", xy=(x_peak, cap),
-                        xytext=(0.97, 0.97), textcoords="axes fraction", ha="right", va="top", fontsize=7.5,
-                        arrowprops=dict(arrowstyle="->", lw=0.7, color="0.3"))
-        else:
-            ax.set_ylim(0, None)
-        ax.set_ylabel("density")
+        _cap_point_masses(ax, s, counts, edges, density, visible, mean, std)
     xlabel = "(value - mean) / std" if standardize else "activation value"
     if zoomed and not log:
         xlabel += "  [central 99.9%; all in the log plot]"
@@ -313,6 +297,27 @@ def draw_distribution(ax, s: Mapping[str, Any], *, log: bool, standardize: bool 
         ax.text(0.98, 0.97 if log else 0.80, stats_text(s), transform=ax.transAxes, ha="right", va="top",
                 fontsize=7.5, family="monospace",
                 bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="0.7", alpha=0.9))
+
+
+def _cap_point_masses(ax, s, counts, edges, density, visible, mean: float, std: float) -> None:
+    """Linear axis: point masses (the ReLU's zeros, or their images under batch norm) would flatten the rest
+    of the histogram, so cap the axis above everything else and say how much is cut off."""
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    spikes = spike_bins(density) & visible
+    rest = density[visible & ~spikes]
+    normal_peak = sps.norm.pdf(mean, mean, std) if std > 0 else 0.0
+    if spikes.any() and rest.size:
+        cap = 1.2 * max(rest.max(), normal_peak)
+        ax.set_ylim(0, cap)
+        share = counts[spikes].sum() / counts.sum()
+        x_peak = centres[spikes][np.argmax(density[spikes])]
+        what = "bin at 0 holds" if zero_in_spikes(edges, spikes) and s.get("zero_fraction") else "spikes hold"
+        ax.annotate(f"{what} {100 * share:.1f}%\nof all values (clipped)", xy=(x_peak, cap),
+                    xytext=(0.97, 0.97), textcoords="axes fraction", ha="right", va="top", fontsize=7.5,
+                    arrowprops=dict(arrowstyle="->", lw=0.7, color="0.3"))
+    else:
+        ax.set_ylim(0, None)
+    ax.set_ylabel("density")
 
 
 def plot_activation_histograms(panels: Sequence[tuple[str, Mapping[str, Any]]], path: str, title: str,

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from common import config as config_lib
-from common.config import TrainConfig, require
+from common.config import FlatFields, TrainConfig, require
 from common.data import DataConfig
 from recurrent.cells import CELL_TYPES as CELLS
 
@@ -12,7 +11,7 @@ CELL_TITLES = {"rnn": "Simple RNN", "lstm": "LSTM", "gru": "GRU"}
 
 
 @dataclasses.dataclass(frozen=True)
-class RNNConfig:
+class RNNConfig(FlatFields):
     # each of the 28 image rows is one time step of 28 features
     data: DataConfig = DataConfig(dataset="mnist", image_mode="gray28", val_fraction=0.1)
     train: TrainConfig = TrainConfig(
@@ -30,14 +29,6 @@ class RNNConfig:
         """Shrunk so that a run ends in seconds on a 2-core CPU (not comparable with the report)."""
         return cls.create(epochs=1, limit=2000)
 
-    @classmethod
-    def create(cls, **flat) -> "RNNConfig":
-        """The report's config with fields overridden by flat name, e.g. `create(cell="lstm", epochs=1)`."""
-        return config_lib.replace(cls(), **flat)
-
-    def replace(self, **flat) -> "RNNConfig":
-        return config_lib.replace(self, **flat)
-
     def validate(self) -> "RNNConfig":
         require(self.data.checks() + self.train.checks() + [
             (self.cell in CELLS, f"unknown cell {self.cell!r}; choose from {', '.join(CELLS)}"),
@@ -51,11 +42,3 @@ class RNNConfig:
     @property
     def name(self) -> str:
         return f"{self.cell}_h{self.hidden}"
-
-    def to_dict(self) -> dict:
-        """The flat view recorded in run.json and metrics.json."""
-        return config_lib.flatten(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RNNConfig":
-        return config_lib.from_flat(cls(), d)
