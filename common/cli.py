@@ -20,7 +20,7 @@ import shlex
 import sys
 from typing import Any, Callable
 
-from common import host_memory
+from common import distributed, host_memory
 from common.config import field_names
 from common.errors import TrainingDiverged, UserError
 
@@ -171,6 +171,7 @@ def _base_parser(registry: Registry, add_help: bool) -> argparse.ArgumentParser:
                         help="one of: " + ", ".join(registry.names) + " (run.py --task TASK --help: its flags)")
     parser.add_argument("--out", help="output folder (default: results/<task>)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    distributed.add_arguments(parser)
     parser.registry = registry  # for the tasks whose flags are other tasks' (`--task all`)
     return parser
 
@@ -213,6 +214,7 @@ def main(registry: Registry | dict, argv: list[str] | None = None) -> int:
 def run_task(task: Task, args: argparse.Namespace) -> int:
     """`task.run(args)` with the errors a user can cause turned into one line and an exit code."""
     try:
+        distributed.initialize(args)  # before anything touches a JAX backend; nothing unless asked for
         return int(task.run(args) or 0)
     except (UserError, TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)

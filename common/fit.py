@@ -104,7 +104,7 @@ def fit(model, dataset: data_lib.Dataset, train: TrainConfig, out: str, *, task:
                 "class_names": list(dataset.class_names), "image_shape": list(dataset.image_shape)}
     best = BestEpoch(len(specs))
     state, history, wall_before = _maybe_resume(run, state, best, run_info)
-    state = parallel.replicate(state, mesh)
+    state, rngs = parallel.replicate((state, rngs), mesh)
     if history:
         tqdm.write(f"resuming {task} from epoch {len(history)} in {run.work}", file=sys.stderr)
     elif on_epoch is not None:
@@ -193,7 +193,7 @@ def evaluate(eval_fn, state, split: data_lib.Split, batch_size: int) -> dict[str
 
 
 def _maybe_resume(run: outputs.RunDir, state, best: BestEpoch, run_info):
-    info_path, state_path = run.path(RESUME_INFO), run.path(RESUME_STATE)
+    info_path, state_path = run.shared_path(RESUME_INFO), run.shared_path(RESUME_STATE)
     if not (os.path.isfile(info_path) and os.path.isfile(state_path)):
         return state, [], 0.0
     try:

@@ -16,10 +16,13 @@ import json
 import os
 import platform
 import shutil
+import tempfile
 from typing import Any, Iterable
 
 import jax
 import numpy as np
+
+from common import distributed
 
 METRICS_JSON = "metrics.json"  # what every training run writes into its output folder
 
@@ -56,9 +59,18 @@ def jsonable(x):
 
 
 class RunDir:
+    """`<out>.partial/` while the run works, moved to `<out>` when it completes.
+
+    In a multi-process run only process 0 writes there; the others write into a scratch folder of their
+    own, deleted at the end, and read what they need to resume from the shared `<out>.partial/` (a shared
+    filesystem is assumed).
+    """
+
     def __init__(self, out: str):
         self.final = os.path.abspath(out.rstrip("/") or out)
-        self.work = self.final + ".partial"
+        self.shared = self.final + ".partial"
+        self.writer = distributed.is_writer()
+        self.work = self.shared if self.writer else tempfile.mkdtemp(prefix=f"process{jax.process_index()}-")
 
     def open(self, keep_partial: bool = True) -> str:
         """Creates the working folder; keeps an existing one (for resuming) unless told not to."""
@@ -68,10 +80,18 @@ class RunDir:
         return self.work
 
     def path(self, *parts: str) -> str:
+        """Where this process writes."""
         return os.path.join(self.work, *parts)
+
+    def shared_path(self, *parts: str) -> str:
+        """Where process 0 wrote (what every process resumes from)."""
+        return os.path.join(self.shared, *parts)
 
     def commit(self) -> str:
         """Moves the finished working folder to its final place, replacing an earlier result."""
+        if not self.writer:
+            shutil.rmtree(self.work, ignore_errors=True)
+            return self.final
         old = self.final + ".old"
         if os.path.exists(old):
             shutil.rmtree(old)

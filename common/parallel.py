@@ -155,11 +155,21 @@ def shard_batch(batch: dict, sharding: NamedSharding) -> dict:
 
 
 def replicate(tree, mesh: Mesh | None):
-    return tree if mesh is None else jax.device_put(tree, NamedSharding(mesh, P()))
+    """The same value on every device of the mesh. Built from each process's own copy (every process holds
+    the same value), so it works when the mesh spans several processes, where a device_put could not."""
+    if mesh is None:
+        return tree
+    sharding = NamedSharding(mesh, P())
+
+    def put(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+    return jax.tree_util.tree_map(put, tree)
 
 
 def data_mesh(batch_size: int) -> Mesh | None:
-    """A 1-D 'data' mesh over every device (all hosts), or None on a single device."""
+    """A 1-D 'data' mesh over every device (of every process), or None on a single device."""
     n = jax.device_count()
     if n == 1:
         return None

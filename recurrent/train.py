@@ -10,7 +10,7 @@ import os
 import sys
 
 from common import data as data_lib
-from common import fit, outputs
+from common import distributed, fit, outputs
 from recurrent import plots
 from recurrent.cells import RecurrentClassifier
 from recurrent.config import CELL_TITLES, RNNConfig
@@ -60,7 +60,7 @@ def sweep(configs: list[RNNConfig], out: str, progress: bool = True, command: st
                      "train_images_per_sec": m["train_images_per_sec"], "epochs": m["epochs"]})
         print(f"{config.name}: test accuracy {m['test_accuracy']:.4f} ({m['param_count']} parameters, "
               f"{m['seconds_per_epoch']:.1f} s/epoch)", file=sys.stdout, flush=True)
-    if len(rows) > 1:
+    if len(rows) > 1 and distributed.is_writer():
         outputs.write_csv(os.path.join(out, SUMMARY_CSV), rows)
         outputs.write_json(os.path.join(out, SUMMARY_JSON), {"runs": rows, "environment": outputs.environment_info()})
         plots.plot_sweep_summary(rows, os.path.join(out, SUMMARY_FIGURE))

@@ -1,0 +1,149 @@
+"""Joining a multi-process JAX job (several hosts, or several processes on one) with JAX's own runtime.
+
+Every process runs the same command with its own `--process-id`; `jax.distributed.initialize` connects them
+through the coordinator (process 0's HOST:PORT), after which `jax.devices()` lists every process's devices and
+one jitted step runs over all of them (see `common.parallel`). Each process reads the whole (small) dataset
+and builds only its own shards of each global batch; process 0 alone writes results (`is_writer`).
+"""
+from __future__ import annotations
+
+import argparse
+import socket
+import time
+
+import jax
+
+from common.errors import UserError
+
+DEFAULT_TIMEOUT = 60  # seconds to wait for the coordinator and every peer before giving up
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("several processes (jax.distributed; see the README's 'More than one machine')")
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, the same for every process")
+    g.add_argument("--num-processes", type=int, metavar="N", help="how many processes take part")
+    g.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 .. N-1")
+    g.add_argument("--distributed", choices=("auto",),
+                   help="auto: let JAX detect the cluster (SLURM, Open MPI, Cloud TPU) and its addresses")
+    g.add_argument("--distributed-timeout", type=int, default=DEFAULT_TIMEOUT, metavar="S",
+                   help=f"seconds to wait for the coordinator and every peer (default {DEFAULT_TIMEOUT})")
+
+
+def requested(args) -> bool:
+    return bool(args.distributed or args.coordinator or args.num_processes or args.process_id is not None)
+
+
+def _check(args) -> None:
+    if args.distributed:
+        return
+    missing = [f for f, v in (("--coordinator", args.coordinator), ("--num-processes", args.num_processes),
+                              ("--process-id", args.process_id)) if v is None]
+    if missing:
+        raise UserError(f"a multi-process run needs --coordinator, --num-processes and --process-id; "
+                        f"{', '.join(missing)} missing (or give --distributed auto on a cluster)")
+    host, _, port = args.coordinator.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--coordinator must be HOST:PORT (e.g. 10.0.0.1:1234), got {args.coordinator!r}")
+    if args.num_processes < 1 or not 0 <= args.process_id < args.num_processes:
+        raise UserError(f"--process-id must be in 0..{args.num_processes - 1} for --num-processes "
+                        f"{args.num_processes}, got {args.process_id}")
+    if args.distributed_timeout < 1:
+        raise UserError(f"--distributed-timeout must be at least 1 second, got {args.distributed_timeout}")
+
+
+def initialize(args) -> None:
+    """Joins the job the flags describe (nothing when none is asked for); one UserError when it cannot.
+
+    Must run before anything touches a JAX backend. On a CPU it selects gloo, the collectives that work
+    across processes. A coordinator that never answers or a peer that never comes ends after the timeout.
+    """
+    if not requested(args):
+        return
+    _check(args)
+    if args.coordinator:
+        host, port = args.coordinator.rsplit(":", 1)
+        rendezvous(host, int(port), args.num_processes, args.process_id, args.distributed_timeout)
+    # The CPU backend's collectives across processes (gradient all-reduce); GPUs and TPUs use their own.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    kwargs = {} if args.distributed else {"coordinator_address": args.coordinator,
+                                          "num_processes": args.num_processes, "process_id": args.process_id}
+    try:
+        # The heartbeat timeout bounds how long a process waits for a peer that died mid-run.
+        jax.distributed.initialize(initialization_timeout=args.distributed_timeout,
+                                   heartbeat_timeout_seconds=args.distributed_timeout, **kwargs)
+    except Exception as e:  # connection refused, timeout, a cluster JAX cannot detect: all one line
+        what = f"coordinator {args.coordinator}" if args.coordinator else "the cluster"
+        raise UserError(f"cannot join the distributed job through {what} within {args.distributed_timeout} s "
+                        f"({e.__class__.__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from None
+
+
+def rendezvous(host: str, port: int, n: int, pid: int, timeout: float) -> None:
+    """Checks that all n processes are there, on the coordinator's port, before JAX's runtime starts.
+
+    XLA ends a process that cannot reach its coordinator or peers with an abort (no Python exception), so
+    this plain-socket meeting comes first: process 0 listens until every other process has said who it is,
+    then answers "go" and frees the port for JAX's coordinator. A missing peer, a coordinator that never
+    answers, or two processes with one id become one UserError after `timeout` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    if pid == 0:
+        _host_rendezvous(port, n, deadline, timeout)
+        return
+    while True:
+        try:
+            conn = socket.create_connection((host, port), timeout=max(0.1, min(2.0, deadline - time.monotonic())))
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise UserError(f"the coordinator {host}:{port} (process 0) did not answer within {timeout:g} s; "
+                                "start process 0 with the same --coordinator") from None
+            time.sleep(0.2)
+    with conn:
+        conn.sendall(f"{pid} {n}\n".encode())
+        conn.settimeout(max(0.1, deadline - time.monotonic()) + 5)
+        try:
+            answer = conn.makefile().readline().strip()
+        except OSError:
+            answer = ""
+    if answer != "go":
+        raise UserError(answer or f"the other processes did not all join within {timeout:g} s")
+
+
+def _host_rendezvous(port: int, n: int, deadline: float, timeout: float) -> None:
+    """Process 0's side of `rendezvous`: wait for processes 1..n-1, then tell each one to go on."""
+    peers: dict[int, socket.socket] = {}
+    try:
+        with socket.create_server(("", port)) as server:
+            while len(peers) < n - 1:
+                server.settimeout(max(0.01, deadline - time.monotonic()))
+                try:
+                    conn, _ = server.accept()
+                    conn.settimeout(5)
+                    pid, count = (int(v) for v in conn.makefile().readline().split())
+                except (OSError, ValueError):
+                    if time.monotonic() > deadline:
+                        raise UserError(f"only {len(peers)} of the {n - 1} other processes joined within "
+                                        f"{timeout:g} s (missing: process {_missing(peers, n)})") from None
+                    continue
+                problem = (f"process {pid} says --num-processes {count}, process 0 {n}" if count != n else
+                           f"two processes have --process-id {pid}" if pid in peers or not 0 < pid < n else "")
+                if problem:
+                    conn.sendall(f"{problem}\n".encode())
+                    raise UserError(problem)
+                peers[pid] = conn
+        for conn in peers.values():
+            conn.sendall(b"go\n")
+    except OSError as e:
+        raise UserError(f"cannot listen on the coordinator's port {port}: {e.strerror or e}") from None
+    finally:
+        for conn in peers.values():
+            conn.close()
+
+
+def _missing(peers: dict, n: int) -> str:
+    return ", ".join(str(i) for i in range(1, n) if i not in peers)
+
+
+def is_writer() -> bool:
+    """Only process 0 writes results, figures, history and checkpoints."""
+    return jax.process_index() == 0
