@@ -21,6 +21,9 @@ from typing import Any, Iterable
 import jax
 import numpy as np
 
+from common import interrupt, locks
+from common.errors import UserError
+
 METRICS_JSON = "metrics.json"  # what every training run writes into its output folder
 
 
@@ -56,22 +59,36 @@ def jsonable(x):
 
 
 class RunDir:
+    """A result folder written as `<out>.partial/` and moved into place by `commit`, claimed (common.locks)
+    from `open` until `commit` or `release`, so two runs never share one working folder."""
+
     def __init__(self, out: str):
         self.final = os.path.abspath(out.rstrip("/") or out)
         self.work = self.final + ".partial"
+        self._lock: str | None = None
 
     def open(self, keep_partial: bool = True) -> str:
-        """Creates the working folder; keeps an existing one (for resuming) unless told not to."""
+        """Claims the folder, then creates the working folder; keeps an existing one (for resuming) unless
+        told not to."""
+        if self._lock is None:
+            self._lock = locks.acquire(self.final)
         if os.path.isdir(self.work) and not keep_partial:
             shutil.rmtree(self.work)
-        os.makedirs(self.work, exist_ok=True)
+        try:
+            os.makedirs(self.work, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create {self.work} ({e.strerror})") from None
         return self.work
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.work, *parts)
 
     def commit(self) -> str:
-        """Moves the finished working folder to its final place, replacing an earlier result."""
+        """Moves the finished working folder to its final place, replacing an earlier result; refused once
+        Ctrl-C was pressed (the earlier result stays)."""
+        interrupt.check()
+        if os.path.lexists(self.final) and not os.path.isdir(self.final):
+            raise UserError(f"{self.final} is a file, not a folder; the result stays in {self.work}")
         old = self.final + ".old"
         if os.path.exists(old):
             shutil.rmtree(old)
@@ -80,7 +97,14 @@ class RunDir:
         os.replace(self.work, self.final)
         if os.path.exists(old):
             shutil.rmtree(old)
+        self.release()
         return self.final
+
+    def release(self) -> None:
+        """Gives up this folder's claim (idempotent)."""
+        if self._lock is not None:
+            locks.release(self._lock)
+            self._lock = None
 
 
 def write_csv(path: str, rows: Iterable[dict[str, Any]]) -> None:
