@@ -1,0 +1,201 @@
+"""Bad or concurrent use (issue 12): one line on stderr and exit 2 (130 for Ctrl-C, 0 for a diverged run that
+is only flagged), no traceback, and an earlier result under the same --out left byte-identical.
+
+The table runs each case through `run.main` in this process (the CLI's own code path; an escaping exception
+fails the test). Cases that need a second process (a lock held by another run, SIGINT) run `run.py` in a
+subprocess. Data are generated (tests/conftest.py); nothing needs ../shared.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from common import interrupt, locks, outputs
+from run import main
+from tests.conftest import write_image_folder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
+TINY = ["--task", "lenet", "--no-progress", "--epochs", "1", "--limit", "40", "--batch-size", "10",
+        "--steps-per-call", "1"]
+
+
+def digest(folder) -> dict[str, str]:
+    """{relative path: sha1} of every file under `folder` (empty when absent)."""
+    out = {}
+    for base, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(base, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, folder)] = hashlib.sha1(f.read()).hexdigest()
+    return out
+
+
+def earlier_result(folder) -> dict[str, str]:
+    """A stand-in for an earlier run's result folder; returns its digest."""
+    os.makedirs(os.path.join(folder, "checkpoint"), exist_ok=True)
+    with open(os.path.join(folder, "metrics.json"), "w") as f:
+        f.write('{"test_accuracy": 0.5}\n')
+    with open(os.path.join(folder, "checkpoint", "run.json"), "w") as f:
+        f.write("{}\n")
+    return digest(folder)
+
+
+def run_cli(argv, timeout=180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "run.py", *argv], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory):
+    """40 training and 10 test images in the course layout."""
+    return write_image_folder(tmp_path_factory.mktemp("data") / "G", n_train_per_class=4, n_test_per_class=1)
+
+
+def run_main(capsys, argv) -> tuple[int, str]:
+    """(exit code, stderr) of `python run.py argv`, run in this process."""
+    try:
+        code = main(argv)
+    except SystemExit as e:  # the parser's own exit
+        code = e.code
+    return code, capsys.readouterr().err
+
+
+def assert_one_line_refusal(code, err, expected_code, words):
+    assert code == expected_code, err[-2000:]
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines and all(w in lines[-1] for w in words), err[-2000:]
+
+
+# ---------------------------------------------------------------------------------- the output folder
+
+
+def test_out_is_a_file_is_refused_before_work_and_left_alone(tmp_path, capsys, course):
+    target = tmp_path / "afile"
+    target.write_text("x")
+    code, err = run_main(capsys, TINY + ["--data-dir", course, "--out", str(target)])
+    assert_one_line_refusal(code, err, 2, ["is an existing file"])
+    assert target.read_text() == "x" and not os.path.exists(str(target) + ".old")
+    assert sorted(os.listdir(tmp_path)) == ["afile"]  # no lock, no .partial left
+
+
+@pytest.mark.parametrize("task", [TINY, ["--task", "rnn", "--no-progress", "--epochs", "1"],
+                                  ["--task", "deconv"], ["--task", "visualize"], ["--task", "compare"]])
+def test_out_below_a_file_is_refused_for_every_task(tmp_path, capsys, task):
+    (tmp_path / "afile").write_text("x")
+    code, err = run_main(capsys, task + ["--out", str(tmp_path / "afile" / "sub")])
+    assert_one_line_refusal(code, err, 2, ["lies below", "afile"])
+
+
+def test_unwritable_out_is_refused(tmp_path, capsys, course):
+    if os.geteuid() == 0:
+        pytest.skip("root writes anywhere")
+    locked = tmp_path / "ro"
+    locked.mkdir(mode=0o500)
+    code, err = run_main(capsys, TINY + ["--data-dir", course, "--out", str(locked / "x")])
+    assert_one_line_refusal(code, err, 2, ["cannot write"])
+
+
+def test_batch_larger_than_training_split_makes_no_folder(tmp_path, capsys, course):
+    out = tmp_path / "deep" / "r"
+    code, err = run_main(capsys, TINY + ["--data-dir", course, "--batch-size", "500", "--out", str(out)])
+    assert_one_line_refusal(code, err, 2, ["fewer than the batch size 500"])
+    assert os.listdir(tmp_path) == []  # not even the parent folder the claim made
+
+
+# -------------------------------------------------------------------------------------------- locking
+
+
+def test_second_run_into_a_busy_out_is_refused_at_once(tmp_path, course):
+    out = str(tmp_path / "conc")
+    before = earlier_result(out)
+    lock = locks.acquire(out)  # this process plays the first run
+    try:
+        t0 = time.time()
+        proc = run_cli(TINY + ["--data-dir", course, "--out", out])
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert f"is in use by another run (pid {os.getpid()})" in proc.stderr
+        assert "Traceback" not in proc.stderr and time.time() - t0 < 60
+        assert not os.path.exists(out + ".partial") and digest(out) == before
+    finally:
+        locks.release(lock)
+    assert not os.path.exists(out + ".lock")
+
+
+def test_lock_of_a_killed_run_is_taken_over(tmp_path):
+    out = str(tmp_path / "r")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from common import locks; "
+                               "locks.acquire(sys.argv[1]); print('held', flush=True); time.sleep(60)", out],
+                              cwd=ROOT, env=ENV, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(Exception, match=f"pid {holder.pid}"):
+        locks.acquire(out)
+    holder.kill()  # SIGKILL: no clean-up ran, the lock file stays behind
+    holder.wait()
+    assert os.path.exists(out + ".lock")
+    path = locks.acquire(out)
+    assert open(path).read().split()[0] == str(os.getpid())
+    locks.release(path)
+
+
+def test_claims_are_reentrant_and_nested_folders_do_not_deadlock(tmp_path):
+    out = str(tmp_path / "compare")
+    with locks.claim(out):  # what the CLI holds
+        outer = outputs.RunDir(out)
+        work = outer.open()  # compare's own RunDir: the same folder
+        inner = outputs.RunDir(os.path.join(work, "lenet"))  # its nested fit
+        inner.open()
+        outputs.atomic_write_text(inner.path("x.txt"), "x")
+        inner.commit()
+        outer.commit()
+        assert out + ".lock" in {p for p in locks.held()}
+    assert locks.held() == set() and sorted(os.listdir(tmp_path)) == ["compare"]
+    assert sorted(os.listdir(out)) == ["lenet"] and os.listdir(os.path.join(out, "lenet")) == ["x.txt"]
+
+
+def test_claim_releases_what_a_failed_task_left_claimed(tmp_path):
+    with pytest.raises(RuntimeError):
+        with locks.claim(str(tmp_path / "a")):
+            outputs.RunDir(str(tmp_path / "a" / "nested")).open()
+            raise RuntimeError("a task failed half-way")
+    assert locks.held() == set()
+
+
+# ---------------------------------------------------------------------------------------------- Ctrl-C
+
+
+@pytest.mark.parametrize("delay", [1.0, 3.0, 6.0])
+def test_ctrl_c_at_any_moment_exits_130_and_keeps_the_earlier_result(tmp_path, course, delay):
+    out = str(tmp_path / "keep")
+    before = earlier_result(out)
+    argv = TINY[:4] + ["30"] + TINY[5:] + ["--data-dir", course, "--out", out]
+    proc = subprocess.Popen([sys.executable, "run.py", *argv], cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "Exception ignored" not in err
+    assert digest(out) == before
+
+
+def test_commit_is_refused_once_interrupted(tmp_path):
+    restore = interrupt.install()
+    try:
+        run = outputs.RunDir(str(tmp_path / "r"))
+        run.open()
+        os.kill(os.getpid(), signal.SIGINT)  # the handler only sets the flag
+        with pytest.raises(KeyboardInterrupt):
+            run.commit()
+        assert not os.path.exists(run.final) and os.path.isdir(run.work)
+        run.release()
+    finally:
+        restore()
+        interrupt.install()()  # clears the flag, restores the handler again
