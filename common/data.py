@@ -82,7 +82,8 @@ def load_dataset(config: DataConfig) -> Dataset:
         if not ok:
             raise DataError(message)
     if config.data_dir:
-        raw, source = read_image_folder(config.data_dir), f"image folder {os.path.abspath(config.data_dir)}"
+        classes = len(CLASS_NAMES[config.dataset]) if config.dataset in CLASS_NAMES else None
+        raw, source = read_image_folder(config.data_dir, classes), f"image folder {os.path.abspath(config.data_dir)}"
     else:
         raw, source = read_tfds(config.dataset, config.tfds_data_dir), f"tfds:{config.dataset}"
     (x_train, y_train), (x_test, y_test) = raw["train"], raw["test"]
@@ -154,13 +155,13 @@ def download_reachable(name: str, timeout: float = 3.0) -> bool:
     return bool(result)
 
 
-def read_image_folder(root: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def read_image_folder(root: str, num_classes: int | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Reads `root/{Train,Test}/<label>/*.png` with TFDS's ImageFolder, after validating the tree.
 
     Returns uint8 images [n, h, w, c] (c = 1 when every image is grayscale, else 3) and int32 labels, in
     file-name order so that every run sees the same order.
     """
-    splits = validate_image_folder(root)
+    splits = validate_image_folder(root, num_classes)
     tfds = tf_quiet.tfds()
     builder = tfds.folder_dataset.ImageFolder(root)
     out = {}
@@ -177,8 +178,12 @@ def read_image_folder(root: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def validate_image_folder(root: str) -> dict[str, str]:
-    """Checks the course layout; returns {'train': name, 'test': name} of the split folders."""
+def validate_image_folder(root: str, num_classes: int | None = None) -> dict[str, str]:
+    """Checks the course layout; returns {'train': name, 'test': name} of the split folders.
+
+    Label folders must be the class indices 0, 1, ..., k-1 without gaps, the same in both splits, and below
+    `num_classes` (the model's outputs) when given: a label the model has no output for trains to NaN.
+    """
     hint = f"expected an image folder laid out as {FOLDER_LAYOUT}"
     if not os.path.isdir(root):
         raise DataError(f"data folder {root!r} does not exist; {hint}")
@@ -187,29 +192,53 @@ def validate_image_folder(root: str) -> dict[str, str]:
     if missing:
         raise DataError(f"data folder {root!r} has no {' or '.join(m.capitalize() for m in missing)} split "
                         f"folder; {hint}")
-    sizes: dict[tuple, str] = {}
+    label_sets = {}
     for split in ("train", "test"):
         split_dir = os.path.join(root, entries[split])
-        labels = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
-        if not labels:
-            raise DataError(f"split folder {split_dir!r} has no label folders; {hint}")
-        bad_labels = [lab for lab in labels if not lab.isdigit()]
-        if bad_labels:
-            raise DataError(f"label folder names must be class indices 0, 1, ...; found {bad_labels[0]!r} in "
-                            f"{split_dir!r}")
-        n_images = 0
-        for label in labels:
-            for name in sorted(os.listdir(os.path.join(split_dir, label))):
-                path = os.path.join(split_dir, label, name)
-                sizes.setdefault(_image_size(path), path)
-                n_images += 1
-                if len(sizes) > 1:
-                    (s1, p1), (s2, p2) = list(sizes.items())[:2]
-                    raise DataError(f"images of different sizes: {p1} is {s1[0]}x{s1[1]} {s1[2]}, {p2} is "
-                                    f"{s2[0]}x{s2[1]} {s2[2]}; all images must have one size and colour mode")
-        if n_images == 0:
-            raise DataError(f"split folder {split_dir!r} contains no images; {hint}")
+        label_sets[split] = _check_labels(split_dir, num_classes, hint)
+        _check_images(split_dir, label_sets[split], hint)
+    if label_sets["train"] != label_sets["test"]:
+        only = sorted(set(label_sets["train"]) ^ set(label_sets["test"]), key=int)[0]
+        raise DataError(f"the Train and Test folders of {root!r} must hold the same label folders; {only!r} is "
+                        "in only one of them")
     return {"train": entries["train"], "test": entries["test"]}
+
+
+def _check_labels(split_dir: str, num_classes: int | None, hint: str) -> list[str]:
+    """The label folder names of one split, checked to be 0..k-1 (k <= num_classes when given)."""
+    labels = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
+    if not labels:
+        raise DataError(f"split folder {split_dir!r} has no label folders; {hint}")
+    bad_labels = [lab for lab in labels if not (lab.isdigit() and str(int(lab)) == lab)]
+    if bad_labels:
+        raise DataError(f"label folder names must be class indices 0, 1, ...; found {bad_labels[0]!r} in "
+                        f"{split_dir!r}")
+    labels.sort(key=int)
+    if num_classes is not None and int(labels[-1]) >= num_classes:
+        raise DataError(f"label folder {os.path.join(split_dir, labels[-1])!r} is outside 0-{num_classes - 1}: "
+                        f"the model has {num_classes} classes; remove or rename it")
+    gaps = sorted(set(range(int(labels[-1]) + 1)) - {int(lab) for lab in labels})
+    if gaps:
+        raise DataError(f"label folders of {split_dir!r} must be 0 to {labels[-1]} without gaps; {gaps[0]} is "
+                        "missing")
+    return labels
+
+
+def _check_images(split_dir: str, labels: list[str], hint: str) -> None:
+    """Every file is a readable image and all have one size and colour mode."""
+    sizes: dict[tuple, str] = {}
+    n_images = 0
+    for label in labels:
+        for name in sorted(os.listdir(os.path.join(split_dir, label))):
+            path = os.path.join(split_dir, label, name)
+            sizes.setdefault(_image_size(path), path)
+            n_images += 1
+            if len(sizes) > 1:
+                (s1, p1), (s2, p2) = list(sizes.items())[:2]
+                raise DataError(f"images of different sizes: {p1} is {s1[0]}x{s1[1]} {s1[2]}, {p2} is "
+                                f"{s2[0]}x{s2[1]} {s2[2]}; all images must have one size and colour mode")
+    if n_images == 0:
+        raise DataError(f"split folder {split_dir!r} contains no images; {hint}")
 
 
 def _image_size(path: str) -> tuple[int, int, str]:

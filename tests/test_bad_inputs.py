@@ -199,3 +199,39 @@ def test_commit_is_refused_once_interrupted(tmp_path):
     finally:
         restore()
         interrupt.install()()  # clears the flag, restores the handler again
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+
+@pytest.fixture
+def damaged(tmp_path, course):
+    """A fresh copy of the course folder, to damage."""
+    import shutil
+
+    return shutil.copytree(course, tmp_path / "copy")
+
+
+def test_label_folder_outside_the_model_classes_is_refused_up_front(tmp_path, capsys, damaged):
+    import shutil
+
+    for split in ("Train", "Test"):
+        shutil.copytree(damaged / split / "0", damaged / split / "10")
+    out = str(tmp_path / "r")
+    before = earlier_result(out)
+    code, err = run_main(capsys, TINY + ["--data-dir", str(damaged), "--out", out])
+    assert_one_line_refusal(code, err, 2, ["outside 0-9", os.path.join("Train", "10")])
+    assert digest(out) == before and not os.path.exists(out + ".partial")
+
+
+@pytest.mark.parametrize("remove, words", [(["Train/3", "Test/3"], "without gaps; 3 is missing"),
+                                           (["Test/9"], "same label folders; '9'")])
+def test_label_folders_must_be_consecutive_and_alike_in_both_splits(damaged, remove, words):
+    import shutil
+
+    from common import data as data_lib
+
+    for folder in remove:
+        shutil.rmtree(damaged / folder)
+    with pytest.raises(data_lib.DataError, match=words):
+        data_lib.validate_image_folder(str(damaged), 10)
