@@ -129,12 +129,26 @@ def read_tfds(name: str, data_dir: str | None) -> dict[str, tuple[np.ndarray, np
 
 
 def _tfds_split_to_numpy(builder, split: str) -> tuple[np.ndarray, np.ndarray]:
-    ds = builder.as_dataset(split=split, shuffle_files=False, as_supervised=True).batch(4096)
+    """One split as numpy arrays; a damaged prepared dataset (a truncated or missing shard) is one DataError."""
+    tf = tf_quiet.tensorflow()
     images, labels = [], []
-    for x, y in tf_quiet.tfds().as_numpy(ds):
-        images.append(x)
-        labels.append(y)
+    try:
+        ds = builder.as_dataset(split=split, shuffle_files=False, as_supervised=True).batch(4096)
+        for x, y in tf_quiet.tfds().as_numpy(ds):
+            images.append(x)
+            labels.append(y)
+    except tf.errors.OpError as e:
+        raise DataError(f"the prepared TFDS dataset {builder.name!r} in {builder.data_dir} is damaged: its {split} "
+                        f"split cannot be read ({_op_error_reason(e)}); delete that folder and prepare it again "
+                        f"(`tfds build {builder.name}`), or point --tfds-data-dir at a good copy") from None
     return np.concatenate(images).astype(np.uint8), np.concatenate(labels).astype(np.int32)
+
+
+def _op_error_reason(e) -> str:
+    """TensorFlow's error message without its op/function decorations: 'DataLossError: truncated record ...'."""
+    message = getattr(e, "message", str(e))
+    message = message.split("}}", 1)[-1].split(" [Op:", 1)[0].strip(" ':")
+    return f"{e.__class__.__name__}: {message[:200]}"
 
 
 def download_reachable(name: str, timeout: float = 3.0) -> bool:

@@ -235,3 +235,48 @@ def test_label_folders_must_be_consecutive_and_alike_in_both_splits(damaged, rem
         shutil.rmtree(damaged / folder)
     with pytest.raises(data_lib.DataError, match=words):
         data_lib.validate_image_folder(str(damaged), 10)
+
+
+class DamagedBuilder:
+    """A prepared TFDS dataset whose train shard is a truncated TFRecord file and whose test shard is missing."""
+
+    name = "mnist"
+
+    def __init__(self, folder):
+        import tensorflow as tf
+
+        self.data_dir = str(folder)
+        self.shard = os.path.join(self.data_dir, "mnist-train.tfrecord-00000-of-00001")
+        with tf.io.TFRecordWriter(self.shard) as w:
+            for i in range(50):
+                w.write(b"x" * 100)
+        os.truncate(self.shard, 2000)
+
+    def is_prepared(self):
+        return True
+
+    def as_dataset(self, split, **kwargs):
+        import tensorflow as tf
+
+        path = self.shard if split == "train" else os.path.join(self.data_dir, "mnist-test.tfrecord-00000-of-00001")
+        return tf.data.TFRecordDataset(path).map(lambda r: (tf.zeros((28, 28, 1), tf.uint8), tf.constant(0)))
+
+
+@pytest.mark.parametrize("split, words", [("train", "DataLossError"), ("test", "NotFoundError")])
+def test_damaged_tfds_shard_is_one_data_error(tmp_path, split, words):
+    from common import data as data_lib
+
+    with pytest.raises(data_lib.DataError, match=f"in {tmp_path} is damaged: its {split} split .*{words}"):
+        data_lib._tfds_split_to_numpy(DamagedBuilder(tmp_path), split)  # noqa: SLF001
+
+
+def test_damaged_tfds_dataset_through_the_cli(tmp_path, capsys, monkeypatch):
+    from common import tf_quiet
+
+    monkeypatch.setattr(tf_quiet.tfds(), "builder", lambda name, data_dir=None: DamagedBuilder(tmp_path))
+    out = str(tmp_path / "r")
+    before = earlier_result(out)
+    code, err = run_main(capsys, ["--task", "rnn", "--no-progress", "--epochs", "1", "--tfds-data-dir",
+                                  str(tmp_path), "--out", out])
+    assert_one_line_refusal(code, err, 2, ["is damaged: its train split", str(tmp_path)])
+    assert digest(out) == before
