@@ -280,3 +280,38 @@ def test_damaged_tfds_dataset_through_the_cli(tmp_path, capsys, monkeypatch):
                                   str(tmp_path), "--out", out])
     assert_one_line_refusal(code, err, 2, ["is damaged: its train split", str(tmp_path)])
     assert digest(out) == before
+
+
+def corrupt_pixels(path) -> None:
+    """Rewrites the PNG at `path` with garbage compressed pixel data under valid chunk checksums."""
+    import struct
+    import zlib
+
+    data, pos, chunks = open(path, "rb").read(), 8, []
+    while pos < len(data):
+        (n,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + n]
+        chunks.append((kind, b"\x78\x9c" + bytes(range(200)) if kind == b"IDAT" else body))
+        pos += 12 + n
+    with open(path, "wb") as f:
+        f.write(data[:8] + b"".join(struct.pack(">I", len(b)) + k + b + struct.pack(">I", zlib.crc32(k + b))
+                                    for k, b in chunks))
+
+
+def test_png_with_corrupt_pixels_but_valid_checksums_is_named(tmp_path, capsys, damaged):
+    bad = damaged / "Train" / "3" / "Image00002.png"
+    corrupt_pixels(bad)
+    out = str(tmp_path / "r")
+    before = earlier_result(out)
+    code, err = run_main(capsys, TINY + ["--data-dir", str(damaged), "--out", out])
+    assert_one_line_refusal(code, err, 2, [str(bad), "not a readable image"])
+    assert digest(out) == before
+
+
+def test_an_image_only_tensorflow_rejects_is_one_data_error(damaged, monkeypatch):
+    from common import data as data_lib
+
+    corrupt_pixels(damaged / "Test" / "1" / "Image00000.png")
+    monkeypatch.setattr(data_lib, "validate_image_folder", lambda root, n=None: {"train": "Train", "test": "Test"})
+    with pytest.raises(data_lib.DataError, match="cannot decode the images of .*InvalidArgumentError"):
+        data_lib.read_image_folder(str(damaged))
