@@ -315,3 +315,24 @@ def test_an_image_only_tensorflow_rejects_is_one_data_error(damaged, monkeypatch
     monkeypatch.setattr(data_lib, "validate_image_folder", lambda root, n=None: {"train": "Train", "test": "Test"})
     with pytest.raises(data_lib.DataError, match="cannot decode the images of .*InvalidArgumentError"):
         data_lib.read_image_folder(str(damaged))
+
+
+# ------------------------------------------------------------------------------ flags and plain mistakes
+
+
+@pytest.mark.parametrize("argv, words", [
+    (TINY + ["--lr", "inf"], ["--lr", "finite positive"]),
+    (TINY + ["--lr", "nan"], ["--lr", "finite positive"]),
+    (TINY + ["--lr", "1e-3,inf"], ["--lr", "finite positive"]),
+    (TINY + ["--conv-l2", "inf"], ["--conv-l2", "finite number >= 0"]),
+    (TINY + ["--fc-l2=-inf"], ["--fc-l2", "finite number >= 0"]),
+    (TINY + ["--epochs", "-1"], ["--epochs", "positive integer"]),
+    (["--task", "nosuch"], ["invalid choice", "nosuch"]),
+    (TINY + ["--data-dir", "/nonexistent/data"], ["/nonexistent/data", "does not exist"]),
+])
+def test_bad_flags_and_paths_are_one_line(tmp_path, capsys, argv, words):
+    out = str(tmp_path / "r")
+    before = earlier_result(out)
+    code, err = run_main(capsys, argv + ["--out", out])
+    assert_one_line_refusal(code, err, 2, words)
+    assert digest(out) == before and sorted(os.listdir(tmp_path)) == ["r"]
