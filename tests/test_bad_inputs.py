@@ -336,3 +336,64 @@ def test_bad_flags_and_paths_are_one_line(tmp_path, capsys, argv, words):
     code, err = run_main(capsys, argv + ["--out", out])
     assert_one_line_refusal(code, err, 2, words)
     assert digest(out) == before and sorted(os.listdir(tmp_path)) == ["r"]
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+def write_checkpoint(folder, course, said_batchnorm: bool, built_batchnorm: bool, hidden: int = 1024) -> str:
+    """A --task lenet checkpoint whose run.json says `said_batchnorm` and whose variables are those of a model
+    built with `built_batchnorm` and `hidden` units."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from common import checkpoint as ckpt
+    from lenet.config import LeNetConfig
+    from lenet.train import create_model
+
+    said = LeNetConfig.create(data_dir=course, use_batchnorm=said_batchnorm)
+    built = create_model(LeNetConfig.create(use_batchnorm=built_batchnorm, hidden=hidden))
+    key = jax.random.PRNGKey(0)
+    shapes = jax.eval_shape(lambda: built.init({"params": key, "dropout": key}, jnp.zeros((1, 28, 28, 1)),
+                                               train=False))
+    variables = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), dict(shapes))  # no init: fast
+    run_info = {"task": "lenet", "config": said.to_dict(), "class_names": [str(i) for i in range(10)],
+                "image_shape": [28, 28, 1]}
+    ckpt.save_checkpoint(os.path.join(folder, ckpt.CHECKPOINT_DIR), variables, run_info)
+    return str(folder)
+
+
+@pytest.mark.parametrize("said, built, hidden, words", [
+    (False, True, 1024, "batch_stats/bn1/mean is not in the model"),
+    (True, False, 1024, "batch_stats/bn1/mean is missing"),
+    (True, True, 512, "params/fc1/bias has shape (512,), the model needs (1024,)"),
+])
+def test_checkpoint_that_contradicts_its_run_json_is_refused(tmp_path, course, said, built, hidden, words):
+    from common.errors import CheckpointError
+    from lenet import checkpoint as lenet_checkpoint
+
+    path = write_checkpoint(tmp_path / "ck", course, said, built, hidden)
+    with pytest.raises(CheckpointError, match="do not match the LeNet5 its run.json describes"):
+        try:
+            lenet_checkpoint.load_lenet(path, "make it")
+        except CheckpointError as e:
+            assert words in str(e)
+            raise
+
+
+def test_consistent_checkpoint_loads(tmp_path, course):
+    from lenet import checkpoint as lenet_checkpoint
+
+    config, variables, _ = lenet_checkpoint.load_lenet(write_checkpoint(tmp_path / "ck", course, False, False), "x")
+    assert not config.use_batchnorm and "batch_stats" not in variables
+
+
+@pytest.mark.parametrize("task", ["visualize", "deconv"])
+def test_inconsistent_checkpoint_through_the_cli(tmp_path, capsys, course, task):
+    path = write_checkpoint(tmp_path / "ck", course, False, True)
+    out = str(tmp_path / "r")
+    before = earlier_result(out)
+    code, err = run_main(capsys, ["--task", task, "--no-progress", "--checkpoint", path, "--out", out])
+    assert_one_line_refusal(code, err, 2, ["do not match", "without batch norm"])
+    assert digest(out) == before
