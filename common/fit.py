@@ -325,9 +325,9 @@ def _divergence(history: list[dict], n_classes: int) -> dict[str, Any]:
 def _warn_if_diverged(metrics: dict, history: list[dict]) -> None:
     if metrics["diverged"]:
         first, last = np.max(history[0]["train_running_loss"]), np.max(history[-1]["train_running_loss"])
-        tqdm.write(f"warning: training diverged (running loss {first:.3g} in epoch 1, {last:.3g} in epoch "
-                   f"{len(history)}); the results are written with \"diverged\": true in {METRICS_JSON} but are "
-                   "not meaningful: lower --lr", file=sys.stderr)
+        tqdm.write(f"warning: training diverged: the training loss ended at {last:.3g} (epoch 1: {first:.3g}; "
+                   f"the limit is 10x epoch 1's or 1000 ln(classes)). The results are kept, marked \"diverged\": "
+                   f"true in {METRICS_JSON}, but mean nothing: lower --lr", file=sys.stderr)
 
 
 def _write_results(run, history, metrics, variables, specs, run_info, title, figure_name) -> None:

@@ -397,3 +397,33 @@ def test_inconsistent_checkpoint_through_the_cli(tmp_path, capsys, course, task)
     code, err = run_main(capsys, ["--task", task, "--no-progress", "--checkpoint", path, "--out", out])
     assert_one_line_refusal(code, err, 2, ["do not match", "without batch norm"])
     assert digest(out) == before
+
+
+# ------------------------------------------------------------------------------------------- divergence
+
+
+@pytest.mark.parametrize("losses, diverged", [
+    ([2.3, 2.0, 1.5], False),
+    ([2.3, 2.5, 22.0], False),  # below 10x the first epoch's
+    ([2.3, 2.5, 24.0], True),  # over 10x
+    ([3e17], True),  # one epoch, already far above 1000 ln(10)
+    ([2.0e3], False),
+    ([[2.3, 2.3], [2.0, 40.0]], True),  # one of two vmapped models
+])
+def test_divergence_rule(losses, diverged):
+    from common import fit
+
+    history = [{"train_running_loss": loss} for loss in losses]
+    result = fit._divergence(history, 10)  # noqa: SLF001
+    assert result["diverged"] is diverged
+    assert ("diverged_per_model" in result) == isinstance(losses[0], list)
+
+
+def test_exploding_but_finite_run_is_flagged_and_warned(tmp_path, capsys, course):
+    import json
+
+    out = str(tmp_path / "r")
+    code, err = run_main(capsys, TINY + ["--data-dir", course, "--lr", "1e3", "--out", out])
+    assert code == 0, err[-2000:]
+    assert "warning: training diverged" in err and "lower --lr" in err
+    assert json.load(open(os.path.join(out, "metrics.json")))["diverged"] is True
