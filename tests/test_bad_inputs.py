@@ -427,3 +427,12 @@ def test_exploding_but_finite_run_is_flagged_and_warned(tmp_path, capsys, course
     assert code == 0, err[-2000:]
     assert "warning: training diverged" in err and "lower --lr" in err
     assert json.load(open(os.path.join(out, "metrics.json")))["diverged"] is True
+
+
+@pytest.mark.parametrize("task", ["visualize", "deconv"])
+def test_missing_checkpoint_hint_is_well_formed(tmp_path, capsys, task):
+    code, err = run_main(capsys, ["--task", task, "--checkpoint", str(tmp_path / "none"), "--out",
+                                  str(tmp_path / "r")])
+    assert_one_line_refusal(code, err, 2, ["no checkpoint at", "python run.py --task lenet --out"])
+    line = err.strip().splitlines()[-1]
+    assert line.count("`") % 2 == 0 and line.count("(") == line.count(")"), line
