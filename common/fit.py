@@ -4,11 +4,13 @@
   history.csv      one row per epoch (and per model when several train together)
   metrics.json     train/val/test loss and accuracy of the selected epoch (the best validation accuracy, as
                    Keras's ModelCheckpoint(save_best_only=True) keeps) as top-level keys, the last epoch's
-                   under 'last_epoch', timings, the flat config, the command, versions
+                   under 'last_epoch', timings, the flat config, the command, versions, and 'diverged'
+                   (the loss exploded but stayed finite; see `_divergence`; a warning is printed too)
   <figure>.png     accuracy and loss against epoch
   checkpoint/      the selected epoch's parameters + batch statistics and the config that rebuilds model and data
 The folder appears only when the run completes (see `common.outputs.RunDir`); a killed run restarted with
-the same output folder resumes from its last complete epoch and ends with the same numbers.
+the same output folder resumes from its last complete epoch and ends with the same numbers. Ctrl-C is
+honoured between training calls (`common.interrupt`): the run stops there and commits nothing.
 """
 from __future__ import annotations
 

@@ -2,7 +2,9 @@
 
 A run works in `<out>.partial/`; per-epoch resume state lives there too, so a killed run restarted with the
 same `--out` continues from its last complete epoch. On success the folder is moved into place in one rename;
-a crash or a bad input leaves any earlier `<out>` untouched.
+a crash or a bad input leaves any earlier `<out>` untouched. The folder is claimed (`common.locks`: a flock on
+`<out>.lock`) from `open` to `commit`, so a second run into the same `--out` is refused instead of sharing the
+working folder, and `commit` refuses once Ctrl-C was pressed (`common.interrupt`).
 
 Every file is written through `atomic_write_bytes` (a temporary name, fsync, one rename), so a reader never
 sees half a file and a crash never leaves one behind; the text, JSON and CSV writers here are built on it.
