@@ -171,7 +171,7 @@ def test_claim_releases_what_a_failed_task_left_claimed(tmp_path):
 # ---------------------------------------------------------------------------------------------- Ctrl-C
 
 
-@pytest.mark.parametrize("delay", [1.0, 3.0, 6.0])
+@pytest.mark.parametrize("delay", [1.0, 6.0])  # imports and set-up; XLA compilation
 def test_ctrl_c_at_any_moment_exits_130_and_keeps_the_earlier_result(tmp_path, course, delay):
     out = str(tmp_path / "keep")
     before = earlier_result(out)
