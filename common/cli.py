@@ -207,10 +207,7 @@ def main(registry: Registry | dict, argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     restore = interrupt.install()  # first: Ctrl-C while the task's imports load is handled like any other
     try:
-        try:
-            args = parse_args(registry, argv)
-        except KeyboardInterrupt:  # cannot happen with the handler installed; kept for embedding callers
-            return _interrupted()
+        args = parse_args(registry, argv)
         host_memory.retain_freed_memory()
         return run_task(registry.get(args.task), args)
     finally:
@@ -221,7 +218,9 @@ def run_task(task: Task, args: argparse.Namespace) -> int:
     """`task.run(args)` with the errors a user can cause turned into one line and an exit code."""
     try:
         code = guarded_run(task, args)
-        interrupt.check()  # a Ctrl-C during the last moments still ends with 130
+        if interrupt.requested():  # Ctrl-C after the last safe point: still 130, but the results are whole
+            print("interrupted after the results were written", file=sys.stderr)
+            return interrupt.EXIT_CODE
         return code
     except (UserError, TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)
