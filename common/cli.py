@@ -20,7 +20,7 @@ import shlex
 import sys
 from typing import Any, Callable
 
-from common import distributed, host_memory
+from common import distributed, host_memory, interrupt, locks
 from common.config import field_names
 from common.errors import TrainingDiverged, UserError
 
@@ -206,22 +206,44 @@ def main(registry: Registry | dict, argv: list[str] | None = None) -> int:
     if argv in ([], ["-h"], ["--help"]):
         _print_tasks(registry)
         return 0 if argv else 2
-    args = parse_args(registry, argv)
-    host_memory.retain_freed_memory()
-    return run_task(registry.get(args.task), args)
+    restore = interrupt.install()  # first: Ctrl-C while the task's imports load is handled like any other
+    try:
+        args = parse_args(registry, argv)
+        host_memory.retain_freed_memory()
+        return run_task(registry.get(args.task), args)
+    finally:
+        restore()
 
 
 def run_task(task: Task, args: argparse.Namespace) -> int:
     """`task.run(args)` with the errors a user can cause turned into one line and an exit code."""
     try:
         distributed.initialize(args)  # before anything touches a JAX backend; nothing unless asked for
-        return int(task.run(args) or 0)
+        code = guarded_run(task, args)
+        if interrupt.requested():  # Ctrl-C after the last safe point: still 130, but the results are whole
+            print("interrupted after the results were written", file=sys.stderr)
+            return interrupt.EXIT_CODE
+        return code
     except (UserError, TrainingDiverged) as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("interrupted; earlier results are unchanged", file=sys.stderr)
-        return 130
+        return _interrupted()
+
+
+def guarded_run(task: Task, args: argparse.Namespace) -> int:
+    """`task.run(args)` holding `args.out` (checked writable, then locked against a second run) throughout,
+    so a bad or busy --out is one line before any data are loaded."""
+    interrupt.check()
+    if not distributed.is_writer():  # process 0 holds the lock of a multi-process run's --out
+        return int(task.run(args) or 0)
+    with locks.claim(args.out):
+        return int(task.run(args) or 0)
+
+
+def _interrupted() -> int:
+    print("interrupted; earlier results are unchanged", file=sys.stderr)
+    return interrupt.EXIT_CODE
 
 
 def _print_tasks(registry: Registry) -> None:

@@ -20,16 +20,15 @@ import numpy as np
 
 from common import tf_quiet
 from common.errors import DataError
+from common.image_folder import FOLDER_LAYOUT, IMAGE_EXTENSIONS, validate_image_folder  # noqa: F401 (API)
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 CLASS_NAMES = {"cifar10": CIFAR10_CLASSES, "mnist": MNIST_CLASSES}
 IMAGE_MODES = ("gray28", "rgb32")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 # Where each named dataset downloads from; probed before a download so that an offline machine fails in
 # milliseconds instead of retrying for minutes.
 DOWNLOAD_HOSTS = {"cifar10": "www.cs.toronto.edu", "mnist": "storage.googleapis.com"}
-FOLDER_LAYOUT = "PATH/{Train,Test}/<label>/*.png (e.g. ../shared/data/elec576/CIFAR10)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +81,8 @@ def load_dataset(config: DataConfig) -> Dataset:
         if not ok:
             raise DataError(message)
     if config.data_dir:
-        raw, source = read_image_folder(config.data_dir), f"image folder {os.path.abspath(config.data_dir)}"
+        classes = len(CLASS_NAMES[config.dataset]) if config.dataset in CLASS_NAMES else None
+        raw, source = read_image_folder(config.data_dir, classes), f"image folder {os.path.abspath(config.data_dir)}"
     else:
         raw, source = read_tfds(config.dataset, config.tfds_data_dir), f"tfds:{config.dataset}"
     (x_train, y_train), (x_test, y_test) = raw["train"], raw["test"]
@@ -128,12 +128,26 @@ def read_tfds(name: str, data_dir: str | None) -> dict[str, tuple[np.ndarray, np
 
 
 def _tfds_split_to_numpy(builder, split: str) -> tuple[np.ndarray, np.ndarray]:
-    ds = builder.as_dataset(split=split, shuffle_files=False, as_supervised=True).batch(4096)
+    """One split as numpy arrays; a damaged prepared dataset (a truncated or missing shard) is one DataError."""
+    tf = tf_quiet.tensorflow()
     images, labels = [], []
-    for x, y in tf_quiet.tfds().as_numpy(ds):
-        images.append(x)
-        labels.append(y)
+    try:
+        ds = builder.as_dataset(split=split, shuffle_files=False, as_supervised=True).batch(4096)
+        for x, y in tf_quiet.tfds().as_numpy(ds):
+            images.append(x)
+            labels.append(y)
+    except tf.errors.OpError as e:
+        raise DataError(f"the prepared TFDS dataset {builder.name!r} in {builder.data_dir} is damaged: its {split} "
+                        f"split cannot be read ({_op_error_reason(e)}); delete that folder and prepare it again "
+                        f"(`tfds build {builder.name}`), or point --tfds-data-dir at a good copy") from None
     return np.concatenate(images).astype(np.uint8), np.concatenate(labels).astype(np.int32)
+
+
+def _op_error_reason(e) -> str:
+    """TensorFlow's error message without its op/function decorations: 'DataLossError: truncated record ...'."""
+    message = getattr(e, "message", str(e))
+    message = message.split("}}", 1)[-1].split(" [Op:", 1)[0].strip(" ':")
+    return f"{e.__class__.__name__}: {message[:200]}"
 
 
 def download_reachable(name: str, timeout: float = 3.0) -> bool:
@@ -154,19 +168,22 @@ def download_reachable(name: str, timeout: float = 3.0) -> bool:
     return bool(result)
 
 
-def read_image_folder(root: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def read_image_folder(root: str, num_classes: int | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Reads `root/{Train,Test}/<label>/*.png` with TFDS's ImageFolder, after validating the tree.
 
     Returns uint8 images [n, h, w, c] (c = 1 when every image is grayscale, else 3) and int32 labels, in
     file-name order so that every run sees the same order.
     """
-    splits = validate_image_folder(root)
+    splits = validate_image_folder(root, num_classes)
     tfds = tf_quiet.tfds()
     builder = tfds.folder_dataset.ImageFolder(root)
     out = {}
     for key, split_name in splits.items():
-        ds = builder.as_dataset(split=split_name, shuffle_files=False, batch_size=-1)
-        ex = tfds.as_numpy(ds)
+        try:
+            ex = tfds.as_numpy(builder.as_dataset(split=split_name, shuffle_files=False, batch_size=-1))
+        except tf_quiet.tensorflow().errors.OpError as e:  # what validation cannot see; it names no file
+            raise DataError(f"cannot decode the images of {os.path.join(root, split_name)!r} "
+                            f"({_op_error_reason(e)})") from None
         label_names = builder.info.features["label"].names
         order = np.argsort(ex["image/filename"], kind="stable")
         labels = np.asarray([int(label_names[i]) for i in ex["label"][order]], np.int32)
@@ -175,55 +192,6 @@ def read_image_folder(root: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             images = images[..., :1]
         out[key] = (images.astype(np.uint8), labels)
     return out
-
-
-def validate_image_folder(root: str) -> dict[str, str]:
-    """Checks the course layout; returns {'train': name, 'test': name} of the split folders."""
-    hint = f"expected an image folder laid out as {FOLDER_LAYOUT}"
-    if not os.path.isdir(root):
-        raise DataError(f"data folder {root!r} does not exist; {hint}")
-    entries = {e.lower(): e for e in os.listdir(root) if os.path.isdir(os.path.join(root, e))}
-    missing = [s for s in ("train", "test") if s not in entries]
-    if missing:
-        raise DataError(f"data folder {root!r} has no {' or '.join(m.capitalize() for m in missing)} split "
-                        f"folder; {hint}")
-    sizes: dict[tuple, str] = {}
-    for split in ("train", "test"):
-        split_dir = os.path.join(root, entries[split])
-        labels = sorted(d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d)))
-        if not labels:
-            raise DataError(f"split folder {split_dir!r} has no label folders; {hint}")
-        bad_labels = [lab for lab in labels if not lab.isdigit()]
-        if bad_labels:
-            raise DataError(f"label folder names must be class indices 0, 1, ...; found {bad_labels[0]!r} in "
-                            f"{split_dir!r}")
-        n_images = 0
-        for label in labels:
-            for name in sorted(os.listdir(os.path.join(split_dir, label))):
-                path = os.path.join(split_dir, label, name)
-                sizes.setdefault(_image_size(path), path)
-                n_images += 1
-                if len(sizes) > 1:
-                    (s1, p1), (s2, p2) = list(sizes.items())[:2]
-                    raise DataError(f"images of different sizes: {p1} is {s1[0]}x{s1[1]} {s1[2]}, {p2} is "
-                                    f"{s2[0]}x{s2[1]} {s2[2]}; all images must have one size and colour mode")
-        if n_images == 0:
-            raise DataError(f"split folder {split_dir!r} contains no images; {hint}")
-    return {"train": entries["train"], "test": entries["test"]}
-
-
-def _image_size(path: str) -> tuple[int, int, str]:
-    from PIL import Image, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
-
-    if not path.lower().endswith(IMAGE_EXTENSIONS) or not os.path.isfile(path):
-        raise DataError(f"{path!r} is not an image file (expected {', '.join(IMAGE_EXTENSIONS)}); remove it "
-                        "from the data folder")
-    try:
-        with Image.open(path) as im:
-            im.verify()
-            return im.size[1], im.size[0], "grayscale" if im.mode in ("L", "I", "I;16", "1") else "colour"
-    except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise DataError(f"{path!r} is not a readable image ({e.__class__.__name__}); remove or replace it") from None
 
 
 def _is_gray(images: np.ndarray) -> bool:

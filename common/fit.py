@@ -4,11 +4,13 @@
   history.csv      one row per epoch (and per model when several train together)
   metrics.json     train/val/test loss and accuracy of the selected epoch (the best validation accuracy, as
                    Keras's ModelCheckpoint(save_best_only=True) keeps) as top-level keys, the last epoch's
-                   under 'last_epoch', timings, the flat config, the command, versions
+                   under 'last_epoch', timings, the flat config, the command, versions, and 'diverged'
+                   (the loss exploded but stayed finite; see `_divergence`; a warning is printed too)
   <figure>.png     accuracy and loss against epoch
   checkpoint/      the selected epoch's parameters + batch statistics and the config that rebuilds model and data
 The folder appears only when the run completes (see `common.outputs.RunDir`); a killed run restarted with
-the same output folder resumes from its last complete epoch and ends with the same numbers.
+the same output folder resumes from its last complete epoch and ends with the same numbers. Ctrl-C is
+honoured between training calls (`common.interrupt`): the run stops there and commits nothing.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from tqdm.auto import tqdm
 
 from common import checkpoint as ckpt
 from common import data as data_lib
-from common import outputs, parallel, plotting
+from common import interrupt, outputs, parallel, plotting
 from common import training as tr
 from common.config import TrainConfig
 from common.errors import TrainingDiverged
@@ -94,8 +96,29 @@ def fit(model, dataset: data_lib.Dataset, train: TrainConfig, out: str, *, task:
     `on_epoch(workdir, epoch, state)` runs after each epoch (and with epoch 0 before training).
     """
     specs = parallel.model_grid(train, penalties)
+    if len(dataset.train) < train.batch_size:  # before any folder is made or model compiled
+        raise data_lib.DataError(f"the training split has {len(dataset.train)} examples, fewer than the batch "
+                                 f"size {train.batch_size}; lower --batch-size")
     run = outputs.RunDir(out)
+    try:
+        history, metrics, best, state = _train(run, model, dataset, train, specs, task, config, title,
+                                               penalty_fn, on_epoch, progress)
+        run_info = metrics.pop("run_info")
+        metrics.update(command=command, **run_info)
+        _warn_if_diverged(metrics, history)
+        _write_results(run, history, metrics, best.variables, specs, run_info, title, figure_name)
+        return FitResult(state=state, variables=best.variables, history=history, metrics=metrics,
+                         out_dir=run.commit())
+    finally:
+        run.release()
+
+
+def _train(run: outputs.RunDir, model, dataset, train: TrainConfig, specs, task, config, title, penalty_fn,
+           on_epoch, progress):
+    """The epochs (resumed from `run`'s working folder when it holds an unfinished run of the same config);
+    returns (history, final metrics + 'run_info', best epoch, last state). Ctrl-C is honoured between calls."""
     workdir = run.open()
+    interrupt.check()
     state, rngs = parallel.init_states(model, (1,) + dataset.image_shape, specs)
     mesh = parallel.data_mesh(train.batch_size)
     steps = parallel.compile_steps(tr.make_train_step(penalty_fn), len(specs), mesh,
@@ -112,6 +135,7 @@ def fit(model, dataset: data_lib.Dataset, train: TrainConfig, out: str, *, task:
 
     t0 = time.perf_counter()
     for epoch in range(len(history) + 1, train.epochs + 1):
+        interrupt.check()
         state, row = _run_epoch(steps, state, rngs, dataset, train, [s.seed for s in specs], epoch,
                                 f"{title} epoch {epoch}/{train.epochs}", progress)
         history.append(row)
@@ -120,11 +144,10 @@ def fit(model, dataset: data_lib.Dataset, train: TrainConfig, out: str, *, task:
             on_epoch(workdir, epoch, state)
         _save_resume(run, state, best, history, run_info, wall_before + time.perf_counter() - t0)
         tqdm.write(_epoch_line(row, train.epochs), file=sys.stderr)
+    interrupt.check()
     metrics = _final_metrics(history, specs, best, wall_before + time.perf_counter() - t0, dataset, state)
-    metrics.update(command=command, **run_info)
-    _write_results(run, history, metrics, best.variables, specs, run_info, title, figure_name)
-    return FitResult(state=state, variables=best.variables, history=history, metrics=metrics,
-                     out_dir=run.commit())
+    metrics.update(run_info=run_info, **_divergence(history, len(dataset.class_names)))
+    return history, metrics, best, state
 
 
 # ------------------------------------------------------------------------------------------- one epoch
@@ -141,6 +164,7 @@ def _run_epoch(steps: parallel.Steps, state, rngs, dataset, train: TrainConfig, 
     bar = tqdm(total=n_batches, desc=desc, disable=not progress, leave=False, unit="batch", dynamic_ncols=True)
     totals, done, shown = None, 0, t0
     for batches in calls:
+        interrupt.check()
         if totals is None:
             totals = steps.zeros(state, batches, rngs)
         state, totals = steps.train(state, batches, rngs, totals)
@@ -184,6 +208,7 @@ def evaluate(eval_fn, state, split: data_lib.Split, batch_size: int) -> dict[str
         return None
     total = None
     for batch in data_lib.eval_batches(split, batch_size):
+        interrupt.check()
         metrics = eval_fn(state, batch)
         total = metrics if total is None else jax.tree_util.tree_map(jnp.add, total, metrics)
     return tr.summarize(total)
@@ -280,6 +305,31 @@ def _final_metrics(history, specs, best: BestEpoch, wall, dataset, state) -> dic
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "environment": outputs.environment_info(),
     }
+
+
+DIVERGENCE_GROWTH = 10.0  # last epoch's running loss over the first epoch's
+DIVERGENCE_PER_LN_CLASS = 1e3  # or above this many times a uniform guess's loss, ln(classes)
+
+
+def _divergence(history: list[dict], n_classes: int) -> dict[str, Any]:
+    """{'diverged': bool, ...}: the training exploded without becoming NaN (a too-large --lr). The rule: the
+    last epoch's running training loss is over 10x the first epoch's, or over 1000 ln(classes), for any model.
+    """
+    first = np.asarray(history[0]["train_running_loss"], float)
+    last = np.asarray(history[-1]["train_running_loss"], float)
+    bad = (last > DIVERGENCE_GROWTH * first) | (last > DIVERGENCE_PER_LN_CLASS * np.log(max(n_classes, 2)))
+    out: dict[str, Any] = {"diverged": bool(bad.any())}
+    if bad.ndim and bad.size > 1:
+        out["diverged_per_model"] = bad.tolist()
+    return out
+
+
+def _warn_if_diverged(metrics: dict, history: list[dict]) -> None:
+    if metrics["diverged"]:
+        first, last = np.max(history[0]["train_running_loss"]), np.max(history[-1]["train_running_loss"])
+        tqdm.write(f"warning: training diverged: the training loss ended at {last:.3g} (epoch 1: {first:.3g}; "
+                   f"the limit is 10x epoch 1's or 1000 ln(classes)). The results are kept, marked \"diverged\": "
+                   f"true in {METRICS_JSON}, but mean nothing: lower --lr", file=sys.stderr)
 
 
 def _write_results(run, history, metrics, variables, specs, run_info, title, figure_name) -> None:

@@ -2,7 +2,9 @@
 
 A run works in `<out>.partial/`; per-epoch resume state lives there too, so a killed run restarted with the
 same `--out` continues from its last complete epoch. On success the folder is moved into place in one rename;
-a crash or a bad input leaves any earlier `<out>` untouched.
+a crash or a bad input leaves any earlier `<out>` untouched. The folder is claimed (`common.locks`: a flock on
+`<out>.lock`) from `open` to `commit`, so a second run into the same `--out` is refused instead of sharing the
+working folder, and `commit` refuses once Ctrl-C was pressed (`common.interrupt`).
 
 Every file is written through `atomic_write_bytes` (a temporary name, fsync, one rename), so a reader never
 sees half a file and a crash never leaves one behind; the text, JSON and CSV writers here are built on it.
@@ -22,7 +24,8 @@ from typing import Any, Iterable
 import jax
 import numpy as np
 
-from common import distributed
+from common import distributed, interrupt, locks
+from common.errors import UserError
 
 METRICS_JSON = "metrics.json"  # what every training run writes into its output folder
 
@@ -59,11 +62,12 @@ def jsonable(x):
 
 
 class RunDir:
-    """`<out>.partial/` while the run works, moved to `<out>` when it completes.
+    """A result folder written as `<out>.partial/` and moved into place by `commit`, claimed (common.locks)
+    from `open` until `commit` or `release`, so two runs never share one working folder.
 
-    In a multi-process run only process 0 writes there; the others write into a scratch folder of their
-    own, deleted at the end, and read what they need to resume from the shared `<out>.partial/` (a shared
-    filesystem is assumed).
+    In a multi-process run only process 0 claims and writes there; the others write into a scratch folder of
+    their own, deleted at the end, and read what they need to resume from the shared `<out>.partial/` (a
+    shared filesystem is assumed).
     """
 
     def __init__(self, out: str):
@@ -71,12 +75,19 @@ class RunDir:
         self.shared = self.final + ".partial"
         self.writer = distributed.is_writer()
         self.work = self.shared if self.writer else tempfile.mkdtemp(prefix=f"process{jax.process_index()}-")
+        self._lock: str | None = None
 
     def open(self, keep_partial: bool = True) -> str:
-        """Creates the working folder; keeps an existing one (for resuming) unless told not to."""
+        """Claims the folder, then creates the working folder; keeps an existing one (for resuming) unless
+        told not to."""
+        if self._lock is None and self.writer:
+            self._lock = locks.acquire(self.final)
         if os.path.isdir(self.work) and not keep_partial:
             shutil.rmtree(self.work)
-        os.makedirs(self.work, exist_ok=True)
+        try:
+            os.makedirs(self.work, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create {self.work} ({e.strerror})") from None
         return self.work
 
     def path(self, *parts: str) -> str:
@@ -88,10 +99,14 @@ class RunDir:
         return os.path.join(self.shared, *parts)
 
     def commit(self) -> str:
-        """Moves the finished working folder to its final place, replacing an earlier result."""
+        """Moves the finished working folder to its final place, replacing an earlier result; refused once
+        Ctrl-C was pressed (the earlier result stays)."""
+        interrupt.check()
         if not self.writer:
             shutil.rmtree(self.work, ignore_errors=True)
             return self.final
+        if os.path.lexists(self.final) and not os.path.isdir(self.final):
+            raise UserError(f"{self.final} is a file, not a folder; the result stays in {self.work}")
         old = self.final + ".old"
         if os.path.exists(old):
             shutil.rmtree(old)
@@ -100,7 +115,14 @@ class RunDir:
         os.replace(self.work, self.final)
         if os.path.exists(old):
             shutil.rmtree(old)
+        self.release()
         return self.final
+
+    def release(self) -> None:
+        """Gives up this folder's claim (idempotent)."""
+        if self._lock is not None:
+            locks.release(self._lock)
+            self._lock = None
 
 
 def write_csv(path: str, rows: Iterable[dict[str, Any]]) -> None:

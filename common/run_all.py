@@ -79,7 +79,7 @@ def run_chained(registry: cli.Registry, argv: list[str]) -> tuple[int, str]:
     """Runs one task as `python run.py argv` would; returns (exit code, '' or why it failed)."""
     try:
         args = cli.parse_args(registry, argv)
-        return int(registry.get(args.task).run(args) or 0), ""
+        return cli.guarded_run(registry.get(args.task), args), ""
     except (UserError, TrainingDiverged) as e:
         return e.exit_code, str(e)
     except SystemExit as e:  # a flag the task rejected

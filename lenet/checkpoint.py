@@ -3,14 +3,19 @@ from __future__ import annotations
 
 import os
 
+import jax
 import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
 
 from common import checkpoint as ckpt
 from common.errors import CheckpointError, DataError, UserError
 from lenet.config import LeNetConfig
+from lenet.train import create_model
 
 # Where `--task visualize` and `--task deconv` look for the LeNet5 that `--task lenet` trained by default.
 DEFAULT_CHECKPOINT = os.path.join("results", "lenet")
+IMAGE_SHAPES = {"gray28": (28, 28, 1), "rgb32": (32, 32, 3)}  # for checkpoints whose run.json has no image_shape
 
 
 def load_lenet(path: str, make_hint: str) -> tuple[LeNetConfig, dict, dict]:
@@ -25,14 +30,34 @@ def load_lenet(path: str, make_hint: str) -> tuple[LeNetConfig, dict, dict]:
         config = LeNetConfig.from_dict(run_info["config"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"the config in {where!r} does not describe a LeNet5: {e}") from None
-    params = variables["params"]
-    convs = [n for n in params if n.startswith("conv")] if isinstance(params, dict) else []
-    if not convs or any(not isinstance(params[n], dict) or {"kernel", "bias"} - set(params[n]) for n in convs):
-        found = sorted(params)[:6] if isinstance(params, dict) else type(params).__name__
-        raise CheckpointError(f"{where!r} holds no LeNet5 conv layers (found {found})")
-    if config.use_batchnorm and "batch_stats" not in variables:
-        raise CheckpointError(f"{where!r} says it uses batch norm but holds no batch-norm statistics")
+    mismatch = variables_mismatch(config, run_info, variables)
+    if mismatch:
+        bn = "with" if config.use_batchnorm else "without"
+        raise CheckpointError(f"the variables in {where!r} do not match the LeNet5 its run.json describes ({bn} "
+                              f"batch norm): {mismatch}; make a new one with `{make_hint}`")
     return config, variables, run_info
+
+
+def variables_mismatch(config: LeNetConfig, run_info: dict, variables: dict) -> str | None:
+    """How `variables` differ from those of the model `config` builds (tree structure and shapes, found with
+    jax.eval_shape of model.init, so nothing is computed), or None when they match."""
+    shape = tuple(run_info.get("image_shape") or IMAGE_SHAPES.get(config.data.image_mode, (28, 28, 1)))
+    model = create_model(config, len(run_info.get("class_names") or range(10)))
+    key = jax.random.PRNGKey(0)
+    expected = jax.eval_shape(lambda: model.init({"params": key, "dropout": key}, jnp.zeros((1,) + shape),
+                                                 train=False))
+    want = {k: v.shape for k, v in traverse_util.flatten_dict(dict(expected), sep="/").items()}
+    try:
+        got = {k: np.shape(v) for k, v in traverse_util.flatten_dict(variables, sep="/").items()}
+    except (TypeError, AttributeError):  # not a nested dict
+        return f"they are not a tree of arrays ({type(variables).__name__})"
+    for name in sorted(want):
+        if name not in got:
+            return f"{name} is missing"
+        if tuple(got[name]) != tuple(want[name]):
+            return f"{name} has shape {tuple(got[name])}, the model needs {tuple(want[name])}"
+    extra = sorted(set(got) - set(want))
+    return f"{extra[0]} is not in the model" if extra else None
 
 
 def with_data_overrides(config: LeNetConfig, data_dir: str | None = None, tfds_data_dir: str | None = None,

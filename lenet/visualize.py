@@ -110,8 +110,10 @@ def visualize(checkpoint: str, out: str, args) -> str:
 def how_to_make(checkpoint: str, args, use_batchnorm: bool = True) -> str:
     data = f" --data-dir {args.data_dir}" if args.data_dir else ""
     nobn = "" if use_batchnorm else " --no-batchnorm"
-    return (f"python run.py --task lenet{nobn}{data} --out {checkpoint}` (or add --train-if-missing to "
-            f"`python run.py --task visualize`)")
+    # The checkpoint loaders quote this in backticks: "Make one with `<this>`." -- so it opens and closes one
+    # pair fewer than it shows.
+    return (f"python run.py --task lenet{nobn}{data} --out {checkpoint}` or add --train-if-missing to "
+            f"`python run.py --task visualize")
 
 
 def _load_or_train(checkpoint: str, args, train_if_missing: bool) -> Network:
