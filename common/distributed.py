@@ -11,8 +11,6 @@ import argparse
 import socket
 import time
 
-import jax
-
 from common.errors import UserError
 
 DEFAULT_TIMEOUT = 60  # seconds to wait for the coordinator and every peer before giving up
@@ -63,6 +61,8 @@ def initialize(args) -> None:
     if args.coordinator:
         host, port = args.coordinator.rsplit(":", 1)
         rendezvous(host, int(port), args.num_processes, args.process_id, args.distributed_timeout)
+    import jax  # here, not at the top: the CLI imports this module before its Ctrl-C handler is in place
+
     # The CPU backend's collectives across processes (gradient all-reduce); GPUs and TPUs use their own.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     kwargs = {} if args.distributed else {"coordinator_address": args.coordinator,
@@ -146,4 +146,6 @@ def _missing(peers: dict, n: int) -> str:
 
 def is_writer() -> bool:
     """Only process 0 writes results, figures, history and checkpoints."""
+    import jax  # pylint: disable=import-outside-toplevel
+
     return jax.process_index() == 0
