@@ -29,6 +29,8 @@ import jax.numpy as jnp
 import flax.linen as nn
 from flax.linen import initializers
 
+from recurrent import fused as fused_lib
+
 Array = jax.Array
 Params = dict[str, Array]
 Carry = Any  # Array [..., H] for rnn/gru, tuple (c, h) of such for lstm
@@ -228,6 +230,8 @@ class RNNLayer(nn.Module):
     hidden: int = 64
     return_sequences: bool = False
     unroll: int = 1
+    # lstm/gru: run the recurrence through recurrent/fused.py (same values, hand-written backward pass)
+    fused: bool = True
     kernel_init: Initializer = DEFAULT_KERNEL_INIT
     recurrent_kernel_init: Initializer = DEFAULT_RECURRENT_INIT
     bias_init: Initializer = DEFAULT_BIAS_INIT
@@ -240,11 +244,14 @@ class RNNLayer(nn.Module):
         params = fused_params(self, self.cell, x.shape[-1])
         # Transpose the narrow input rather than the G*H-wide projection.
         xp = project_inputs(params, jnp.swapaxes(x, 0, 1))  # [T, B, G*H]
-        step = functools.partial(STEPS[self.cell], params)
-        if not self.return_sequences:
-            step = _drop_output(step)  # do not stack per-step outputs nobody reads
         carry = zero_carry(self.cell, x.shape[:1], self.hidden, xp.dtype)
-        carry, hs = scan_prefetched(step, carry, xp, unroll=self.unroll)
+        if self.fused and self.cell in fused_lib.FUSED_CELLS:
+            carry, hs = fused_lib.fused_scan(self.cell, params, carry, xp, self.unroll)
+        else:
+            step = functools.partial(STEPS[self.cell], params)
+            if not self.return_sequences:
+                step = _drop_output(step)  # do not stack per-step outputs nobody reads
+            carry, hs = scan_prefetched(step, carry, xp, unroll=self.unroll)
         if self.return_sequences:
             return jnp.swapaxes(hs, 0, 1)
         return carry_output(self.cell, carry)
