@@ -29,8 +29,6 @@ import jax.numpy as jnp
 import flax.linen as nn
 from flax.linen import initializers
 
-from recurrent import fused as fused_lib
-
 Array = jax.Array
 Params = dict[str, Array]
 Carry = Any  # Array [..., H] for rnn/gru, tuple (c, h) of such for lstm
@@ -220,18 +218,20 @@ def scan_prefetched(step: Callable, carry: Carry, xs: Array, unroll: int = 1):
 class RNNLayer(nn.Module):
     """Runs a cell over a batch-major sequence with ``lax.scan``.
 
-    The input projection of all time steps is a single ``[T*B, in] @ [in, G*H]``
-    matmul outside the loop; the scanned body only does the ``[B, H] @ [H, G*H]``
-    recurrent matmul and the elementwise gate math. Parameters are the same as
-    the matching single-step cell's.
+    ``fused=False``: the input projection of all time steps is a single
+    ``[T*B, in] @ [in, G*H]`` matmul outside the loop; the scanned body only does
+    the ``[B, H] @ [H, G*H]`` recurrent matmul and the elementwise gate math.
+    ``fused=True`` (the default) runs lstm and gru through
+    ``recurrent.fused.fused_scan``: the same numbers, computed faster (the LSTM
+    with a hand-written backward pass). Parameters are the same as the matching
+    single-step cell's.
     """
 
     cell: str = 'lstm'
     hidden: int = 64
     return_sequences: bool = False
     unroll: int = 1
-    # lstm/gru: run the recurrence through recurrent/fused.py (same values, hand-written backward pass)
-    fused: bool = True
+    fused: bool = True  # lstm/gru through recurrent/fused.py (same values, faster; tests compare the two)
     kernel_init: Initializer = DEFAULT_KERNEL_INIT
     recurrent_kernel_init: Initializer = DEFAULT_RECURRENT_INIT
     bias_init: Initializer = DEFAULT_BIAS_INIT
@@ -241,13 +241,15 @@ class RNNLayer(nn.Module):
     def __call__(self, x: Array) -> Array:
         """x: [B, T, in] -> last hidden state [B, H], or all of them [B, T, H]
         when ``return_sequences``. The carry starts at zero."""
+        from recurrent import fused as fused_lib  # it imports the step functions from here
+
         params = fused_params(self, self.cell, x.shape[-1])
-        # Transpose the narrow input rather than the G*H-wide projection.
-        xp = project_inputs(params, jnp.swapaxes(x, 0, 1))  # [T, B, G*H]
-        carry = zero_carry(self.cell, x.shape[:1], self.hidden, xp.dtype)
+        x = jnp.swapaxes(x, 0, 1)  # time-major: transpose the narrow input rather than the G*H-wide projection
+        carry = zero_carry(self.cell, x.shape[1:2], self.hidden, x.dtype)
         if self.fused and self.cell in fused_lib.FUSED_CELLS:
-            carry, hs = fused_lib.fused_scan(self.cell, params, carry, xp, self.unroll)
+            carry, hs = fused_lib.fused_scan(self.cell, params, carry, x, self.unroll)
         else:
+            xp = project_inputs(params, x)  # [T, B, G*H]
             step = functools.partial(STEPS[self.cell], params)
             if not self.return_sequences:
                 step = _drop_output(step)  # do not stack per-step outputs nobody reads
