@@ -3,7 +3,7 @@
 `lstm_step` and `gru_step` in cells.py are the definitions. `lstm_recurrence` computes exactly the LSTM
 recurrence over all time steps, with a `jax.custom_vjp` whose backward pass
 
-* reuses the gate activations the forward loop saved (one ``[T, B, G*H]`` stack), instead of the dozen
+* reuses the gate activations the forward loop saved (one ``[T, B, 4H]`` stack), instead of the dozen
   per-step residuals JAX's scan autodiff keeps (sigmoid, 1 - sigmoid, tanh, ... each its own copy), and
 * leaves the recurrent weight gradient out of the loop: the loop only emits the gate gradients ``dz_t``;
   ``dW_h = sum_t h_{t-1}^T dz_t`` is then one ``[H, T*B] @ [T*B, 4H]`` matmul after it.
