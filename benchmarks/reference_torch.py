@@ -91,11 +91,19 @@ def bench(name, model, lr, batch_size, shape, windows=5, steps=20, channels_last
                       "first_step_seconds": round(first, 3)}), flush=True)
 
 
-def main():
+def main(models=("lenet5", "rnn-64", "lstm-128", "gru-128"), threads=None):
+    """Times the named models; e.g. `python -c "import reference_torch as r; r.main(['lstm-128'])"` from this
+    folder for one of them (benchmarks/interleaved.py does that). `threads`: torch.set_num_threads (default:
+    PyTorch's own, one per core)."""
+    if threads:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
-    bench("lenet5", LeNet5().to(memory_format=torch.channels_last), 1.7e-4, 50, (1, 28, 28), channels_last=True)
-    for cell, hidden in (("rnn", 64), ("lstm", 128), ("gru", 128)):
-        bench(f"{cell}-{hidden}", Recurrent(cell, hidden), 1e-3, 32, (28, 28), steps=50)
+    for name in models:
+        if name == "lenet5":
+            bench(name, LeNet5().to(memory_format=torch.channels_last), 1.7e-4, 50, (1, 28, 28), channels_last=True)
+        else:
+            cell, hidden = name.split("-")
+            bench(name, Recurrent(cell, int(hidden)), 1e-3, 32, (28, 28), steps=50)
 
 
 if __name__ == "__main__":

@@ -218,16 +218,20 @@ def scan_prefetched(step: Callable, carry: Carry, xs: Array, unroll: int = 1):
 class RNNLayer(nn.Module):
     """Runs a cell over a batch-major sequence with ``lax.scan``.
 
-    The input projection of all time steps is a single ``[T*B, in] @ [in, G*H]``
-    matmul outside the loop; the scanned body only does the ``[B, H] @ [H, G*H]``
-    recurrent matmul and the elementwise gate math. Parameters are the same as
-    the matching single-step cell's.
+    ``fused=False``: the input projection of all time steps is a single
+    ``[T*B, in] @ [in, G*H]`` matmul outside the loop; the scanned body only does
+    the ``[B, H] @ [H, G*H]`` recurrent matmul and the elementwise gate math.
+    ``fused=True`` (the default) runs lstm and gru through
+    ``recurrent.fused.fused_scan``: the same numbers, computed faster (the LSTM
+    with a hand-written backward pass). Parameters are the same as the matching
+    single-step cell's.
     """
 
     cell: str = 'lstm'
     hidden: int = 64
     return_sequences: bool = False
     unroll: int = 1
+    fused: bool = True  # lstm/gru through recurrent/fused.py (same values, faster; tests compare the two)
     kernel_init: Initializer = DEFAULT_KERNEL_INIT
     recurrent_kernel_init: Initializer = DEFAULT_RECURRENT_INIT
     bias_init: Initializer = DEFAULT_BIAS_INIT
@@ -237,14 +241,19 @@ class RNNLayer(nn.Module):
     def __call__(self, x: Array) -> Array:
         """x: [B, T, in] -> last hidden state [B, H], or all of them [B, T, H]
         when ``return_sequences``. The carry starts at zero."""
+        from recurrent import fused as fused_lib  # it imports the step functions from here
+
         params = fused_params(self, self.cell, x.shape[-1])
-        # Transpose the narrow input rather than the G*H-wide projection.
-        xp = project_inputs(params, jnp.swapaxes(x, 0, 1))  # [T, B, G*H]
-        step = functools.partial(STEPS[self.cell], params)
-        if not self.return_sequences:
-            step = _drop_output(step)  # do not stack per-step outputs nobody reads
-        carry = zero_carry(self.cell, x.shape[:1], self.hidden, xp.dtype)
-        carry, hs = scan_prefetched(step, carry, xp, unroll=self.unroll)
+        x = jnp.swapaxes(x, 0, 1)  # time-major: transpose the narrow input rather than the G*H-wide projection
+        carry = zero_carry(self.cell, x.shape[1:2], self.hidden, x.dtype)
+        if self.fused and self.cell in fused_lib.FUSED_CELLS:
+            carry, hs = fused_lib.fused_scan(self.cell, params, carry, x, self.unroll)
+        else:
+            xp = project_inputs(params, x)  # [T, B, G*H]
+            step = functools.partial(STEPS[self.cell], params)
+            if not self.return_sequences:
+                step = _drop_output(step)  # do not stack per-step outputs nobody reads
+            carry, hs = scan_prefetched(step, carry, xp, unroll=self.unroll)
         if self.return_sequences:
             return jnp.swapaxes(hs, 0, 1)
         return carry_output(self.cell, carry)

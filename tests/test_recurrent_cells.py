@@ -209,3 +209,71 @@ def test_keras_initialisation_sets_the_lstm_forget_bias():
     assert np.abs(kernel).max() <= limit and np.abs(kernel).max() > 0.8 * limit
     rnn = RecurrentClassifier(cell='rnn', hidden=8).init(jax.random.PRNGKey(0), x, train=False)['params']
     np.testing.assert_array_equal(np.asarray(rnn['rnn']['bias']), 0.0)
+
+
+# --- recurrent/fused.py: the optimised LSTM/GRU recurrence equals lax.scan over the plain step functions ---
+
+def _plain_scan(cell, params, carry, x):
+    """The definition: lax.scan of the cell's step function over the projected inputs, hidden states stacked."""
+    from recurrent.cells import STEPS, project_inputs
+    return jax.lax.scan(functools.partial(STEPS[cell], params), carry, project_inputs(params, x))
+
+
+def _recurrence_inputs(cell, key=0, time=TIME, hidden=HIDDEN):
+    """Random parameters (biases too), initial carry and time-major inputs [T, B, INPUTS]."""
+    from recurrent.cells import NUM_GATES
+    k = jax.random.split(jax.random.key(key), 8)
+    gates = NUM_GATES[cell]
+    params = {'input_kernel': 0.5 * jax.random.normal(k[5], (INPUTS, gates * hidden)),
+              'recurrent_kernel': 0.5 * jax.random.normal(k[0], (hidden, gates * hidden)),
+              'bias': jax.random.normal(k[6], (gates * hidden,))}
+    if cell == 'gru':
+        params['recurrent_bias'] = jax.random.normal(k[1], (hidden,))
+    x = jax.random.normal(k[2], (time, BATCH, INPUTS))
+    h0 = jax.random.normal(k[3], (BATCH, hidden))
+    carry = (jax.random.normal(k[4], (BATCH, hidden)), h0) if cell == 'lstm' else h0
+    return params, carry, x
+
+
+def _readout(carry, hs):
+    """A loss that reads every output: the final carry (c too for lstm) and every hidden state."""
+    return sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(carry)) + jnp.sum(hs ** 3)
+
+
+@pytest.mark.parametrize('unroll', [1, 4])
+@pytest.mark.parametrize('cell', ['lstm', 'gru'])
+def test_fused_recurrence_matches_plain_scan(cell, unroll):
+    """Values and gradients (every parameter, the initial carry, the inputs) of fused.fused_scan against
+    lax.scan over lstm_step / gru_step."""
+    from recurrent import fused
+    params, carry, xp = _recurrence_inputs(cell)
+    got = jax.jit(functools.partial(fused.fused_scan, cell, unroll=unroll))(params, carry, xp)
+    expected = _plain_scan(cell, params, carry, xp)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5), got, expected)
+
+    loss = lambda scan: lambda *args: _readout(*scan(*args))
+    fused_loss = loss(functools.partial(fused.fused_scan, cell, unroll=unroll))
+    plain_loss = loss(functools.partial(_plain_scan, cell))
+    got = jax.jit(jax.grad(fused_loss, argnums=(0, 1, 2)))(params, carry, xp)
+    expected = jax.grad(plain_loss, argnums=(0, 1, 2))(params, carry, xp)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5), got, expected)
+
+
+@pytest.mark.parametrize('return_sequences', [False, True])
+@pytest.mark.parametrize('cell', CELL_TYPES)
+def test_fused_layer_matches_plain_layer(cell, return_sequences, sequence):
+    """RNNLayer's default (fused) path against fused=False, the scan of the step functions: outputs and
+    gradients with respect to the parameters and the input sequence."""
+    flax_params, _ = _flax_reference(cell)
+    params = flax_to_fused(cell, flax_params)
+    layers = [RNNLayer(cell, HIDDEN, return_sequences=return_sequences, fused=f) for f in (True, False)]
+    outs = [layer.apply({'params': params}, sequence) for layer in layers]
+    np.testing.assert_allclose(outs[0], outs[1], atol=1e-5, rtol=1e-5)
+    grads = [jax.grad(lambda p, x, layer=layer: jnp.sum(jnp.tanh(layer.apply({'params': p}, x)) ** 2),
+                      argnums=(0, 1))(params, sequence) for layer in layers]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5), *grads)
+
+
+def test_fused_recurrence_is_the_default_and_covers_lstm_and_gru():
+    from recurrent import fused
+    assert RNNLayer().fused and set(fused.FUSED_CELLS) == {'lstm', 'gru'}
