@@ -12,10 +12,9 @@ import argparse
 
 import flax
 import flax.linen as nn
-import jax
-import optax
 
-from benchmarks.harness import emit, random_batches, setup, time_scanned_steps, time_train_step
+from benchmarks.harness import emit, random_batches, setup, time_train_steps
+from common import parallel
 from common import training as tr
 
 FLAX_CELLS = {"rnn": nn.SimpleCell, "lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}
@@ -40,21 +39,16 @@ def bench(cell: str, hidden: int | None = None, batch_size: int = 32, steps_per_
           seed: int = 0) -> dict:
     hidden = hidden or DEFAULT_HIDDEN[cell]
     model = FlaxRecurrent(cell, hidden)
-    init_key, step_key = jax.random.split(jax.random.PRNGKey(seed))
-    tx = optax.inject_hyperparams(optax.nadam)(learning_rate=1e-3)  # as the project's make_optimizer
-    state = tr.create_train_state(model, tx, (1, 28, 28, 1), init_key)
-    step = tr.make_train_step(None)
+    state, step_key = parallel.init_states(model, (1, 28, 28, 1), [parallel.ModelSpec(seed, 1e-3)])
     batches = random_batches(8, batch_size, (28, 28, 1))
-    result, state = time_train_step(jax.jit(step, donate_argnums=0), state, batches, step_key,
-                                    images_per_step=batch_size, steps_per_window=50)
+    one = parallel.compile_steps(tr.make_train_step(None), 1)
+    result, state = time_train_steps(one, state, batches, step_key, images_per_step=batch_size, steps_per_window=50)
     if steps_per_call > 1:
-        scanned = jax.jit(tr.scan_train_steps(step), donate_argnums=0)
-        zeros = tr.zero_metrics(step, state, batches[0], step_key)
-        steps_fn = lambda state, stacked, rng: scanned(state, stacked, rng, zeros)  # noqa: E731
-        timed, state = time_scanned_steps(steps_fn, state, batches, step_key, images_per_step=batch_size,
-                                          steps_per_call=steps_per_call)
+        scanned = parallel.compile_steps(tr.make_train_step(None), 1, steps_per_call=steps_per_call)
+        timed, state = time_train_steps(scanned, state, batches, step_key, images_per_step=batch_size,
+                                        steps_per_call=steps_per_call, steps_per_window=2 * steps_per_call)
         result = {"train_images_per_sec_one_step_per_call": result["train_images_per_sec"], **timed,
-                  "first_step_seconds": result["first_step_seconds"]}
+                  "first_step_seconds": result["first_call_seconds"]}
     return {"model": f"{cell}-{hidden}", "framework": f"flax {flax.__version__} nn.RNN({FLAX_CELLS[cell].__name__})",
             "batch_size": batch_size, "seeds": 1, **result}
 
