@@ -9,8 +9,7 @@ import time
 import jax
 import numpy as np
 
-from common import host_memory
-from common import parallel
+from common import host_memory, parallel
 
 
 def peak_memory_mb() -> dict[str, float]:

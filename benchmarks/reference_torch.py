@@ -86,7 +86,8 @@ def bench(name, model, lr, batch_size, shape, windows=5, steps=20, channels_last
             loss = step(*batches[(w * steps + i) % 8])
         loss.item()
         rates.append(steps * batch_size / (time.perf_counter() - t0))
-    print(json.dumps({"model": name, "framework": f"pytorch {torch.__version__} eager", "threads": torch.get_num_threads(),
+    print(json.dumps({"model": name, "framework": f"pytorch {torch.__version__} eager",
+                      "threads": torch.get_num_threads(),
                       "batch_size": batch_size, "train_images_per_sec": round(statistics.median(rates), 1),
                       "first_step_seconds": round(first, 3)}), flush=True)
 

@@ -18,7 +18,8 @@ import math
 import os
 import shlex
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from common import distributed, host_memory, interrupt, locks
 from common.config import field_names

@@ -8,7 +8,8 @@ field that has it, and `flatten` writes the same flat view, so a field's name is
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from common.errors import UserError
 

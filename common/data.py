@@ -14,7 +14,7 @@ import dataclasses
 import os
 import socket
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

@@ -11,7 +11,6 @@ import dataclasses
 import html
 import os
 import re
-from typing import Union
 
 
 @dataclasses.dataclass
@@ -22,7 +21,7 @@ class Cell:
     css: str = ""
 
 
-CellLike = Union[str, Cell]
+CellLike = str | Cell
 
 
 @dataclasses.dataclass
@@ -64,7 +63,7 @@ class Missing:
     note: str = ""
 
 
-Block = Union[Heading, Para, Table, Figure, Missing]
+Block = Heading | Para | Table | Figure | Missing
 
 
 def number_figures(blocks: list[Block]) -> list[Block]:

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 EXIT_CODE = 130
 _requested = False

@@ -15,7 +15,7 @@ import contextlib
 import fcntl
 import os
 import socket
-from typing import Iterator
+from collections.abc import Iterator
 
 from common.errors import UserError
 

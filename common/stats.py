@@ -19,7 +19,8 @@ Skewness and excess kurtosis are the population (biased) estimators, the same as
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable, NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

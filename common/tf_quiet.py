@@ -20,7 +20,7 @@ def _stderr_silenced():
         os.close(devnull)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tensorflow():
     """Returns the `tensorflow` module, imported quietly and with its GPUs hidden."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -34,7 +34,7 @@ def tensorflow():
     return tf
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tfds():
     """Returns `tensorflow_datasets`, imported after `tensorflow()`."""
     tensorflow()

@@ -5,7 +5,8 @@ epochs. Metrics are kept as sums and counts on the device and normalised once pe
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax

@@ -30,7 +30,7 @@ import numpy as np
 
 from common import data as data_lib
 from common.errors import DataError, UserError
-from common.outputs import RunDir, environment_info, write_json
+from common.outputs import environment_info
 from deconv import figures, network, occlusion, ops
 from lenet import checkpoint as lenet_checkpoint
 from lenet.config import LeNetConfig
@@ -57,7 +57,7 @@ class DeconvSettings:
     occlusion_images: int = OCCLUSION_IMAGES
     occlusion_layer: str = "conv2"
 
-    def validate(self) -> "DeconvSettings":
+    def validate(self) -> DeconvSettings:
         if self.mode not in ops.RELU_MODES:
             raise UserError(f"unknown mode {self.mode!r}; choose from {', '.join(ops.RELU_MODES)}")
         if self.bn not in ("transpose", "inverse"):
@@ -175,11 +175,11 @@ def resolve_filters(params: dict, settings: DeconvSettings) -> dict[str, tuple[i
     """{layer: filter indices} for the chosen layers in network order; a UserError for a layer or filter
     this network does not have."""
     names = network.conv_names(params)
-    bad = [l for l in settings.layers if l not in names]
+    bad = [name for name in settings.layers if name not in names]
     if bad:
         raise UserError(f"no layer {bad[0]!r} in this LeNet5; it has {', '.join(names)}")
     filters = {}
-    for layer in (l for l in names if l in settings.layers):
+    for layer in (name for name in names if name in settings.layers):
         n_filters = int(params[layer]["kernel"].shape[-1])
         chosen = tuple(range(n_filters)) if settings.filters is None else tuple(settings.filters)
         missing = [f for f in chosen if f >= n_filters]

@@ -27,7 +27,8 @@ Shapes: images are NHWC `[B, H, W, C]` (28x28x1 for the course's gray28 CIFAR10)
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -133,7 +134,7 @@ def _topk_step(state: dict, variables: dict, images, indices, mask, *, layers: t
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jitted_topk_step(layers: tuple[str, ...], k: int):
     return jax.jit(functools.partial(_topk_step, layers=layers, k=k))
 
@@ -191,7 +192,7 @@ def project_one(variables: dict, image, filt, row, col, *, layer: str, mode: str
     return ops.deconv_project(signal[None], steps[layer], relu=mode, bn=bn)[0]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jitted_projector(layer: str, mode: str, bn: str, start: str):
     one = functools.partial(project_one, layer=layer, mode=mode, bn=bn, start=start)
     # vmap over the (filter, rank) pairs flattened into one batch axis; the weights are shared.

@@ -11,14 +11,15 @@ from common import data as data_lib
 from common.errors import UserError
 from common.outputs import RunDir, write_json
 from deconv import ops
-from deconv.report import DECONV_SECTION
 from deconv.experiment import TOPK_JSON, DeconvSettings, deconv_experiment, resolve_filters
+from deconv.report import DECONV_SECTION
 from lenet import checkpoint as lenet_checkpoint
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("deconvnet")
-    g.add_argument("--checkpoint", help=f"folder written by --task lenet (default: {lenet_checkpoint.DEFAULT_CHECKPOINT})")
+    g.add_argument("--checkpoint",
+                   help=f"folder written by --task lenet (default: {lenet_checkpoint.DEFAULT_CHECKPOINT})")
     g.add_argument("--layer", type=cli.comma_list(str, ("conv1", "conv2")), help="conv layer(s) to project")
     g.add_argument("--filters", type=cli.comma_list(cli.nonneg_int), help="filter indices (default: all)")
     g.add_argument("--top-k", type=cli.positive_int, help="top activations per filter (default 9)")
@@ -38,7 +39,8 @@ def settings_from_args(args) -> DeconvSettings:
 def run(args) -> int:
     settings = settings_from_args(args)
     checkpoint = (args.checkpoint or lenet_checkpoint.DEFAULT_CHECKPOINT).rstrip("/") or "/"
-    config, variables, run_info = lenet_checkpoint.load_lenet(checkpoint, f"python run.py --task lenet --out {checkpoint}")
+    how_to_make = f"python run.py --task lenet --out {checkpoint}"
+    config, variables, run_info = lenet_checkpoint.load_lenet(checkpoint, how_to_make)
     resolve_filters(variables["params"], settings)  # bad --layer / --filters fail before any work
     config = lenet_checkpoint.with_data_overrides(config, args.data_dir, args.tfds_data_dir)
     t0 = time.perf_counter()

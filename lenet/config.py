@@ -29,7 +29,7 @@ class LeNetConfig(FlatFields):
     filter_epochs: tuple[int, ...] = (0, 1, 2, 5, 10, 25)  # conv1 kernels saved after these epochs
 
     @classmethod
-    def quick(cls) -> "LeNetConfig":
+    def quick(cls) -> LeNetConfig:
         """Shrunk so that a run ends in about a minute on a 2-core CPU (not comparable with the report)."""
         return cls.create(epochs=2, limit=1000)
 
@@ -38,7 +38,7 @@ class LeNetConfig(FlatFields):
         """The L2 weights, each one value or several (one vmapped model per combination)."""
         return {"conv_l2": as_tuple(self.conv_l2), "fc_l2": as_tuple(self.fc_l2)}
 
-    def validate(self) -> "LeNetConfig":
+    def validate(self) -> LeNetConfig:
         require(self.data.checks() + self.train.checks() + [
             (0 <= self.dropout_rate < 1, f"dropout rate must be in [0, 1), got {self.dropout_rate}"),
             (min(as_tuple(self.conv_l2) + as_tuple(self.fc_l2)) >= 0, "L2 weights must be non-negative"),

@@ -1,7 +1,7 @@
 """LeNet5 as in the report: two 5x5 conv layers with batch norm before 2x2 max-pooling, fc 1024, dropout."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax

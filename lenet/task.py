@@ -12,8 +12,8 @@ import sys
 from common import cli
 from lenet import checkpoint as lenet_checkpoint
 from lenet import visualize
-from lenet.report import LENET_SECTION, VISUALIZE_SECTION
 from lenet.config import LeNetConfig
+from lenet.report import LENET_SECTION, VISUALIZE_SECTION
 from lenet.train import train_and_evaluate
 
 COURSE_FOLDER = "e.g. ../shared/data/elec576/CIFAR10"
@@ -51,7 +51,8 @@ def run_lenet(args) -> int:
 
 def add_visualize_arguments(parser: argparse.ArgumentParser) -> None:
     v = parser.add_argument_group("visualize")
-    v.add_argument("--checkpoint", help=f"folder written by --task lenet (default: {lenet_checkpoint.DEFAULT_CHECKPOINT})")
+    v.add_argument("--checkpoint",
+                   help=f"folder written by --task lenet (default: {lenet_checkpoint.DEFAULT_CHECKPOINT})")
     v.add_argument("--train-if-missing", action="store_true",
                    help="train the checkpoint first when there is none (with the training flags below)")
     v.add_argument("--compare-batchnorm", action="store_true", help="also train/load LeNet5 without batch norm")

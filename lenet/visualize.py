@@ -27,11 +27,11 @@ import numpy as np
 from common import checkpoint as ckpt
 from common import data as data_lib
 from common import stats
-from lenet import visualize_plots as viz_plots
 from common.cli import config_from_args
 from common.errors import DataError
 from common.outputs import RunDir, write_json
 from lenet import checkpoint as lenet_checkpoint
+from lenet import visualize_plots as viz_plots
 from lenet.config import LeNetConfig
 from lenet.train import FILTER_HISTORY, create_model, data_name, train_and_evaluate
 

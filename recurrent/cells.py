@@ -22,11 +22,12 @@ serves the single-step cells and the ``lax.scan`` body of :class:`RNNLayer`.
 """
 
 import functools
-from typing import Any, Callable, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import flax.linen as nn
 from flax.linen import initializers
 
 Array = jax.Array

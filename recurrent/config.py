@@ -25,11 +25,11 @@ class RNNConfig(FlatFields):
     init_scheme: str = "keras"  # Keras's initialisers, as the report's models had ('flax': Flax's cell defaults)
 
     @classmethod
-    def quick(cls) -> "RNNConfig":
+    def quick(cls) -> RNNConfig:
         """Shrunk so that a run ends in seconds on a 2-core CPU (not comparable with the report)."""
         return cls.create(epochs=1, limit=2000)
 
-    def validate(self) -> "RNNConfig":
+    def validate(self) -> RNNConfig:
         require(self.data.checks() + self.train.checks() + [
             (self.cell in CELLS, f"unknown cell {self.cell!r}; choose from {', '.join(CELLS)}"),
             (self.init_scheme in ("keras", "flax"), f"unknown init scheme {self.init_scheme!r}; choose keras or flax"),

@@ -248,7 +248,7 @@ class DamagedBuilder:
         self.data_dir = str(folder)
         self.shard = os.path.join(self.data_dir, "mnist-train.tfrecord-00000-of-00001")
         with tf.io.TFRecordWriter(self.shard) as w:
-            for i in range(50):
+            for _ in range(50):
                 w.write(b"x" * 100)
         os.truncate(self.shard, 2000)
 

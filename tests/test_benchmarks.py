@@ -38,5 +38,6 @@ def test_pytorch_reference_is_standalone():
         tree = ast.parse(f.read())
     modules = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
                for alias in node.names}
-    modules |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    modules |= {node.module.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.module}
     assert modules <= {"__future__", "json", "statistics", "time", "numpy", "torch"}, modules

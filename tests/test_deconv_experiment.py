@@ -12,11 +12,11 @@ import pytest
 
 import lenet.model
 from common import data as data_lib
-from run import main
 from deconv import experiment, network, occlusion, ops
 from lenet import checkpoint as lenet_checkpoint
 from lenet.config import LeNetConfig
 from lenet.train import create_model, train_and_evaluate
+from run import main
 from tests.conftest import write_image_folder
 
 

@@ -2,8 +2,19 @@
 import base64
 import re
 
-from common.document import (CSS, Cell, Figure, Heading, Missing, Para, Table, markdown_table, number_figures,
-                             to_html, to_markdown)
+from common.document import (
+    CSS,
+    Cell,
+    Figure,
+    Heading,
+    Missing,
+    Para,
+    Table,
+    markdown_table,
+    number_figures,
+    to_html,
+    to_markdown,
+)
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(32))
 

@@ -43,7 +43,8 @@ print(json.dumps({"applied": applied, "faults_per_call": faults}))
 def _probe(mode: str, *extra: str, **env) -> dict:
     environ = {k: v for k, v in os.environ.items() if k != "ELEC576_DEFAULT_MALLOC"}
     environ.update(JAX_PLATFORMS="cpu", **env)
-    out = subprocess.run([sys.executable, "-c", PROBE, mode, *extra], cwd=ROOT, env=environ, capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-c", PROBE, mode, *extra], cwd=ROOT, env=environ, capture_output=True,
+                         text=True,
                          check=True, timeout=300)
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -13,10 +13,10 @@ from common import checkpoint as ckpt
 from common import data as data_lib
 from common import fit
 from common import training as tr
-from run import main
 from lenet.config import LeNetConfig
 from lenet.model import l2_penalty, max_pool_2x2
 from lenet.train import create_model, penalty_fn, train_and_evaluate
+from run import main
 
 
 def _state(config=LeNetConfig(), shape=(2, 28, 28, 1), seed=0):

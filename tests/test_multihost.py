@@ -83,7 +83,8 @@ def test_two_processes_equal_one_process_with_two_devices(folder, tmp_path, task
 
 
 @pytest.mark.parametrize("flags, words", [
-    (["--coordinator", "127.0.0.1:{port}", "--num-processes", "2", "--process-id", "2"], "--process-id must be in 0..1"),
+    (["--coordinator", "127.0.0.1:{port}", "--num-processes", "2", "--process-id", "2"],
+     "--process-id must be in 0..1"),
     (["--coordinator", "nohost", "--num-processes", "2", "--process-id", "0"], "HOST:PORT"),
     (["--num-processes", "2", "--process-id", "0"], "--coordinator"),
     # process 1 alone: its coordinator never answers

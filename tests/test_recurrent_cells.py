@@ -3,15 +3,24 @@ and the classifier's parameter counts and shapes."""
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import flax.linen as nn
 from jax.test_util import check_grads
 
-from recurrent.cells import (CELLS, CELL_TYPES, GRUCell, LSTMCell, RNNCell,
-                             RNNLayer, RecurrentClassifier, param_count, scan_prefetched)
+from recurrent.cells import (
+    CELL_TYPES,
+    CELLS,
+    GRUCell,
+    LSTMCell,
+    RecurrentClassifier,
+    RNNCell,
+    RNNLayer,
+    param_count,
+    scan_prefetched,
+)
 
 BATCH, TIME, INPUTS, HIDDEN = 3, 28, 5, 7
 FLAX_CELLS = {'rnn': nn.SimpleCell, 'lstm': nn.LSTMCell, 'gru': nn.GRUCell}
@@ -46,7 +55,7 @@ def _randomize(params, key, scale=0.5):
     leaves, tree = jax.tree.flatten(params)
     keys = jax.random.split(key, len(leaves))
     return jax.tree.unflatten(
-        tree, [scale * jax.random.normal(k, l.shape, l.dtype) for k, l in zip(keys, leaves)])
+        tree, [scale * jax.random.normal(k, leaf.shape, leaf.dtype) for k, leaf in zip(keys, leaves)])
 
 
 def _param_shapes(module, x):

@@ -9,7 +9,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ruff") is None, reason="ruff is in the test extra: pip install -e .[test]")
+@pytest.mark.skipif(importlib.util.find_spec("ruff") is None,
+                    reason="ruff is in the test extra: pip install -e .[test]")
 def test_ruff_finds_nothing():
     result = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "."], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)

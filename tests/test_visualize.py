@@ -7,15 +7,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import write_image_folder
 from scipy import stats as sps
 
 from common import stats
-from lenet import visualize_plots as viz_plots
-from run import main
-from conftest import write_image_folder
 from lenet import visualize
+from lenet import visualize_plots as viz_plots
 from lenet.config import LeNetConfig
 from lenet.train import FILTER_HISTORY, train_and_evaluate
+from run import main
 
 BINS = 512
 
