@@ -94,6 +94,7 @@ def fit(model, dataset: data_lib.Dataset, train: TrainConfig, out: str, *, task:
     `on_epoch(workdir, epoch, state)` runs after each epoch (and with epoch 0 before training).
     """
     specs = parallel.model_grid(train, penalties)
+    environment = outputs.environment_info()  # at the start: the load average before this run adds to it
     run = outputs.RunDir(out)
     workdir = run.open()
     state, rngs = parallel.init_states(model, (1,) + dataset.image_shape, specs)
@@ -121,6 +122,7 @@ def fit(model, dataset: data_lib.Dataset, train: TrainConfig, out: str, *, task:
         _save_resume(run, state, best, history, run_info, wall_before + time.perf_counter() - t0)
         tqdm.write(_epoch_line(row, train.epochs), file=sys.stderr)
     metrics = _final_metrics(history, specs, best, wall_before + time.perf_counter() - t0, dataset, state)
+    metrics["environment"] = environment
     metrics.update(command=command, **run_info)
     _write_results(run, history, metrics, best.variables, specs, run_info, title, figure_name)
     return FitResult(state=state, variables=best.variables, history=history, metrics=metrics,
@@ -249,22 +251,24 @@ def mean_rows(history: list[dict]) -> list[dict]:
 
 
 def _split_metrics(values: list) -> dict[str, Any]:
-    """{'x': mean} (+ std and per-model values when several models) for each key of per-model values."""
+    """{'x': mean} (+ sample std, ddof=1, and the per-model values when several models) for each key of
+    per-model values."""
     out: dict[str, Any] = {}
     for key in values[0]:
         v = [m[key] for m in values]
         out[key] = None if v[0] is None else float(np.mean(v))
         if len(v) > 1 and v[0] is not None:
-            out[f"{key}_std"], out[f"{key}_per_model"] = float(np.std(v)), v
+            out[f"{key}_std"], out[f"{key}_per_model"] = float(np.std(v, ddof=1)), v
     return out
 
 
 def _final_metrics(history, specs, best: BestEpoch, wall, dataset, state) -> dict[str, Any]:
     keys = [f"{split}_{m}" for split in ("train", "val", "test") for m in ("accuracy", "loss")]
+    keys += ["train_running_accuracy", "train_running_loss"]  # Keras's: running means with dropout on
     selected = [{k: _row_value(history[int(best.epoch[i]) - 1], k, i) for k in keys} for i in range(len(specs))]
     last = [{k: _row_value(history[-1], k, i) for k in keys} for i in range(len(specs))]
     params = state.params if len(specs) == 1 else parallel.model_slice(state.params, 0)
-    steady = [r["train_images_per_sec"] for r in history[1:]] or [history[0]["train_images_per_sec"]]
+    steady = history[1:] or history[:1]  # after the first epoch (which compiles) when there is one
     return {
         **_split_metrics(selected),
         "selected_epoch": int(best.epoch[0]) if len(specs) == 1 else best.epoch.tolist(),
@@ -273,12 +277,12 @@ def _final_metrics(history, specs, best: BestEpoch, wall, dataset, state) -> dic
         "epochs": len(history), "seeds": sorted({m.seed for m in specs}),
         "models": [dataclasses.asdict(m) for m in specs],
         "wall_seconds": wall,
-        "seconds_per_epoch": float(np.median([r["epoch_seconds"] for r in history])),
-        "train_images_per_sec": float(np.median(steady)),
+        "seconds_per_epoch": float(np.median([r["epoch_seconds"] for r in history])),  # with evaluation
+        "train_seconds_per_epoch": float(np.median([r["train_seconds"] for r in steady])),  # no evaluation
+        "train_images_per_sec": float(np.median([r["train_images_per_sec"] for r in steady])),
         "param_count": int(sum(x.size for x in jax.tree_util.tree_leaves(params))),
         "train_size": len(dataset.train), "val_size": len(dataset.val), "test_size": len(dataset.test),
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "environment": outputs.environment_info(),
     }
 
 

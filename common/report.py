@@ -45,6 +45,7 @@ class Target:
     low: float | None
     high: float | None
     text: str
+    tolerance: float = 0.0  # a point target ('about 0.60') counts as met within this distance
 
     def difference(self, measured: float | None) -> str:
         """Signed distance of `measured` from the target ('within' inside a range)."""
@@ -59,6 +60,81 @@ class Target:
 
 
 NO_TARGET = Target(None, None, "not in the assignment")
+INTERVAL_RULE = "mean \u00b1 2\u00b7std/\u221aN"  # how `aggregate` draws its interval (std: sample, ddof=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """A measured quantity over N seeds: mean, sample std, the interval mean +- 2 std/sqrt(N), the values."""
+
+    mean: float
+    std: float
+    low: float
+    high: float
+    values: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+
+def aggregate(values) -> Estimate:
+    """Mean, sample std (ddof=1; 0 for one value) and the interval INTERVAL_RULE of per-seed values."""
+    v = [float(x) for x in (values if isinstance(values, (list, tuple)) else [values])]
+    mean = sum(v) / len(v)
+    std = (sum((x - mean) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
+    half = 2 * std / len(v) ** 0.5
+    return Estimate(mean, std, mean - half, mean + half, tuple(v))
+
+
+def target_band(target: Target) -> tuple[float, float]:
+    """The target's range widened by its tolerance on each side."""
+    high = target.high if target.high is not None else target.low
+    return target.low - target.tolerance, high + target.tolerance
+
+
+def verdict(estimate: Estimate | None, target: Target) -> str:
+    """'consistent', 'below' or 'above': the estimate's interval (its value when N = 1) against
+    `target_band(target)`; 'n/a' without a target or a measurement."""
+    if estimate is None or target.low is None:
+        return "n/a"
+    low, high = target_band(target)
+    if estimate.high < low:
+        return "below"
+    if estimate.low > high:
+        return "above"
+    return "consistent"
+
+
+def estimate_of(metrics: dict | None, key: str) -> Estimate | None:
+    """The Estimate of metrics[key] from its `<key>_per_model` values (one value when N = 1)."""
+    if not metrics or metrics.get(key) is None:
+        return None
+    return aggregate(metrics.get(f"{key}_per_model") or [metrics[key]])
+
+
+def fmt_estimate(estimate: Estimate | None, per_seed: bool = True) -> str:
+    """'0.6012' (N = 1) or '0.6012 \u00b1 0.0040 (3 seeds: 0.5970, 0.6010, 0.6050)'."""
+    if estimate is None:
+        return "n/a"
+    if estimate.n == 1:
+        return fmt_acc(estimate.mean)
+    values = ": " + ", ".join(f"{v:.4f}" for v in estimate.values) if per_seed else ""
+    return f"{estimate.mean:.4f} \u00b1 {estimate.std:.4f} ({estimate.n} seeds{values})"
+
+
+def verdict_line(estimate: Estimate | None, target: Target) -> str:
+    """'consistent: 0.598-0.606 (mean ± 2·std/√N, 3 seeds) overlaps the assignment's 0.580-0.620', or with
+    N = 1 the point value."""
+    word = verdict(estimate, target)
+    if word == "n/a":
+        return word
+    lo, hi = target_band(target)
+    wanted = f"{lo:.3f}" if lo == hi else f"{lo:.3f}-{hi:.3f}"
+    measured = (f"{estimate.mean:.3f} (1 seed)" if estimate.n == 1 else
+                f"{estimate.low:.3f}-{estimate.high:.3f} ({INTERVAL_RULE}, {estimate.n} seeds)")
+    relation = {"consistent": "overlaps", "below": "is below", "above": "is above"}[word]
+    return f"{word}: {measured} {relation} the assignment's {wanted}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,13 +181,21 @@ def fmt_lr(lr) -> str:
 
 
 def machine(env: dict | None) -> str:
-    """'CPU: x86_64 Linux, 2 CPUs; jax 0.4.30' or 'NVIDIA H100 (gpu) on ...' from metrics.json's environment."""
+    """'CPU: x86_64 Linux, 2 CPUs (Intel Xeon ...), load 1.52 at start; jax 0.4.30; commit 1a2b3c4d (dirty)' or
+    'NVIDIA H100 (gpu) on ...' from metrics.json's environment."""
     if not env:
         return "n/a"
     jax_version = env.get("versions", {}).get("jax")
     where = (f"CPU: {env.get('machine')}" if env.get("jax_backend") == "cpu"
              else f"{env.get('device')} ({env.get('jax_backend')}) on {env.get('machine')}")
-    return where + (f"; jax {jax_version}" if jax_version else "")
+    if env.get("cpu_model"):
+        where += f" ({env['cpu_model']})"
+    if env.get("load_average"):
+        where += f", load {env['load_average'][0]:.2f} at start"
+    git = env.get("git") or {}
+    commit = (f"; commit {git['commit'][:10]}" + (" (dirty)" if git.get("dirty") else "")
+              if git.get("commit") else "")
+    return where + (f"; jax {jax_version}" if jax_version else "") + commit
 
 
 def settings(metrics: dict, default_epochs: int) -> tuple[str, bool]:
@@ -138,17 +222,33 @@ def settings_cell(metrics: dict, default_epochs: int) -> Cell:
 
 
 PROVENANCE_HEADERS = ["command", "seed(s)", "machine", "wall time", "finished"]
-SUMMARY_HEADERS = ["part", "experiment", "train acc", "val acc", "test acc", "assignment", "test vs assignment",
-                   "settings", *PROVENANCE_HEADERS]
+SUMMARY_HEADERS = ["part", "experiment", "train acc (eval mode)", "val acc", "test acc", "assignment",
+                   "test vs assignment (verdict)", "settings", *PROVENANCE_HEADERS]
+
+
+def command_line(metrics: dict) -> str:
+    """The recorded command with the environment variables it ran under ('JAX_PLATFORMS=cpu python run.py
+    ...'); paths are left as recorded (the report makes them relative)."""
+    env = (metrics.get("environment") or {}).get("command_env") or {}
+    prefix = "".join(f"{k}={v} " for k, v in env.items())
+    command = metrics.get("command")
+    if not command:
+        return "n/a"
+    return prefix + ("python " + command if command.startswith("run.py") else command)
 
 
 def provenance(metrics: dict) -> list[CellLike]:
     """Command, seed(s), machine, wall time, finished-at cells (PROVENANCE_HEADERS) of the run that wrote
     `metrics`."""
     seeds = metrics.get("seeds") or [metrics.get("config", {}).get("seed")]
-    return [Cell(f"`{metrics.get('command', 'n/a')}`", "small"), ", ".join(map(str, seeds)),
+    return [Cell(f"`{command_line(metrics)}`", "small"), ", ".join(map(str, seeds)),
             Cell(machine(metrics.get("environment")), "small"), fmt_seconds(metrics.get("wall_seconds")),
             Cell(metrics.get("finished_at", "n/a"), "small")]
+
+
+def estimate_cell(metrics: dict | None, key: str, per_seed: bool = False) -> Cell:
+    """metrics[key] as 'mean \u00b1 std (N seeds)' (just the value when N = 1), right-aligned."""
+    return Cell(fmt_estimate(estimate_of(metrics, key), per_seed), "num")
 
 
 def summary_row(part: str, name: str, folder: str, metrics: dict | None, target: Target, default_epochs: int,
@@ -158,9 +258,10 @@ def summary_row(part: str, name: str, folder: str, metrics: dict | None, target:
     if metrics is None:
         return [part, name, *[Cell("missing", "missing")] * 3, target.text, "n/a",
                 Cell(f"missing: run `{command}`", "missing"), "", "", "", ""]
-    return [part, f"{name} (`{folder}`)", Cell(fmt_acc(metrics.get("train_accuracy")), "num"),
-            Cell(fmt_acc(metrics.get("val_accuracy")), "num"), Cell(fmt_acc(metrics.get("test_accuracy")), "num"),
-            target.text, Cell(target.difference(metrics.get("test_accuracy")), "num"),
+    test = estimate_of(metrics, "test_accuracy")
+    return [part, f"{name} (`{folder}`)", estimate_cell(metrics, "train_accuracy"),
+            estimate_cell(metrics, "val_accuracy"), estimate_cell(metrics, "test_accuracy", per_seed=True),
+            target.text, Cell(verdict_line(test, target), "small"),
             settings_cell(metrics, default_epochs), *provenance(metrics)]
 
 
@@ -227,6 +328,18 @@ def section_blocks(root: str, section: Section, command: str) -> tuple[list[Bloc
     return head + figures + missing, missing
 
 
+def relative_paths(text: str, root: str) -> str:
+    """`text` with the machine's absolute paths made relative to the results root: the root itself, its
+    parent, the working directory and its parent (where the code and the course's data sit), longest first.
+    A path must end at a separator, a space, a quote or the end, so '/tmp/a' is not replaced inside '/tmp/ab'."""
+    anchors = {os.path.abspath(root), os.path.dirname(os.path.abspath(root)), os.getcwd(),
+               os.path.dirname(os.getcwd())} - {os.sep}
+    for anchor in sorted(anchors, key=len, reverse=True):
+        shown = os.path.relpath(anchor, os.path.abspath(root))
+        text = re.sub(r"(?<![\w.~/-])" + re.escape(anchor) + r"(?=[/\s`'\"<),;:]|$)", lambda m: shown, text)
+    return text
+
+
 def run_all_blocks(root: str) -> list[Block]:
     """How `--task all` made this folder, when it did (RUN_ALL_JSON): each task's status, time and command."""
     info = read_json(os.path.join(root, RUN_ALL_JSON))
@@ -247,9 +360,11 @@ def head_blocks(root: str, sections: Sequence[Section], command_for: CommandFor,
     where = f" (`{reference}`)" if reference else ""
     rows = [row for s in sections if s.summary for row in s.summary(root, command_for(s.key))]
     head: list[Block] = [
-        Para(f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from `{os.path.abspath(root)}`. Each measured "
+        Para(f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from the results folder "
+             f"`{os.path.basename(os.path.abspath(root))}` (paths below are relative to it). Each measured "
              f"number sits beside the assignment's{where}, with the command, seed(s), machine and time that "
-             "produced it.", "meta"),
+             "produced it; with several seeds, as mean \u00b1 std (sample std) and a verdict on the interval "
+             f"{INTERVAL_RULE}.", "meta"),
         Heading("Measured against the assignment", "summary"),
         Table(SUMMARY_HEADERS, rows),
     ]
@@ -280,8 +395,8 @@ def write_report(root: str, sections: Sequence[Section], command_for: CommandFor
     """Writes <root>/report.html (figures embedded) and <root>/REPORT.md (figures linked), each atomically;
     returns (number of figures, missing results)."""
     blocks, missing = build_report(root, sections, command_for, reference=reference)
-    atomic_write_text(os.path.join(root, MD_NAME), to_markdown(blocks, title))
-    atomic_write_text(os.path.join(root, HTML_NAME), to_html(blocks, title, root))
+    atomic_write_text(os.path.join(root, MD_NAME), relative_paths(to_markdown(blocks, title), root))
+    atomic_write_text(os.path.join(root, HTML_NAME), relative_paths(to_html(blocks, title, root), root))
     return sum(isinstance(b, Figure) for b in blocks), missing
 
 
