@@ -328,14 +328,22 @@ def section_blocks(root: str, section: Section, command: str) -> tuple[list[Bloc
     return head + figures + missing, missing
 
 
+def path_base(root: str) -> str:
+    """What the report's paths are relative to: the working directory (where run.py runs, so the commands
+    shown run as they are) when the results root lies inside it, else the results root itself."""
+    root, cwd = os.path.abspath(root), os.getcwd()
+    return cwd if os.path.commonpath([root, cwd]) == cwd else root
+
+
 def relative_paths(text: str, root: str) -> str:
-    """`text` with the machine's absolute paths made relative to the results root: the root itself, its
-    parent, the working directory and its parent (where the code and the course's data sit), longest first.
-    A path must end at a separator, a space, a quote or the end, so '/tmp/a' is not replaced inside '/tmp/ab'."""
+    """`text` with the machine's absolute paths made relative to `path_base(root)`: the root, its parent, the
+    working directory and its parent (where the code and the course's data sit), longest first. A path must
+    end at a separator, a space, a quote or the end, so '/tmp/a' is not replaced inside '/tmp/ab'."""
+    base = path_base(root)
     anchors = {os.path.abspath(root), os.path.dirname(os.path.abspath(root)), os.getcwd(),
                os.path.dirname(os.getcwd())} - {os.sep}
     for anchor in sorted(anchors, key=len, reverse=True):
-        shown = os.path.relpath(anchor, os.path.abspath(root))
+        shown = os.path.relpath(anchor, base)
         text = re.sub(r"(?<![\w.~/-])" + re.escape(anchor) + r"(?=[/\s`'\"<),;:]|$)", lambda m: shown, text)
     return text
 
@@ -361,7 +369,9 @@ def head_blocks(root: str, sections: Sequence[Section], command_for: CommandFor,
     rows = [row for s in sections if s.summary for row in s.summary(root, command_for(s.key))]
     head: list[Block] = [
         Para(f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from the results folder "
-             f"`{os.path.basename(os.path.abspath(root))}` (paths below are relative to it). Each measured "
+             f"`{os.path.basename(os.path.abspath(root))}`; paths are relative to "
+             + ("the repository, where the commands run" if path_base(root) == os.getcwd()
+                else "the results folder") + ". Each measured "
              f"number sits beside the assignment's{where}, with the command, seed(s), machine and time that "
              "produced it; with several seeds, as mean \u00b1 std (sample std) and a verdict on the interval "
              f"{INTERVAL_RULE}.", "meta"),
