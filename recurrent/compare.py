@@ -16,6 +16,7 @@ rnn/summary.json (or rnn/*/metrics.json) that `--task rnn` wrote, else LSTM-128 
 """
 from __future__ import annotations
 
+import argparse
 import glob
 import os
 import sys
@@ -314,7 +315,9 @@ def configs_from_args(args, cell: str, hidden: int) -> tuple[LeNetConfig, RNNCon
         raise UserError("--task compare trains one configuration per net: give --lr one value (or none for each "
                         "net's report rate)")
     lenet, rnn = base_configs(args.quick)
-    return (config_from_args(lenet, args).validate(),
+    # --hidden is the recurrent net's; LeNet5's fc1 has a field of that name, which keeps its report value.
+    lenet_args = argparse.Namespace(**{**vars(args), "hidden": None})
+    return (config_from_args(lenet, lenet_args).validate(),
             config_from_args(rnn, args, cell=cell, hidden=hidden).validate())
 
 
