@@ -119,12 +119,18 @@ def test_two_seeds_report_shows_intervals_and_no_absolute_path(image_folder, tmp
     assert abs(np.mean(m["test_accuracy_per_model"]) - m["test_accuracy"]) < 1e-12
     assert len(m["train_running_accuracy_per_model"]) == 2 and m["train_seconds_per_epoch"] > 0
     assert m["environment"]["cpu_count"] and "git" in m["environment"]
+    # Part 1c: the network without batch norm trains with the checkpoint's settings, seeds included
+    assert main(["--task", "visualize", "--checkpoint", str(root / "lenet"), "--compare-batchnorm",
+                 "--out", str(root / "visualize"), "--no-progress"]) == 0
+    nobn = json.load(open(root / "lenet_nobn" / "metrics.json"))
+    assert nobn["seeds"] == [0, 1] and nobn["config"]["use_batchnorm"] is False
     assert main(["--task", "report", "--out", str(root)]) == 0
     page = open(root / "report.html", encoding="utf-8").read()
     md = open(root / "REPORT.md", encoding="utf-8").read()
     for text in (page, md):
         assert "\u00b1 " in text and "(2 seeds" in text
         assert "running mean while training, dropout on" in text and "eval mode" in text
+    assert "(seed 0) model of each network" in page and "Verdict on the claim: " in page
     assert str(tmp_path) not in _text_outside_images(page) and str(tmp_path) not in md
     assert os.getcwd() not in _text_outside_images(page)
 
