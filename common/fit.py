@@ -246,6 +246,16 @@ def per_model_rows(history: list[dict], specs: list[parallel.ModelSpec]) -> list
             for row in history for i, spec in enumerate(specs)]
 
 
+def model_histories(history: list[dict]) -> list[list[dict]]:
+    """The history of each model of a run: rows whose values are per-model lists split by model (one model's
+    rows as they are)."""
+    n = max((len(v) for row in history for v in row.values() if isinstance(v, list)), default=0)
+    if not n:
+        return [history]
+    return [[{k: (v[i] if isinstance(v, list) else v) for k, v in row.items()} for row in history]
+            for i in range(n)]
+
+
 def mean_rows(history: list[dict]) -> list[dict]:
     return [{k: (float(np.mean(v)) if isinstance(v, list) else v) for k, v in row.items()} for row in history]
 
@@ -292,7 +302,8 @@ def _write_results(run, history, metrics, variables, specs, run_info, title, fig
     outputs.write_json(run.path(METRICS_JSON), metrics)
     suffix = "" if n_models == 1 else f" (mean of {n_models} models)"
     selected = metrics["selected_epoch"] if n_models == 1 else None
-    plotting.plot_history(mean_rows(history), run.path(figure_name), title + suffix, selected)
+    plotting.plot_history(mean_rows(history), run.path(figure_name), title + suffix, selected,
+                          per_model=model_histories(history) if n_models > 1 else None)
     first = variables if n_models == 1 else parallel.model_slice(variables, 0)
     ckpt.save_checkpoint(run.path(ckpt.CHECKPOINT_DIR), first,
                          {**run_info, "seed": specs[0].seed, "lr": specs[0].lr, "epoch": metrics["selected_epoch"]})

@@ -26,7 +26,7 @@ import numpy as np
 from common import data as data_lib
 from common import outputs, plotting, report
 from common.cli import config_from_args
-from common.fit import mean_rows
+from common.fit import mean_rows, model_histories
 from common.errors import UserError
 from common.document import markdown_table
 from lenet.config import LeNetConfig
@@ -117,16 +117,6 @@ def steady_train_seconds(history: list[dict]) -> float:
     return float(np.median([row["train_seconds"] for row in rows]))
 
 
-def per_model_histories(history: list[dict]) -> list[list[dict]]:
-    """The history of each model of a run (rows whose values are per-model lists split by model; one model's
-    rows as they are)."""
-    n = max((len(v) for row in history for v in row.values() if isinstance(v, list)), default=0)
-    if not n:
-        return [history]
-    return [[{k: (v[i] if isinstance(v, list) else v) for k, v in row.items()} for row in history]
-            for i in range(n)]
-
-
 def spread(key: str, values: list) -> dict:
     """{key: value} for one model; for several, {key: mean of those not None (None if all are), key_std:
     their sample std, key_per_model: values, key_reached: how many are not None}."""
@@ -142,7 +132,7 @@ def comparison_row(model: str, kind: str, folder: str, metrics: dict, history: l
     """One line of the comparison table from a finished run's metrics and per-epoch history (accuracies:
     the mean over the run's models with std and per-model values when several; epochs and training seconds
     to `target` for each model, the seconds of the whole run, all models together)."""
-    reached = [epochs_to_reach(h, target) for h in per_model_histories(history)]
+    reached = [epochs_to_reach(h, target) for h in model_histories(history)]
     seconds = cumulative_train_seconds(history)
     row = {
         "model": model,
@@ -269,7 +259,7 @@ def plot_comparison(runs: list[tuple[dict, list[dict]]], path: str, target: floa
     plt = plotting.plt
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.3), constrained_layout=True)
     for row, history in runs:
-        models = per_model_histories(history)
+        models = model_histories(history)
         n = len(models)
         style = dict(color=COLOURS[row["kind"]], marker="o", ms=3,
                      label=row["model"] + (f" (mean of {n} seeds; band: min-max)" if n > 1 else ""))
