@@ -164,11 +164,20 @@ def _stats_table(stats: dict) -> Table:
     """activation_stats.json's table: the STATS_COLUMNS that any row has."""
     table = stats["table"]
     columns = [(k, f) for k, f in STATS_COLUMNS if any(k in r for r in table)]
-    rows = [[Cell(_fmt_value(r.get(k), f), "" if f == "{}" else "num") for k, f in columns] for r in table]
+    rows = [[Cell(_fmt_value(_shown(r, k), f), "" if f == "{}" else "num") for k, f in columns] for r in table]
     return Table([k.replace("_", " ") for k, _ in columns], rows,
                  f"From `{VISUALIZE_KEY}/{STATS_JSON}` ({stats.get('test_images', '?')} test images of "
                  f"{stats.get('data_source', '?')}); stages: pre_bn = after ReLU, before batch norm; post_bn = after "
-                 "batch norm; post_pool = after max-pool.")
+                 "batch norm; after_relu = after ReLU in the network without batch norm; post_pool = after "
+                 "max-pool.")
+
+
+def _shown(row: dict, key: str):
+    """row[key], except the stage of the network without batch norm: 'after_relu' (it has no BN to be
+    'pre' of)."""
+    if key == "stage" and row.get("network") == "no_batchnorm" and row.get("stage") == "pre_bn":
+        return "after_relu"
+    return row.get(key)
 
 
 def _fmt_value(value, fmt: str) -> str:
