@@ -146,3 +146,12 @@ def test_compare_trains_n_seeds_per_net(mock_tfds, tmp_path):
         assert len(row["epochs_to_98_5_per_model"]) == 2
     assert comp["claim_verdict"].split(" ")[0] in ("supported", "not")
     assert os.path.isfile(out / compare.FIGURE)
+
+
+def test_relative_paths_replace_whole_path_components(tmp_path):
+    root = tmp_path / "res"
+    text = f"`{root}/lenet` and {tmp_path}/course, not {root}x/y; {os.getcwd()}/run.py"
+    shown = report.relative_paths(text, str(root))
+    assert shown.startswith("`./lenet` and ../course, not ../resx/y; ")
+    assert str(tmp_path) not in shown, shown
+    assert shown.endswith(" " + os.path.relpath(os.path.join(os.getcwd(), "run.py"), root))
