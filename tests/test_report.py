@@ -358,6 +358,6 @@ def test_all_quick_end_to_end_then_report_and_a_missing_part(mock_tfds, image_fo
     shutil.rmtree(os.path.join(root, "deconv"))
     assert main(["--task", "report", "--out", root]) == 0
     page = _read(os.path.join(root, "report.html"))
-    command = "python run.py " + shlex.join(task_argv("deconv", root))
+    command = report.relative_paths("python run.py " + shlex.join(task_argv("deconv", root)), root)
     assert f"Make it with: <code>{command}</code>" in page
     assert len(re.findall(r"<img ", page)) == len(expected) - len(figures["deconv"])
