@@ -13,7 +13,6 @@ from recurrent import compare
 from recurrent.report import LSTM128_TARGET, RNN64_TARGET
 from run import TASKS, main
 
-
 # ------------------------------------------------------------------------------------------ pure pieces
 
 
