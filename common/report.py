@@ -163,8 +163,8 @@ def fixed_caption(text: str) -> Callable[[str], str]:
     return lambda path: text
 
 
-SUMMARY_HEADERS = ["part", "experiment", "train acc (eval mode)", "val acc", "test acc", "assignment",
-                   "test vs assignment (verdict)", "settings", *PROVENANCE_HEADERS]
+SUMMARY_HEADERS = ["part", "experiment", "train acc (eval mode)", "val acc", "test acc (best-validation epoch)",
+                   "assignment", "test vs assignment (verdict)", "settings", *PROVENANCE_HEADERS]
 
 
 def estimate_cell(metrics: dict | None, key: str, per_seed: bool = False) -> Cell:
