@@ -20,7 +20,8 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +35,7 @@ from common import interrupt, outputs, parallel, plotting
 from common import training as tr
 from common.config import TrainConfig
 from common.errors import TrainingDiverged
+from common.history import mean_rows, model_histories, per_model_rows, row_value, split_metrics
 
 RESUME_STATE = "resume_state.msgpack"
 RESUME_INFO = "resume.json"
@@ -61,7 +63,10 @@ class BestEpoch:
 
     def update(self, epoch: int, val_accuracy, state) -> None:
         n = len(self.val)
-        val = np.full(n, float(epoch)) if val_accuracy is None else np.broadcast_to(np.asarray(val_accuracy, float), (n,))
+        if val_accuracy is None:  # no validation split: the latest epoch wins
+            val = np.full(n, float(epoch))
+        else:
+            val = np.broadcast_to(np.asarray(val_accuracy, float), (n,))
         improved = val > self.val
         if not improved.any():
             return
@@ -99,12 +104,13 @@ def fit(model, dataset: data_lib.Dataset, train: TrainConfig, out: str, *, task:
     if len(dataset.train) < train.batch_size:  # before any folder is made or model compiled
         raise data_lib.DataError(f"the training split has {len(dataset.train)} examples, fewer than the batch "
                                  f"size {train.batch_size}; lower --batch-size")
+    environment = outputs.environment_info()  # at the start: the load average before this run adds to it
     run = outputs.RunDir(out)
     try:
         history, metrics, best, state = _train(run, model, dataset, train, specs, task, config, title,
                                                penalty_fn, on_epoch, progress)
         run_info = metrics.pop("run_info")
-        metrics.update(command=command, **run_info)
+        metrics.update(command=command, environment=environment, **run_info)
         _warn_if_diverged(metrics, history)
         _write_results(run, history, metrics, best.variables, specs, run_info, title, figure_name)
         return FitResult(state=state, variables=best.variables, history=history, metrics=metrics,
@@ -256,54 +262,27 @@ def _epoch_line(row: dict, epochs: int) -> str:
             f" | {row['epoch_seconds']:.1f}s, {row['train_images_per_sec']:.0f} img/s")
 
 
-def _row_value(row: dict, key: str, i: int):
-    v = row[key]
-    return v[i] if isinstance(v, list) else v
-
-
-def per_model_rows(history: list[dict], specs: list[parallel.ModelSpec]) -> list[dict]:
-    """Expands rows whose metrics are per-model lists into one row per (epoch, model)."""
-    if len(specs) == 1:
-        return history
-    return [{"seed": spec.seed, "lr": spec.lr, **spec.penalty, **{k: _row_value(row, k, i) for k in row}}
-            for row in history for i, spec in enumerate(specs)]
-
-
-def mean_rows(history: list[dict]) -> list[dict]:
-    return [{k: (float(np.mean(v)) if isinstance(v, list) else v) for k, v in row.items()} for row in history]
-
-
-def _split_metrics(values: list) -> dict[str, Any]:
-    """{'x': mean} (+ std and per-model values when several models) for each key of per-model values."""
-    out: dict[str, Any] = {}
-    for key in values[0]:
-        v = [m[key] for m in values]
-        out[key] = None if v[0] is None else float(np.mean(v))
-        if len(v) > 1 and v[0] is not None:
-            out[f"{key}_std"], out[f"{key}_per_model"] = float(np.std(v)), v
-    return out
-
-
 def _final_metrics(history, specs, best: BestEpoch, wall, dataset, state) -> dict[str, Any]:
     keys = [f"{split}_{m}" for split in ("train", "val", "test") for m in ("accuracy", "loss")]
-    selected = [{k: _row_value(history[int(best.epoch[i]) - 1], k, i) for k in keys} for i in range(len(specs))]
-    last = [{k: _row_value(history[-1], k, i) for k in keys} for i in range(len(specs))]
+    keys += ["train_running_accuracy", "train_running_loss"]  # Keras's: running means with dropout on
+    selected = [{k: row_value(history[int(best.epoch[i]) - 1], k, i) for k in keys} for i in range(len(specs))]
+    last = [{k: row_value(history[-1], k, i) for k in keys} for i in range(len(specs))]
     params = state.params if len(specs) == 1 else parallel.model_slice(state.params, 0)
-    steady = [r["train_images_per_sec"] for r in history[1:]] or [history[0]["train_images_per_sec"]]
+    steady = history[1:] or history[:1]  # after the first epoch (which compiles) when there is one
     return {
-        **_split_metrics(selected),
+        **split_metrics(selected),
         "selected_epoch": int(best.epoch[0]) if len(specs) == 1 else best.epoch.tolist(),
         "selection": "best validation accuracy" if dataset.val.labels.size else "last epoch (no validation split)",
-        "last_epoch": _split_metrics(last),
+        "last_epoch": split_metrics(last),
         "epochs": len(history), "seeds": sorted({m.seed for m in specs}),
         "models": [dataclasses.asdict(m) for m in specs],
         "wall_seconds": wall,
-        "seconds_per_epoch": float(np.median([r["epoch_seconds"] for r in history])),
-        "train_images_per_sec": float(np.median(steady)),
+        "seconds_per_epoch": float(np.median([r["epoch_seconds"] for r in history])),  # with evaluation
+        "train_seconds_per_epoch": float(np.median([r["train_seconds"] for r in steady])),  # no evaluation
+        "train_images_per_sec": float(np.median([r["train_images_per_sec"] for r in steady])),
         "param_count": int(sum(x.size for x in jax.tree_util.tree_leaves(params))),
         "train_size": len(dataset.train), "val_size": len(dataset.val), "test_size": len(dataset.test),
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        "environment": outputs.environment_info(),
     }
 
 
@@ -338,7 +317,8 @@ def _write_results(run, history, metrics, variables, specs, run_info, title, fig
     outputs.write_json(run.path(METRICS_JSON), metrics)
     suffix = "" if n_models == 1 else f" (mean of {n_models} models)"
     selected = metrics["selected_epoch"] if n_models == 1 else None
-    plotting.plot_history(mean_rows(history), run.path(figure_name), title + suffix, selected)
+    plotting.plot_history(mean_rows(history), run.path(figure_name), title + suffix, selected,
+                          per_model=model_histories(history) if n_models > 1 else None)
     first = variables if n_models == 1 else parallel.model_slice(variables, 0)
     ckpt.save_checkpoint(run.path(ckpt.CHECKPOINT_DIR), first,
                          {**run_info, "seed": specs[0].seed, "lr": specs[0].lr, "epoch": metrics["selected_epoch"]})

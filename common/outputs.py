@@ -18,8 +18,10 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import tempfile
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import jax
 import numpy as np
@@ -151,8 +153,51 @@ def read_json(path: str) -> dict | None:
         return None
 
 
+COMMAND_ENV = ("TFDS_DATA_DIR", "JAX_PLATFORMS", "XLA_FLAGS")  # environment variables a result depends on
+
+
+def git_state(cwd: str | None = None) -> dict[str, Any]:
+    """{'commit': HEAD, 'dirty': uncommitted changes?} of the checkout holding this code; None values when it
+    is not a git checkout (or git is absent)."""
+    here = cwd or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def git(*args) -> str | None:
+        try:
+            done = subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
+
+
+def cpu_model() -> str | None:
+    """/proc/cpuinfo's first 'model name' (None where there is no such file)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages now (None where the OS has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
 def environment_info() -> dict[str, Any]:
-    """Library versions and the machine, recorded beside every result."""
+    """Library versions, the machine, the code's git commit and the environment variables the command ran
+    under, recorded beside every result."""
     versions = {}
     for pkg in ("jax", "jaxlib", "flax", "optax", "chex", "numpy", "tensorflow-cpu", "tensorflow",
                 "tensorflow-datasets"):
@@ -165,7 +210,12 @@ def environment_info() -> dict[str, Any]:
         "versions": versions,
         "python": platform.python_version(),
         "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs",
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "load_average": load_average(),
         "jax_backend": jax.default_backend(),
         "device": getattr(device, "device_kind", str(device)),
         "device_count": jax.device_count(),
+        "git": git_state(),
+        "command_env": {k: os.environ[k] for k in COMMAND_ENV if os.environ.get(k)},
     }

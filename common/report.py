@@ -19,12 +19,37 @@ import glob
 import os
 import re
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
-from common.document import (Block, Cell, CellLike, Figure, Heading, Missing, Para, Table, natural_key,
-                             number_figures, to_html, to_markdown)
+from common.document import (
+    Block,
+    Cell,
+    CellLike,
+    Figure,
+    Heading,
+    Missing,
+    Para,
+    Table,
+    natural_key,
+    number_figures,
+    to_html,
+    to_markdown,
+)
 from common.errors import UserError
 from common.outputs import atomic_write_text, read_json
+from common.provenance import (  # noqa: F401
+    PROVENANCE_HEADERS,
+    command_line,
+    fmt_acc,
+    fmt_lr,
+    fmt_seconds,
+    machine,
+    path_base,
+    provenance,
+    relative_paths,
+    settings,
+    settings_cell,
+)
 
 HTML_NAME = "report.html"
 MD_NAME = "REPORT.md"
@@ -45,6 +70,7 @@ class Target:
     low: float | None
     high: float | None
     text: str
+    tolerance: float = 0.0  # a point target ('about 0.60') counts as met within this distance
 
     def difference(self, measured: float | None) -> str:
         """Signed distance of `measured` from the target ('within' inside a range)."""
@@ -59,6 +85,81 @@ class Target:
 
 
 NO_TARGET = Target(None, None, "not in the assignment")
+INTERVAL_RULE = "mean \u00b1 2\u00b7std/\u221aN"  # how `aggregate` draws its interval (std: sample, ddof=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """A measured quantity over N seeds: mean, sample std, the interval mean +- 2 std/sqrt(N), the values."""
+
+    mean: float
+    std: float
+    low: float
+    high: float
+    values: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+
+def aggregate(values) -> Estimate:
+    """Mean, sample std (ddof=1; 0 for one value) and the interval INTERVAL_RULE of per-seed values."""
+    v = [float(x) for x in (values if isinstance(values, (list, tuple)) else [values])]
+    mean = sum(v) / len(v)
+    std = (sum((x - mean) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
+    half = 2 * std / len(v) ** 0.5
+    return Estimate(mean, std, mean - half, mean + half, tuple(v))
+
+
+def target_band(target: Target) -> tuple[float, float]:
+    """The target's range widened by its tolerance on each side."""
+    high = target.high if target.high is not None else target.low
+    return target.low - target.tolerance, high + target.tolerance
+
+
+def verdict(estimate: Estimate | None, target: Target) -> str:
+    """'consistent', 'below' or 'above': the estimate's interval (its value when N = 1) against
+    `target_band(target)`; 'n/a' without a target or a measurement."""
+    if estimate is None or target.low is None:
+        return "n/a"
+    low, high = target_band(target)
+    if estimate.high < low:
+        return "below"
+    if estimate.low > high:
+        return "above"
+    return "consistent"
+
+
+def estimate_of(metrics: dict | None, key: str) -> Estimate | None:
+    """The Estimate of metrics[key] from its `<key>_per_model` values (one value when N = 1)."""
+    if not metrics or metrics.get(key) is None:
+        return None
+    return aggregate(metrics.get(f"{key}_per_model") or [metrics[key]])
+
+
+def fmt_estimate(estimate: Estimate | None, per_seed: bool = True) -> str:
+    """'0.6012' (N = 1) or '0.6012 \u00b1 0.0040 (3 seeds: 0.5970, 0.6010, 0.6050)'."""
+    if estimate is None:
+        return "n/a"
+    if estimate.n == 1:
+        return fmt_acc(estimate.mean)
+    values = ": " + ", ".join(f"{v:.4f}" for v in estimate.values) if per_seed else ""
+    return f"{estimate.mean:.4f} \u00b1 {estimate.std:.4f} ({estimate.n} seeds{values})"
+
+
+def verdict_line(estimate: Estimate | None, target: Target) -> str:
+    """'consistent: 0.598-0.606 (mean ± 2·std/√N, 3 seeds) overlaps the assignment's 0.580-0.620', or with
+    N = 1 the point value."""
+    word = verdict(estimate, target)
+    if word == "n/a":
+        return word
+    lo, hi = target_band(target)
+    wanted = f"{lo:.3f}" if lo == hi else f"{lo:.3f}-{hi:.3f}"
+    measured = (f"{estimate.mean:.3f} (1 seed)" if estimate.n == 1 else
+                f"{estimate.low:.3f}-{estimate.high:.3f} ({INTERVAL_RULE}, {estimate.n} seeds)")
+    relation = {"consistent": "overlaps", "below": "is below", "above": "is above"}[word]
+    return f"{word}: {measured} {relation} the assignment's {wanted}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,70 +186,13 @@ def fixed_caption(text: str) -> Callable[[str], str]:
     return lambda path: text
 
 
-# ------------------------------------------------------------------------------------------- formatting
+SUMMARY_HEADERS = ["part", "experiment", "train acc (eval mode)", "val acc", "test acc (best-validation epoch)",
+                   "assignment", "test vs assignment (verdict)", "settings", *PROVENANCE_HEADERS]
 
 
-def fmt_acc(value) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
-
-
-def fmt_seconds(value) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.0f} s" if value < 120 else f"{value / 60:.1f} min"
-
-
-def fmt_lr(lr) -> str:
-    """0.00017, or '0.0001,0.0003' for a vmapped list of rates."""
-    rates = lr if isinstance(lr, (list, tuple)) else [lr]
-    return ",".join("n/a" if r is None else f"{r:g}" for r in rates)
-
-
-def machine(env: dict | None) -> str:
-    """'CPU: x86_64 Linux, 2 CPUs; jax 0.4.30' or 'NVIDIA H100 (gpu) on ...' from metrics.json's environment."""
-    if not env:
-        return "n/a"
-    jax_version = env.get("versions", {}).get("jax")
-    where = (f"CPU: {env.get('machine')}" if env.get("jax_backend") == "cpu"
-             else f"{env.get('device')} ({env.get('jax_backend')}) on {env.get('machine')}")
-    return where + (f"; jax {jax_version}" if jax_version else "")
-
-
-def settings(metrics: dict, default_epochs: int) -> tuple[str, bool]:
-    """('25 epochs, batch 50, lr 0.00017', shrunk?) where shrunk means fewer epochs than `default_epochs` (the
-    report's) or a limited training set."""
-    c = metrics.get("config", {})
-    epochs = metrics.get("epochs", c.get("epochs"))
-    text = f"{epochs} epoch{'' if epochs == 1 else 's'}, batch {c.get('batch_size')}, lr {fmt_lr(c.get('lr'))}"
-    shrunk = False
-    if c.get("limit"):
-        text += f", first {c['limit']} training examples"
-        shrunk = True
-    if (c.get("epochs") or 0) < default_epochs:
-        shrunk = True
-    if shrunk:
-        text += " (shrunk run: not comparable with the assignment)"
-    return text, shrunk
-
-
-def settings_cell(metrics: dict, default_epochs: int) -> Cell:
-    """`settings` as a small table cell, highlighted when the run was shrunk."""
-    text, shrunk = settings(metrics, default_epochs)
-    return Cell(text, "warn small" if shrunk else "small")
-
-
-PROVENANCE_HEADERS = ["command", "seed(s)", "machine", "wall time", "finished"]
-SUMMARY_HEADERS = ["part", "experiment", "train acc", "val acc", "test acc", "assignment", "test vs assignment",
-                   "settings", *PROVENANCE_HEADERS]
-
-
-def provenance(metrics: dict) -> list[CellLike]:
-    """Command, seed(s), machine, wall time, finished-at cells (PROVENANCE_HEADERS) of the run that wrote
-    `metrics`."""
-    seeds = metrics.get("seeds") or [metrics.get("config", {}).get("seed")]
-    return [Cell(f"`{metrics.get('command', 'n/a')}`", "small"), ", ".join(map(str, seeds)),
-            Cell(machine(metrics.get("environment")), "small"), fmt_seconds(metrics.get("wall_seconds")),
-            Cell(metrics.get("finished_at", "n/a"), "small")]
+def estimate_cell(metrics: dict | None, key: str, per_seed: bool = False) -> Cell:
+    """metrics[key] as 'mean \u00b1 std (N seeds)' (just the value when N = 1), right-aligned."""
+    return Cell(fmt_estimate(estimate_of(metrics, key), per_seed), "num")
 
 
 def summary_row(part: str, name: str, folder: str, metrics: dict | None, target: Target, default_epochs: int,
@@ -158,9 +202,10 @@ def summary_row(part: str, name: str, folder: str, metrics: dict | None, target:
     if metrics is None:
         return [part, name, *[Cell("missing", "missing")] * 3, target.text, "n/a",
                 Cell(f"missing: run `{command}`", "missing"), "", "", "", ""]
-    return [part, f"{name} (`{folder}`)", Cell(fmt_acc(metrics.get("train_accuracy")), "num"),
-            Cell(fmt_acc(metrics.get("val_accuracy")), "num"), Cell(fmt_acc(metrics.get("test_accuracy")), "num"),
-            target.text, Cell(target.difference(metrics.get("test_accuracy")), "num"),
+    test = estimate_of(metrics, "test_accuracy")
+    return [part, f"{name} (`{folder}`)", estimate_cell(metrics, "train_accuracy"),
+            estimate_cell(metrics, "val_accuracy"), estimate_cell(metrics, "test_accuracy", per_seed=True),
+            target.text, Cell(verdict_line(test, target), "small"),
             settings_cell(metrics, default_epochs), *provenance(metrics)]
 
 
@@ -247,9 +292,13 @@ def head_blocks(root: str, sections: Sequence[Section], command_for: CommandFor,
     where = f" (`{reference}`)" if reference else ""
     rows = [row for s in sections if s.summary for row in s.summary(root, command_for(s.key))]
     head: list[Block] = [
-        Para(f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from `{os.path.abspath(root)}`. Each measured "
+        Para(f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from the results folder "
+             f"`{os.path.basename(os.path.abspath(root))}`; paths are relative to "
+             + ("the repository, where the commands run" if path_base(root) == os.getcwd()
+                else "the results folder") + ". Each measured "
              f"number sits beside the assignment's{where}, with the command, seed(s), machine and time that "
-             "produced it.", "meta"),
+             "produced it; with several seeds, as mean \u00b1 std (sample std) and a verdict on the interval "
+             f"{INTERVAL_RULE}.", "meta"),
         Heading("Measured against the assignment", "summary"),
         Table(SUMMARY_HEADERS, rows),
     ]
@@ -280,8 +329,8 @@ def write_report(root: str, sections: Sequence[Section], command_for: CommandFor
     """Writes <root>/report.html (figures embedded) and <root>/REPORT.md (figures linked), each atomically;
     returns (number of figures, missing results)."""
     blocks, missing = build_report(root, sections, command_for, reference=reference)
-    atomic_write_text(os.path.join(root, MD_NAME), to_markdown(blocks, title))
-    atomic_write_text(os.path.join(root, HTML_NAME), to_html(blocks, title, root))
+    atomic_write_text(os.path.join(root, MD_NAME), relative_paths(to_markdown(blocks, title), root))
+    atomic_write_text(os.path.join(root, HTML_NAME), relative_paths(to_html(blocks, title, root), root))
     return sum(isinstance(b, Figure) for b in blocks), missing
 
 

@@ -13,7 +13,7 @@ Display conventions:
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib
 
@@ -160,11 +160,15 @@ def plot_occlusion(images: np.ndarray, labels: np.ndarray, class_names: Sequence
         proj = projections[i]
         peak = np.max(np.abs(proj)) or 1.0
         pv = 0.5 + 0.5 * proj / peak
-        a[2].imshow(pv[..., 0] if gray else np.clip(pv, 0, 1), **show)
+        if gray:  # a diverging palette, so the projection is not read as the grey image (white: zero)
+            a[2].imshow(pv[..., 0], cmap="RdBu_r", vmin=0, vmax=1, interpolation="nearest")
+        else:
+            a[2].imshow(np.clip(pv, 0, 1), **show)
         r0, r1, c0, c1 = boxes[i]
-        a[2].add_patch(plt.Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0, r1 - r0, fill=False, ec="red", lw=1.2))
+        a[2].add_patch(plt.Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0, r1 - r0, fill=False,
+                                     ec="black" if gray else "red", lw=1.2))
         a[2].set_title(f"filter {maps['feature'][i]}'s strongest activation\nprojected to pixels "
-                       "(box: receptive field)", fontsize=9)
+                       "(box: receptive field" + ("; red +, blue -)" if gray else ")"), fontsize=9)
         im = a[3].imshow(maps["true_prob"][i], cmap="magma", vmin=0, vmax=1, interpolation="nearest")
         fig.colorbar(im, ax=a[3], shrink=0.85)
         a[3].set_title(f"p({class_names[labels[i]]}) vs. occluder centre", fontsize=9)

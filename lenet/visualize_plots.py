@@ -10,7 +10,8 @@ Conventions shared by every figure here:
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -329,16 +330,21 @@ def plot_activation_histograms(panels: Sequence[tuple[str, Mapping[str, Any]]], 
     for j, (label, s) in enumerate(panels):
         for i, log in enumerate((False, True)):
             draw_distribution(axes[i, j], s, log=log, standardize=standardize, color=palette[j],
-                              show_stats=(i == 0))
+                              show_stats=(i == 0), label=label.split(": ", 1)[-1])
         axes[0, j].set_title(label, fontsize=10)
-    _figure_legend(fig, axes[0, 0])
+    _figure_legend(fig, axes[0])
     fig.suptitle(title, fontsize=12)
     return save(fig, path)
 
 
-def _figure_legend(fig, ax) -> None:
-    handles, labels = ax.get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=9, frameon=False)
+def _figure_legend(fig, axes) -> None:
+    """One legend below the figure with every colour of the panels `axes` (each label once)."""
+    found: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            found.setdefault(label, handle)
+    fig.legend(list(found.values()), list(found), loc="outside lower center", ncols=min(len(found), 4),
+               fontsize=9, frameon=False)
 
 
 def plot_distribution_grid(grid: Sequence[Sequence[tuple[str, Mapping[str, Any] | None]]], path: str, title: str,
@@ -366,14 +372,15 @@ def plot_distribution_grid(grid: Sequence[Sequence[tuple[str, Mapping[str, Any] 
                             transform=ax.transAxes)
                 continue
             label, s = row[j]
-            draw_distribution(ax, s, log=True, standardize=True, color=palette[j % len(palette)], xlim=xlim)
+            draw_distribution(ax, s, log=True, standardize=True, color=palette[j % len(palette)], xlim=xlim,
+                              label=label.split(", ", 1)[-1])
             ax.set_title(label, fontsize=10)
         ylims = [ax.get_ylim() for ax in axes[i] if ax.axison and ax.get_yscale() == "log"]
         if ylims:
             for ax in axes[i]:
                 if ax.axison:
                     ax.set_ylim(min(a for a, _ in ylims), max(b for _, b in ylims))
-    _figure_legend(fig, axes[0, 0])
+    _figure_legend(fig, axes[0])
     fig.suptitle(title, fontsize=12)
     return save(fig, path)
 

@@ -1,4 +1,5 @@
-"""The sweep's summary figure: final test accuracy, parameters and speed per (cell, hidden size)."""
+"""The sweep's summary figure: test accuracy at the best-validation epoch, parameters and training speed per
+(cell, hidden size)."""
 from __future__ import annotations
 
 import numpy as np
@@ -19,10 +20,11 @@ def plot_sweep_summary(rows: list[dict], path: str) -> str:
         std = np.array([r.get("test_accuracy_std") or 0.0 for r in rs])
         axes[0].errorbar(h, acc, yerr=std if std.any() else None, capsize=3, **style)
         axes[1].plot(h, [r["param_count"] for r in rs], **style)
-        axes[2].plot(h, [r["seconds_per_epoch"] for r in rs], **style)
-    for ax, ylabel, title in ((axes[0], "test accuracy", "Final test accuracy"),
+        axes[2].plot(h, [r.get("train_seconds_per_epoch") or r["seconds_per_epoch"] for r in rs], **style)
+    for ax, ylabel, title in ((axes[0], "test accuracy (error bars: \u00b1 std over seeds)",
+                               "Test accuracy at the best-validation epoch"),
                               (axes[1], "parameters", "Model size"),
-                              (axes[2], "seconds per epoch", "Training time per epoch")):
+                              (axes[2], "training seconds per epoch (no evaluation)", "Training time per epoch")):
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted({r["hidden"] for r in rows}))
         ax.get_xaxis().set_major_formatter(plotting.matplotlib.ticker.ScalarFormatter())

@@ -57,6 +57,7 @@ def sweep(configs: list[RNNConfig], out: str, progress: bool = True, command: st
                      "test_accuracy": m["test_accuracy"], "test_accuracy_std": m.get("test_accuracy_std"),
                      "val_accuracy": m["val_accuracy"], "train_accuracy": m["train_accuracy"],
                      "param_count": m["param_count"], "seconds_per_epoch": m["seconds_per_epoch"],
+                     "train_seconds_per_epoch": m["train_seconds_per_epoch"],
                      "train_images_per_sec": m["train_images_per_sec"], "epochs": m["epochs"]})
         print(f"{config.name}: test accuracy {m['test_accuracy']:.4f} ({m['param_count']} parameters, "
               f"{m['seconds_per_epoch']:.1f} s/epoch)", file=sys.stdout, flush=True)

@@ -1,0 +1,156 @@
+"""Issue 14: every number as mean ± std over seeds with a verdict, like compared with like, provenance, no
+absolute path in the report. Pure pieces against numpy, then tiny runs."""
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+
+from common import cli, outputs, report, run_all
+from lenet.report import LENET_TARGET, claim_1c_verdict
+from recurrent import compare
+from recurrent.report import LSTM128_TARGET, RNN64_TARGET
+from run import TASKS, main
+
+# ------------------------------------------------------------------------------------------ pure pieces
+
+
+@pytest.mark.parametrize("values", [[0.61, 0.58, 0.60, 0.63], [0.5, 0.7], [0.9712]])
+def test_aggregate_matches_numpy(values):
+    e = report.aggregate(values)
+    mean = np.mean(values)
+    std = np.std(values, ddof=1) if len(values) > 1 else 0.0
+    assert e.n == len(values) and e.values == tuple(values)
+    np.testing.assert_allclose([e.mean, e.std], [mean, std], rtol=1e-12, atol=1e-15)
+    half = 2 * std / np.sqrt(len(values))
+    np.testing.assert_allclose([e.low, e.high], [mean - half, mean + half], rtol=1e-12)
+
+
+def test_verdicts_on_hand_made_seeds():
+    # about 0.60 is met within 0.02: [0.58, 0.62]
+    assert report.verdict(report.aggregate([0.57, 0.575, 0.57]), LENET_TARGET) == "below"  # interval < 0.58
+    assert report.verdict(report.aggregate([0.56, 0.60]), LENET_TARGET) == "consistent"  # wide interval
+    assert report.verdict(report.aggregate([0.65, 0.66, 0.655]), LENET_TARGET) == "above"
+    # ranges: 96-97% and 98-99%, no tolerance
+    assert report.verdict(report.aggregate([0.975]), RNN64_TARGET) == "above"  # one seed: the point value
+    assert report.verdict(report.aggregate([0.965]), RNN64_TARGET) == "consistent"
+    assert report.verdict(report.aggregate([0.975, 0.976, 0.9755]), LSTM128_TARGET) == "below"
+    assert report.verdict(None, LENET_TARGET) == report.verdict(report.aggregate([0.5]), report.NO_TARGET) == "n/a"
+    line = report.verdict_line(report.aggregate([0.59, 0.61]), LENET_TARGET)
+    assert line.startswith("consistent: ") and "2 seeds" in line and report.INTERVAL_RULE in line
+
+
+def test_estimate_text_with_and_without_seeds():
+    one = {"test_accuracy": 0.6012}
+    two = {"test_accuracy": 0.6, "test_accuracy_per_model": [0.59, 0.61], "test_accuracy_std": 0.014}
+    assert report.fmt_estimate(report.estimate_of(one, "test_accuracy")) == "0.6012"
+    assert report.fmt_estimate(report.estimate_of(two, "test_accuracy")) == \
+        "0.6000 \u00b1 0.0141 (2 seeds: 0.5900, 0.6100)"
+    assert report.estimate_of({}, "test_accuracy") is None
+
+
+def test_claim_1c_verdict_from_the_ks_distances():
+    def table(ks):  # {(network, layer, stage): ks}
+        return [{"network": n, "layer": layer, "stage": s, "ks_normal": v} for (n, layer, s), v in ks.items()]
+
+    both = {("batchnorm", "conv1", "pre_bn"): 0.30, ("batchnorm", "conv1", "post_bn"): 0.10,
+            ("batchnorm", "conv2", "pre_bn"): 0.30, ("batchnorm", "conv2", "post_bn"): 0.28,
+            ("no_batchnorm", "conv1", "pre_bn"): 0.25, ("no_batchnorm", "conv2", "pre_bn"): 0.29}
+    verdict = claim_1c_verdict(table(both))
+    assert verdict.startswith("supported: ") and "+0.150 for conv1 and +0.010 for conv2" in verdict
+    assert "without batch norm" in verdict  # the two networks compared when both are there
+    alone = {k: v for k, v in both.items() if k[0] == "batchnorm"}
+    assert "within the batch-norm network" in claim_1c_verdict(table(alone))
+    flat = {**both, ("batchnorm", "conv1", "post_bn"): 0.24, ("batchnorm", "conv2", "post_bn"): 0.20}
+    assert claim_1c_verdict(table(flat)).startswith("not supported")
+    assert claim_1c_verdict([]).startswith("n/a")
+
+
+def test_comparison_row_per_seed_time_to_threshold():
+    h = [{"epoch": e, "test_accuracy": acc, "train_seconds": s, "train_loss": 0.1}
+         for e, acc, s in ((1, [0.97, 0.986], 10.0), (2, [0.99, 0.99], 2.0), (3, [0.99, 0.995], 3.0))]
+    metrics = {"param_count": 5, "test_accuracy": 0.9925, "test_accuracy_std": 0.0035,
+               "test_accuracy_per_model": [0.99, 0.995], "val_accuracy": 0.98, "train_accuracy": 1.0, "epochs": 3,
+               "seconds_per_epoch": 6.0, "wall_seconds": 30.0, "seeds": [0, 1],
+               "config": {"lr": 1e-3, "batch_size": 32}}
+    row = compare.comparison_row("LSTM-8", "rnn", "lstm_h8", metrics, h, 0.985)
+    assert row["epochs_to_98_5_per_model"] == [2, 1] and row["epochs_to_98_5"] == 1.5
+    assert row["train_seconds_to_98_5_per_model"] == [12.0, 10.0] and row["train_seconds_to_98_5_reached"] == 2
+    np.testing.assert_allclose(row["epochs_to_98_5_std"], np.std([2, 1], ddof=1))
+    assert compare.fmt_spread(row, "epochs_to_98_5", "{:.1f}") == "1.5 \u00b1 0.7 (2/2 seeds)"
+    assert row["test_accuracy_per_model"] == [0.99, 0.995]
+    cnn = {**row, "model": "LeNet5", "test_accuracy_per_model": [0.97, 0.971]}
+    assert compare.claim_verdict([cnn, row]).startswith("supported on equal data")
+    assert compare.claim_verdict([row, cnn]).startswith("not supported on equal data")
+    assert compare.TARGET_ACCURACY == 0.985 and compare.pct_text(0.985) == "98.5%"
+
+
+def test_all_forwards_seeds_to_every_task_that_trains():
+    user = ["--task", "all", "--quick", "--seeds", "3"]
+    for task in ("lenet", "rnn", "compare"):
+        assert cli.parse_args(TASKS, run_all.task_argv(TASKS, task, "/r", True, user)).seeds == 3, task
+
+
+def test_environment_records_provenance(monkeypatch):
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+    env = outputs.environment_info()
+    assert env["cpu_count"] == os.cpu_count() and env["command_env"]["JAX_PLATFORMS"] == "cpu"
+    assert env["git"]["commit"] is None or re.fullmatch(r"[0-9a-f]{40}", env["git"]["commit"])
+    assert outputs.git_state("/") == {"commit": None, "dirty": None}  # not a checkout
+    assert env["load_average"] is None or len(env["load_average"]) == 3
+    assert report.command_line({"command": "run.py --task x", "environment": env}).startswith("JAX_PLATFORMS=cpu ")
+
+
+# ------------------------------------------------------------------------------------------- tiny runs
+
+
+def _text_outside_images(page: str) -> str:
+    return re.sub(r'src="data:[^"]*"', "", page)
+
+
+def test_two_seeds_report_shows_intervals_and_no_absolute_path(image_folder, tmp_path):
+    root = tmp_path / "results"
+    assert main(["--task", "lenet", "--seeds", "2", "--limit", "40", "--epochs", "1", "--batch-size", "10",
+                 "--data-dir", image_folder, "--out", str(root / "lenet"), "--no-progress"]) == 0
+    m = json.load(open(root / "lenet" / "metrics.json"))
+    assert len(m["test_accuracy_per_model"]) == 2 and m["test_accuracy_std"] is not None
+    assert abs(np.mean(m["test_accuracy_per_model"]) - m["test_accuracy"]) < 1e-12
+    assert len(m["train_running_accuracy_per_model"]) == 2 and m["train_seconds_per_epoch"] > 0
+    assert m["environment"]["cpu_count"] and "git" in m["environment"]
+    # Part 1c: the network without batch norm trains with the checkpoint's settings, seeds included
+    assert main(["--task", "visualize", "--checkpoint", str(root / "lenet"), "--compare-batchnorm",
+                 "--out", str(root / "visualize"), "--no-progress"]) == 0
+    nobn = json.load(open(root / "lenet_nobn" / "metrics.json"))
+    assert nobn["seeds"] == [0, 1] and nobn["config"]["use_batchnorm"] is False
+    assert main(["--task", "report", "--out", str(root)]) == 0
+    page = open(root / "report.html", encoding="utf-8").read()
+    md = open(root / "REPORT.md", encoding="utf-8").read()
+    for text in (page, md):
+        assert "\u00b1 " in text and "(2 seeds" in text
+        assert "running mean while training, dropout on" in text and "eval mode" in text
+    assert "(seed 0) model of each network" in page and "Verdict on the claim: " in page
+    assert str(tmp_path) not in _text_outside_images(page) and str(tmp_path) not in md
+    assert os.getcwd() not in _text_outside_images(page)
+
+
+def test_compare_trains_n_seeds_per_net(mock_tfds, tmp_path):
+    out = tmp_path / "compare"
+    assert main(["--task", "compare", "--seeds", "2", "--limit", "60", "--epochs", "1", "--cell", "rnn",
+                 "--hidden", "4", "--out", str(out), "--no-progress"]) == 0
+    comp = json.load(open(out / "comparison.json"))
+    assert comp["seeds"] == [0, 1] and comp["target_accuracy"] == 0.985
+    for row in comp["rows"]:
+        assert len(row["test_accuracy_per_model"]) == 2 and row["test_accuracy_std"] is not None
+        assert len(row["epochs_to_98_5_per_model"]) == 2
+    assert comp["claim_verdict"].split(" ")[0] in ("supported", "not")
+    assert os.path.isfile(out / compare.FIGURE)
+
+
+def test_relative_paths_replace_whole_path_components(tmp_path):
+    root = tmp_path / "res"
+    text = f"`{root}/lenet` and {tmp_path}/course, not {root}x/y; {os.getcwd()}/run.py"
+    shown = report.relative_paths(text, str(root))
+    assert shown.startswith("`./lenet` and ../course, not ../resx/y; ")
+    assert str(tmp_path) not in shown, shown
+    assert shown.endswith(" " + os.path.relpath(os.path.join(os.getcwd(), "run.py"), root))
