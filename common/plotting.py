@@ -35,7 +35,7 @@ def plot_history(rows: Sequence[dict[str, Any]], path: str, title: str, selected
             label = style["label"] + (f", mean of {len(per_model)} seeds" if several else "")
             ax.plot(epochs, values, marker="o" if len(epochs) < 30 else None, ms=3, **{**style, "label": label})
             if several:
-                _band(ax, epochs, [[r[key] for r in m] for m in per_model], style["color"])
+                band(ax, epochs, [[r[key] for r in m] for m in per_model], style["color"])
         if selected_epoch is not None:
             ax.axvline(selected_epoch, color="grey", ls="--", lw=0.8,
                        label=f"reported model (epoch {selected_epoch}, best validation)")
@@ -53,7 +53,7 @@ def plot_history(rows: Sequence[dict[str, Any]], path: str, title: str, selected
     return save(fig, path)
 
 
-def _band(ax, x, curves, color) -> None:
+def band(ax, x, curves, color) -> None:
     """A min-max band over `curves` (one list of values per model); a vertical bar for a single epoch."""
     lo, hi = [min(v) for v in zip(*curves)], [max(v) for v in zip(*curves)]
     if len(x) == 1:

@@ -1,9 +1,10 @@
-"""The sweep's summary figure: test accuracy at the best-validation epoch, parameters and training speed per
-(cell, hidden size)."""
+"""The sweep's figures: the summary (test accuracy at the best-validation epoch, parameters and training speed per
+(cell, hidden size)) and the validation curves of every hidden size, one panel per cell on a shared axis."""
 from __future__ import annotations
 
 import numpy as np
 
+from common import history as history_lib
 from common import plotting
 
 CELL_COLOURS = {"rnn": "tab:blue", "lstm": "tab:orange", "gru": "tab:green"}
@@ -35,4 +36,38 @@ def plot_sweep_summary(rows: list[dict], path: str) -> str:
     axes[1].set_yscale("log")
     axes[0].legend()
     fig.suptitle("Recurrent nets on MNIST (rows as time steps)")
+    return plotting.save(fig, path)
+
+
+def plot_validation_overlay(runs: list[tuple[str, int, list[dict]]], path: str) -> str:
+    """Validation accuracy against epoch, one panel per cell with a line per hidden size, every panel on the
+    same y axis so that cells and sizes compare by eye. `runs`: (cell, hidden, history) where history is
+    `fit`'s rows (per-model lists when several seeds trained together: the mean, with a min-max band)."""
+    plt = plotting.plt
+    cells = list(dict.fromkeys(cell for cell, _, _ in runs))
+    sizes = sorted({hidden for _, hidden, _ in runs})
+    colours = plt.cm.viridis(np.linspace(0.0, 0.85, max(len(sizes), 2)))
+    fig, axes = plt.subplots(1, len(cells), figsize=(4.6 * len(cells), 4.0), sharey=True, squeeze=False,
+                             constrained_layout=True)
+    seeds = 1
+    for ax, cell in zip(axes[0], cells):
+        for cell_, hidden, history in sorted(runs, key=lambda r: r[1]):
+            if cell_ != cell:
+                continue
+            per_model = history_lib.model_histories(history)
+            seeds = max(seeds, len(per_model))
+            rows = history_lib.mean_rows(history)
+            epochs = [r["epoch"] for r in rows]
+            colour = colours[sizes.index(hidden)]
+            ax.plot(epochs, [r["val_accuracy"] for r in rows], marker="o", ms=3, color=colour,
+                    label=f"{hidden} hidden")
+            if len(per_model) > 1:
+                plotting.band(ax, epochs, [[r["val_accuracy"] for r in m] for m in per_model], colour)
+        ax.set_title(cell.upper())
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(loc="lower right", fontsize=9)
+    axes[0][0].set_ylabel("validation accuracy" + (f" (mean of {seeds} seeds; band: min-max)" if seeds > 1 else ""))
+    fig.suptitle("Validation accuracy per epoch: every hidden size of each cell, one shared axis")
     return plotting.save(fig, path)

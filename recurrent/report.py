@@ -15,7 +15,7 @@ from common.report import NO_TARGET, Section, Target, fixed_caption, fmt_acc, fm
 from lenet.train import FIGURE as LENET_FIGURE
 from recurrent import compare
 from recurrent.config import CELL_TITLES, CELLS, RNNConfig
-from recurrent.train import SUMMARY_FIGURE, figure_name
+from recurrent.train import SUMMARY_FIGURE, VALIDATION_FIGURE, figure_name
 
 RNN_KEY, COMPARE_KEY = "rnn", "compare"  # the tasks, and their folders under the results root
 COMPARISON_JSON = compare.TABLE + ".json"
@@ -117,10 +117,13 @@ def rnn_summary(root: str, command: str) -> list[list[CellLike]]:
 
 RNN_SECTION = Section(
     key=RNN_KEY, title="Part 3a-3b: RNN, LSTM and GRU on MNIST", anchor="part-3ab",
-    required=(f"*/{METRICS_JSON}",), expected=(SUMMARY_FIGURE,),
+    required=(f"*/{METRICS_JSON}",), expected=(SUMMARY_FIGURE, VALIDATION_FIGURE),
     captions=((f"{RNN_KEY}/{SUMMARY_FIGURE}", fixed_caption(
         "Across cells and hidden sizes: test accuracy at the best-validation epoch (error bars: \u00b1 std over "
-        "seeds when several), parameters and training seconds per epoch (evaluation left out).")),)
+        "seeds when several), parameters and training seconds per epoch (evaluation left out).")),
+              (f"{RNN_KEY}/{VALIDATION_FIGURE}", fixed_caption(
+        "Validation accuracy per epoch for every hidden size, one panel per cell, all on one y axis (with "
+        "several seeds: their mean and a min-max band). The per-run figures below have their own axes.")))
     + tuple((f"{RNN_KEY}/*/{figure_name(cell, '*')}", run_caption("", True)) for cell in CELLS),
     blocks=rnn_blocks, summary=rnn_summary)
 

@@ -1,8 +1,8 @@
 """RNN/LSTM/GRU on MNIST rows (Part 3a-3b): `train_and_evaluate(config, workdir)` and the hidden-size `sweep`.
 
 Every configuration trains into its own subfolder `<out>/<cell>_h<hidden>/` (metrics.json, history.csv,
-fig_<cell>_h<hidden>.png, checkpoint/); the sweep then writes summary.csv, summary.json and fig_summary.png
-into `<out>`. The data are loaded once for the whole sweep.
+fig_<cell>_h<hidden>.png, checkpoint/); the sweep then writes summary.csv, summary.json, fig_summary.png and
+fig_validation_by_size.png into `<out>`. The data are loaded once for the whole sweep.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from recurrent.config import CELL_TITLES, RNNConfig
 SUMMARY_CSV = "summary.csv"
 SUMMARY_JSON = "summary.json"
 SUMMARY_FIGURE = "fig_summary.png"
+VALIDATION_FIGURE = "fig_validation_by_size.png"
 
 
 def figure_name(cell: str, hidden: int) -> str:
@@ -49,7 +50,7 @@ def sweep(configs: list[RNNConfig], out: str, progress: bool = True, command: st
     for config in configs:
         config.validate()
     dataset = data_lib.load_dataset(configs[0].data)
-    rows = []
+    rows, curves = [], []
     for config in configs:
         result = train_and_evaluate(config, os.path.join(out, config.name), dataset, progress, command)
         m = result.metrics
@@ -59,10 +60,12 @@ def sweep(configs: list[RNNConfig], out: str, progress: bool = True, command: st
                      "param_count": m["param_count"], "seconds_per_epoch": m["seconds_per_epoch"],
                      "train_seconds_per_epoch": m["train_seconds_per_epoch"],
                      "train_images_per_sec": m["train_images_per_sec"], "epochs": m["epochs"]})
+        curves.append((config.cell, config.hidden, result.history))
         print(f"{config.name}: test accuracy {m['test_accuracy']:.4f} ({m['param_count']} parameters, "
               f"{m['seconds_per_epoch']:.1f} s/epoch)", file=sys.stdout, flush=True)
     if len(rows) > 1 and distributed.is_writer():
         outputs.write_csv(os.path.join(out, SUMMARY_CSV), rows)
         outputs.write_json(os.path.join(out, SUMMARY_JSON), {"runs": rows, "environment": outputs.environment_info()})
         plots.plot_sweep_summary(rows, os.path.join(out, SUMMARY_FIGURE))
+        plots.plot_validation_overlay(curves, os.path.join(out, VALIDATION_FIGURE))
     return rows

@@ -330,6 +330,7 @@ def test_all_quick_end_to_end_then_report_and_a_missing_part(mock_tfds, image_fo
     for row, m in zip(comp["rows"], sub):
         assert row["test_accuracy"] == m["test_accuracy"] and row["param_count"] == m["param_count"]
     assert os.path.isfile(os.path.join(root, "compare", "fig_cnn_vs_rnn.png"))
+    assert os.path.isfile(os.path.join(root, "rnn", "fig_validation_by_size.png"))
 
     page, md = _read(os.path.join(root, "report.html")), _read(os.path.join(root, "REPORT.md"))
     # every section, and no part missing

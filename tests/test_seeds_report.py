@@ -156,3 +156,20 @@ def test_relative_paths_replace_whole_path_components(tmp_path):
     assert shown.startswith("`./lenet` and ../course, not ../resx/y; ")
     assert str(tmp_path) not in shown, shown
     assert shown.endswith(" " + os.path.relpath(os.path.join(os.getcwd(), "run.py"), root))
+
+
+def test_validation_overlay_shares_one_axis_and_bands_seeds(tmp_path, monkeypatch):
+    """One panel per cell, a line per hidden size, the mean of two seeds with a min-max band, one shared y axis."""
+    from common import plotting
+    from recurrent import plots
+    saved = {}
+    monkeypatch.setattr(plotting, "save", lambda fig, path: saved.setdefault("fig", fig) and path)
+    history = lambda a: [{"epoch": e, "val_accuracy": [a + 0.01 * e, a + 0.02 * e]} for e in (1, 2, 3)]  # noqa: E731
+    runs = [("rnn", 64, history(0.5)), ("rnn", 16, history(0.3)), ("lstm", 16, history(0.9))]
+    plots.plot_validation_overlay(runs, str(tmp_path / "f.png"))
+    axes = saved["fig"].axes
+    assert [ax.get_title() for ax in axes] == ["RNN", "LSTM"]
+    assert axes[0].get_shared_y_axes().joined(axes[0], axes[1])
+    assert [ln.get_label() for ln in axes[0].get_lines()] == ["16 hidden", "64 hidden"]  # by size
+    np.testing.assert_allclose(axes[0].get_lines()[1].get_ydata(), [0.515, 0.53, 0.545])  # mean of the seeds
+    assert len(axes[0].collections) == 2 and "2 seeds" in axes[0].get_ylabel()  # one band per line
