@@ -190,7 +190,8 @@ def _results(root):
     files = {"lenet/metrics.json": _metrics(), "lenet/fig1_curves.png": PNG, "lenet/checkpoint/w.png": PNG,
              "visualize/fig2_conv1_filters.png": PNG, "visualize/fig_batchnorm_comparison.png": PNG,
              "visualize/fig_something_new.png": PNG, "lenet_nobn/fig1_curves.png": PNG,
-             "rnn/fig_summary.png": PNG, "compare/fig_cnn_vs_rnn.png": PNG, "compare/lenet/fig1_curves.png": PNG,
+             "rnn/fig_summary.png": PNG, "rnn/fig_validation_by_size.png": PNG,
+             "compare/fig_cnn_vs_rnn.png": PNG, "compare/lenet/fig1_curves.png": PNG,
              "compare/lenet/metrics.json": _metrics(), "compare/comparison.json": {"rows": [
                  {"model": "LeNet5", "folder": "lenet", "param_count": 5, "test_accuracy": 0.99,
                   "val_accuracy": 0.98, "train_seconds_per_epoch": 2.0, "epochs_to_97": 2,
