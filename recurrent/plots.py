@@ -67,6 +67,8 @@ def plot_validation_overlay(runs: list[tuple[str, int, list[dict]]], path: str) 
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
+        if len({r["epoch"] for _, _, history in runs for r in history}) == 1:
+            ax.set_xticks([runs[0][2][0]["epoch"]])  # one epoch: one tick, not fractions of it
         ax.legend(loc="lower right", fontsize=9)
     axes[0][0].set_ylabel("validation accuracy" + (f" (mean of {seeds} seeds; band: min-max)" if seeds > 1 else ""))
     fig.suptitle("Validation accuracy per epoch: every hidden size of each cell, one shared axis")
