@@ -17,6 +17,8 @@ import statistics
 import subprocess
 import sys
 
+from common import outputs
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 HIDDEN = {"rnn": 64, "lstm": 128, "gru": 128}
@@ -24,13 +26,8 @@ HIDDEN = {"rnn": 64, "lstm": 128, "gru": 128}
 
 def cpu_model() -> str:
     """E.g. 'AMD EPYC (family 25 model 1), AVX2, 2 CPUs' from /proc/cpuinfo."""
-    info = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                info.setdefault(key.strip(), value.strip())
-    except OSError:
+    info = outputs.cpu_info()
+    if not info:
         return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
     flags = info.get("flags", "").split()
     isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"

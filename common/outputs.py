@@ -175,16 +175,23 @@ def git_state(cwd: str | None = None) -> dict[str, Any]:
     return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
 
 
-def cpu_model() -> str | None:
-    """/proc/cpuinfo's first 'model name' (None where there is no such file)."""
+def cpu_info() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo ('model name', 'cpu family', 'flags', ...; {} where there
+    is no such file)."""
+    info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or None
+    return info
+
+
+def cpu_model() -> str | None:
+    """/proc/cpuinfo's 'model name' (the platform's processor string, or None, where there is none)."""
+    return cpu_info().get("model name") or platform.processor() or None
 
 
 def load_average() -> list[float] | None:

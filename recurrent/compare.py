@@ -268,8 +268,7 @@ def plot_comparison(runs: list[tuple[dict, list[dict]]], path: str, target: floa
                            (axes[2], epochs, "train_loss")):
             ax.plot(x, [h[key] for h in mean], **style)
             if n > 1:
-                values = np.array([[h[key] for h in m] for m in models])
-                ax.fill_between(x, values.min(0), values.max(0), color=style["color"], alpha=0.2, lw=0)
+                plotting.band(ax, x, [[h[key] for h in m] for m in models], style["color"])
     for ax in axes[:2]:
         ax.axhline(target, color="gray", ls="--", lw=1, label=pct_text(target))
         ax.set_ylabel("test accuracy")

@@ -51,6 +51,7 @@ def plot_validation_overlay(runs: list[tuple[str, int, list[dict]]], path: str) 
                              constrained_layout=True)
     seeds = 1
     for ax, cell in zip(axes[0], cells):
+        ax.xaxis.get_major_locator().set_params(integer=True)  # whole epochs
         for cell_, hidden, history in sorted(runs, key=lambda r: r[1]):
             if cell_ != cell:
                 continue
@@ -63,12 +64,11 @@ def plot_validation_overlay(runs: list[tuple[str, int, list[dict]]], path: str) 
                     label=f"{hidden} hidden")
             if len(per_model) > 1:
                 plotting.band(ax, epochs, [[r["val_accuracy"] for r in m] for m in per_model], colour)
+            if len(epochs) == 1:
+                ax.set_xticks(epochs)  # one epoch: one tick, not fractions of it
         ax.set_title(cell.upper())
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        if len({r["epoch"] for _, _, history in runs for r in history}) == 1:
-            ax.set_xticks([runs[0][2][0]["epoch"]])  # one epoch: one tick, not fractions of it
         ax.legend(loc="lower right", fontsize=9)
     axes[0][0].set_ylabel("validation accuracy" + (f" (mean of {seeds} seeds; band: min-max)" if seeds > 1 else ""))
     fig.suptitle("Validation accuracy per epoch: every hidden size of each cell, one shared axis")
