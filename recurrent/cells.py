@@ -223,8 +223,8 @@ class RNNLayer(nn.Module):
     ``[T*B, in] @ [in, G*H]`` matmul outside the loop; the scanned body only does
     the ``[B, H] @ [H, G*H]`` recurrent matmul and the elementwise gate math.
     ``fused=True`` (the default) runs lstm and gru through
-    ``recurrent.fused.fused_scan``: the same numbers, computed faster (the LSTM
-    with a hand-written backward pass). Parameters are the same as the matching
+    ``recurrent.fused.fused_scan``: the same numbers up to float rounding, computed
+    faster (the LSTM with a hand-written backward pass). Parameters are the same as the matching
     single-step cell's.
     """
 
@@ -248,7 +248,7 @@ class RNNLayer(nn.Module):
         x = jnp.swapaxes(x, 0, 1)  # time-major: transpose the narrow input rather than the G*H-wide projection
         carry = zero_carry(self.cell, x.shape[1:2], self.hidden, x.dtype)
         if self.fused and self.cell in fused_lib.FUSED_CELLS:
-            carry, hs = fused_lib.fused_scan(self.cell, params, carry, x, self.unroll)
+            carry, hs = fused_lib.fused_scan(self.cell, params, carry, x, self.unroll, self.return_sequences)
         else:
             xp = project_inputs(params, x)  # [T, B, G*H]
             step = functools.partial(STEPS[self.cell], params)

@@ -268,6 +268,36 @@ def test_fused_recurrence_matches_plain_scan(cell, unroll):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5), got, expected)
 
 
+def test_fused_lstm_without_sequences_stacks_nothing_and_matches_plain_scan():
+    """The path RecurrentClassifier takes (only the final carry is read): fused_scan(sequences=False) returns no
+    hidden-state stack, and the carry and its gradients (every parameter, the initial carry, the inputs) equal
+    lax.scan over lstm_step."""
+    from recurrent import fused
+    params, carry, x = _recurrence_inputs('lstm')
+    got_carry, hs = jax.jit(functools.partial(fused.fused_scan, 'lstm', sequences=False))(params, carry, x)
+    assert hs is None
+    expected_carry, _ = _plain_scan('lstm', params, carry, x)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5), got_carry, expected_carry)
+
+    def loss(scan):
+        return lambda *args: _readout(scan(*args)[0], 0.0)
+    got = jax.jit(jax.grad(loss(functools.partial(fused.fused_scan, 'lstm', sequences=False)),
+                           argnums=(0, 1, 2)))(params, carry, x)
+    expected = jax.grad(loss(functools.partial(_plain_scan, 'lstm')), argnums=(0, 1, 2))(params, carry, x)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5), got, expected)
+
+
+def test_fused_lstm_activation_is_sigmoid_and_tanh():
+    """fused._activate's one-tanh form equals jax.nn.sigmoid on the i, f, o columns and tanh on g, to float
+    rounding, over the whole range (saturated ends included)."""
+    from recurrent import fused
+    hidden = 6
+    z = jnp.linspace(-40.0, 40.0, 32 * 4 * hidden).reshape(32, 4 * hidden)
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    expected = jnp.concatenate([jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)], axis=-1)
+    np.testing.assert_allclose(fused._activate(z, hidden), expected, atol=2e-7, rtol=1e-6)
+
+
 @pytest.mark.parametrize('return_sequences', [False, True])
 @pytest.mark.parametrize('cell', CELL_TYPES)
 def test_fused_layer_matches_plain_layer(cell, return_sequences, sequence):
