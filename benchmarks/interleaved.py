@@ -1,9 +1,10 @@
-"""`python -m benchmarks.interleaved --torch-python /path/to/python-with-torch [--cell lstm,gru] [--rounds 3]`:
-ours, PyTorch and plain Flax, timed in alternation on one machine.
+"""`python -m benchmarks.interleaved --torch-python /path/to/python-with-torch [--cell lstm,gru] [--rounds 3]
+[--keras]`: ours, PyTorch, plain Flax (and Keras), timed in alternation on one machine.
 
 Each round runs, one after another in a rotating order, `python -m benchmarks.recurrent` (ours),
-`benchmarks/reference_torch.py` (PyTorch eager, in the given Python, which needs torch and numpy) and
-`python -m benchmarks.reference_flax` (Flax's own cells through nn.RNN), each in a fresh process, so that a
+`benchmarks/reference_torch.py` (PyTorch eager, in the given Python, which needs torch and numpy),
+`python -m benchmarks.reference_flax` (Flax's own cells through nn.RNN) and with `--keras`
+`python -m benchmarks.reference_keras` (Keras layers on TensorFlow), each in a fresh process, so that a
 busy or quiet spell of a shared machine falls on all of them alike. Prints each run's JSON lines as they come,
 then one table of the medians over rounds (train images/s, batch 32), with the CPU model.
 """
@@ -35,8 +36,11 @@ def cpu_model() -> str:
             f"{isa}, {os.cpu_count()} CPUs")
 
 
+PEERS = ("ours", "pytorch", "pytorch-1t", "flax", "keras")  # the table's column order
+
+
 def commands(cells: list[str], torch_python: str | None, flax: bool,
-             torch_one_thread: bool = False) -> dict[str, tuple[list[str], str]]:
+             torch_one_thread: bool = False, keras: bool = False) -> dict[str, tuple[list[str], str]]:
     """peer -> (command, working directory)."""
     out = {"ours": ([sys.executable, "-m", "benchmarks.recurrent", "--cell", ",".join(cells), "--seeds", "1"], ROOT)}
     if torch_python:
@@ -46,6 +50,9 @@ def commands(cells: list[str], torch_python: str | None, flax: bool,
             out["pytorch-1t"] = ([torch_python, "-c", f"import reference_torch as r; r.main({models!r}, 1)"], HERE)
     if flax:
         out["flax"] = ([sys.executable, "-m", "benchmarks.reference_flax", "--cell", ",".join(cells)], ROOT)
+    if keras:
+        models = ",".join(f"{c}-{HIDDEN[c]}" for c in cells)
+        out["keras"] = ([sys.executable, "-m", "benchmarks.reference_keras", "--models", models], ROOT)
     return out
 
 
@@ -59,7 +66,7 @@ def run(command: list[str], cwd: str) -> list[dict]:
 
 
 def table(rates: dict[str, dict[str, list[float]]], cells: list[str]) -> str:
-    peers = [p for p in ("ours", "pytorch", "pytorch-1t", "flax") if p in rates]
+    peers = [p for p in PEERS if p in rates]
     head = ["model"] + [f"{p} (img/s)" for p in peers] + [f"ours / {p}" for p in peers if p != "ours"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in cells:
@@ -80,9 +87,10 @@ def main(argv=None):
     parser.add_argument("--torch-one-thread", action="store_true",
                         help="also time PyTorch with torch.set_num_threads(1), as the peer 'pytorch-1t'")
     parser.add_argument("--no-flax", action="store_true")
+    parser.add_argument("--keras", action="store_true", help="also time the Keras layers (TensorFlow)")
     args = parser.parse_args(argv)
     cells = args.cell.split(",")
-    peers = commands(cells, args.torch_python, not args.no_flax, args.torch_one_thread)
+    peers = commands(cells, args.torch_python, not args.no_flax, args.torch_one_thread, args.keras)
     order = list(peers)
     rates: dict[str, dict[str, list[float]]] = {p: {} for p in peers}
     print(f"# {cpu_model()}", flush=True)

@@ -1,9 +1,11 @@
-"""`python -m benchmarks.reference_keras`: the same LeNet5 and recurrent nets in Keras/TensorFlow, timed the way
+"""`python -m benchmarks.reference_keras [--models lstm-128,gru-128]`: the same LeNet5 and recurrent nets in
+Keras/TensorFlow, timed the way
 `python -m benchmarks` times ours (a hand-written `tf.function` train step, median of timed windows), so that
 the two can be compared in one session on one machine. Prints one JSON line per model.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -69,14 +71,26 @@ def bench(tf, name, model, lr, batch_size, shape, windows=5, steps=20):
                       "first_step_seconds": round(first, 3)}), flush=True)
 
 
-def main():
+MODELS = ("lenet5", "rnn-64", "lstm-128", "gru-128")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", default=",".join(MODELS), help=f"a comma list of {', '.join(MODELS)}")
+    models = parser.parse_args(argv).models.split(",")
+    unknown = sorted(set(models) - set(MODELS))
+    if unknown:
+        parser.error(f"unknown models {unknown}; choose from {', '.join(MODELS)}")
     # The project's data loading turns TensorFlow's oneDNN rewrites off (bit-stable resizing); a fair speed
     # reference wants them on, as TensorFlow ships.
     os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1"
     tf = tf_quiet.tensorflow()
-    bench(tf, "lenet5", *lenet_keras(tf), (28, 28, 1))
-    for cell, hidden in (("rnn", 64), ("lstm", 128), ("gru", 128)):
-        bench(tf, f"{cell}-{hidden}", *recurrent_keras(tf, cell, hidden), (28, 28), steps=50)
+    for name in models:
+        if name == "lenet5":
+            bench(tf, name, *lenet_keras(tf), (28, 28, 1))
+        else:
+            cell, hidden = name.split("-")
+            bench(tf, name, *recurrent_keras(tf, cell, int(hidden)), (28, 28), steps=50)
 
 
 if __name__ == "__main__":

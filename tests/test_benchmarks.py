@@ -41,3 +41,25 @@ def test_pytorch_reference_is_standalone():
     modules |= {node.module.split(".")[0] for node in ast.walk(tree)
                 if isinstance(node, ast.ImportFrom) and node.module}
     assert modules <= {"__future__", "json", "statistics", "time", "numpy", "torch"}, modules
+
+
+def test_interleaved_runs_each_peer_for_the_asked_cells_and_tabulates_ratios():
+    """benchmarks.interleaved: one command per peer (Keras and PyTorch only when asked), each naming the cells'
+    models; the table has a median and a ratio to ours per peer, '-' where a peer has no figure."""
+    from benchmarks import interleaved
+    peers = interleaved.commands(["lstm", "gru"], None, flax=True, keras=True)
+    assert set(peers) == {"ours", "flax", "keras"}
+    assert peers["keras"][0][-2:] == ["--models", "lstm-128,gru-128"]
+    assert "pytorch" in interleaved.commands(["lstm"], "/usr/bin/python3", flax=False)
+    rates = {"ours": {"lstm-128": [3.0, 4.0, 5.0]}, "keras": {"lstm-128": [2.0]}, "flax": {}}
+    table = interleaved.table(rates, ["lstm", "gru"]).splitlines()
+    assert table[0] == "| model | ours (img/s) | flax (img/s) | keras (img/s) | ours / flax | ours / keras |"
+    assert table[2] == "| lstm-128 | 4 | - | 2 | - | 2.00x |"
+    assert table[3] == "| gru-128 | - | - | - | - | - |"
+
+
+def test_keras_reference_refuses_unknown_models():
+    from benchmarks import reference_keras
+    with pytest.raises(SystemExit) as e:
+        reference_keras.main(["--models", "lstm-128,lstm-7"])
+    assert e.value.code == 2
