@@ -87,10 +87,6 @@ def _project(w_x: Array, b: Array, x: Array) -> Array:
     return (x.reshape(steps * batch, n_in) @ w_x + b).reshape(steps, batch, -1)
 
 
-def _outputs(c, h, hs, sequences: bool):
-    return ((c, h), hs) if sequences else ((c, h), None)
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
 def lstm_layer(w_x: Array, b: Array, w_h: Array, x: Array, c0: Array, h0: Array, sequences: bool = True,
                unroll: int = 1):
@@ -99,7 +95,7 @@ def lstm_layer(w_x: Array, b: Array, w_h: Array, x: Array, c0: Array, h0: Array,
 
     Returns ``((c_T, h_T), hs)``: ``hs [T, B, H]`` with `sequences`, else None (nothing stacked)."""
     c, h, _, _, _, hs = _lstm_loop(w_h, _project(w_x, b, x), c0, h0, None, sequences, unroll)
-    return _outputs(c, h, hs, sequences)
+    return (c, h), hs
 
 
 def _lstm_layer_fwd(w_x, b, w_h, x, c0, h0, sequences, unroll):
@@ -107,7 +103,7 @@ def _lstm_layer_fwd(w_x, b, w_h, x, c0, h0, sequences, unroll):
     ones = jnp.ones((1, steps * batch), x.dtype)
     lhs = jnp.concatenate([jnp.zeros((h0.shape[-1], steps * batch), x.dtype), x.reshape(-1, n_in).T, ones])
     c, h, acts, lhs, cs, hs = _lstm_loop(w_h, _project(w_x, b, x), c0, h0, lhs, sequences, unroll)
-    return _outputs(c, h, hs, sequences), (w_x, w_h, acts, lhs, cs, c0)
+    return ((c, h), hs), (w_x, w_h, acts, lhs, cs, c0)
 
 
 def _lstm_layer_bwd(sequences, unroll, res, cotangents):
