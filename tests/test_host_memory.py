@@ -31,12 +31,16 @@ batches = random_batches(4, config.train.batch_size, (28, 28, 1))
 for i in range(4):
     state, metrics = step(state, batches[i], key)
     jax.block_until_ready(metrics)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+faults = []
 for i in range(20):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     state, metrics = step(state, batches[i % 4], key)
     jax.block_until_ready(metrics)
-faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20
-print(json.dumps({"applied": applied, "faults_per_call": faults}))
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+# The median call: a call now and then whose buffers a worker thread's malloc arena serves (mmap, as a block over
+# that arena's 64 MB heap limit is) is not what the setting is about, and on a loaded machine it can pull the mean
+# up (1,031 faults a call once).
+print(json.dumps({"applied": applied, "faults_per_call": sorted(faults)[len(faults) // 2], "all": faults}))
 """
 
 
@@ -54,8 +58,8 @@ def test_retained_memory_stops_per_step_page_faults():
     default, retained = _probe("default"), _probe("retain")
     assert retained["applied"]
     # With glibc's defaults a LeNet5 step faults its buffers in again every time (measured: about 10,000 page
-    # faults a step); with freed memory retained, next to none (0-35; 1,031 once on a loaded machine). The
-    # bound is a ratio, not an absolute count, so that load on a shared machine cannot flip it.
+    # faults a step); with freed memory retained, next to none in the median step (0-35). The bound is a ratio,
+    # not an absolute count, so that load on a shared machine cannot flip it.
     assert retained["faults_per_call"] < default["faults_per_call"] / 4, (default, retained)
 
 
