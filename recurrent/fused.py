@@ -82,9 +82,9 @@ def _lstm_loop(w_h, xp, c0, h0, lhs, sequences: bool, unroll: int):
 
 
 def _project(w_x: Array, b: Array, x: Array) -> Array:
-    """Input half of every gate for all steps as one matmul: ``x [T, B, in] -> [T, B, 4H]``."""
-    steps, batch, n_in = x.shape
-    return (x.reshape(steps * batch, n_in) @ w_x + b).reshape(steps, batch, -1)
+    """cells.project_inputs for all steps at once: ``x [T, B, in] -> [T, B, 4H]``."""
+    from recurrent.cells import project_inputs  # cells.py imports this module
+    return project_inputs({'input_kernel': w_x, 'bias': b}, x)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
