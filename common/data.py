@@ -11,6 +11,7 @@ Everything ends up as in-memory numpy arrays (the course datasets are tiny); bat
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import socket
 import threading
@@ -73,6 +74,20 @@ class Dataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.train.images.shape[1:])
+
+
+def fingerprint(dataset: Dataset) -> str:
+    """'blake2b:<hex>' over every split's shapes, dtypes, labels and pixels and the class names: what a
+    resumed run or a skipped sweep member checks, so that other data under the same path is never mistaken
+    for the data a result was trained on."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr(tuple(dataset.class_names)).encode())
+    for split in (dataset.train, dataset.val, dataset.test):
+        for a in (split.images, split.labels):
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(memoryview(a).cast("B"))
+    return f"blake2b:{h.hexdigest()}"
 
 
 def load_dataset(config: DataConfig) -> Dataset:
