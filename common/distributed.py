@@ -146,6 +146,6 @@ def _missing(peers: dict, n: int) -> str:
 
 def is_writer() -> bool:
     """Only process 0 writes results, figures, history and checkpoints."""
-    import jax  # pylint: disable=import-outside-toplevel
+    import jax
 
     return jax.process_index() == 0
