@@ -8,8 +8,8 @@ import numpy as np
 from benchmarks.harness import emit, random_batches, setup, time_eval_step, time_train_steps
 from common import parallel
 from common import training as tr
-from recurrent.cells import RecurrentClassifier
 from recurrent.config import RNNConfig
+from recurrent.model import RecurrentClassifier
 
 
 def bench(config: RNNConfig, n_models: int = 1) -> dict:

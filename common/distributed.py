@@ -17,7 +17,7 @@ DEFAULT_TIMEOUT = 60  # seconds to wait for the coordinator and every peer befor
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("several processes (jax.distributed; see the README's 'More than one machine')")
+    g = parser.add_argument_group("several processes (jax.distributed; see docs/multihost.md)")
     g.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, the same for every process")
     g.add_argument("--num-processes", type=int, metavar="N", help="how many processes take part")
     g.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 .. N-1")
@@ -146,6 +146,6 @@ def _missing(peers: dict, n: int) -> str:
 
 def is_writer() -> bool:
     """Only process 0 writes results, figures, history and checkpoints."""
-    import jax  # pylint: disable=import-outside-toplevel
+    import jax
 
     return jax.process_index() == 0

@@ -78,7 +78,7 @@ def _check_images(split_dir: str, labels: list[str], hint: str) -> None:
 
 
 def _image_size(path: str) -> tuple[int, int, str]:
-    from PIL import Image, UnidentifiedImageError  # pylint: disable=import-outside-toplevel
+    from PIL import Image, UnidentifiedImageError
 
     if not path.lower().endswith(IMAGE_EXTENSIONS) or not os.path.isfile(path):
         raise DataError(f"{path!r} is not an image file (expected {', '.join(IMAGE_EXTENSIONS)}); remove it "

@@ -19,7 +19,7 @@ EXIT_CODE = 130
 _requested = False
 
 
-def _handler(signum, frame) -> None:  # pylint: disable=unused-argument
+def _handler(signum, frame) -> None:
     global _requested
     if _requested:
         os._exit(EXIT_CODE)  # a second Ctrl-C: the user does not want to wait for the next safe point

@@ -26,7 +26,7 @@ def tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     with _stderr_silenced():
-        import tensorflow as tf  # pylint: disable=import-outside-toplevel
+        import tensorflow as tf
     # TFDS only feeds arrays to JAX: keep TensorFlow off the accelerators so it does not reserve their memory.
     tf.config.set_visible_devices([], "GPU")
     tf.get_logger().setLevel(logging.ERROR)
@@ -39,5 +39,5 @@ def tfds():
     """Returns `tensorflow_datasets`, imported after `tensorflow()`."""
     tensorflow()
     with _stderr_silenced():
-        import tensorflow_datasets  # pylint: disable=import-outside-toplevel
+        import tensorflow_datasets
     return tensorflow_datasets

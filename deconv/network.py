@@ -37,8 +37,6 @@ import numpy as np
 from deconv import ops
 from lenet.model import LeNet5
 
-START_SIGNALS = ("max", "map")  # one activation (the paper) or the whole feature map of the filter
-
 
 def conv_names(params: dict) -> list[str]:
     """'conv1', 'conv2', ... in network order (conv10 after conv2)."""
@@ -167,7 +165,7 @@ def top_activations(variables: dict, batches: Iterable[dict], layers: Iterable[s
 
 
 def project_one(variables: dict, image, filt, row, col, *, layer: str, mode: str = "deconvnet",
-                bn: str = "transpose", start: str = "max"):
+                bn: str = "transpose"):
     """Projects one activation of `layer` back to pixel space (Zeiler & Fergus, section 2.1).
 
     Args:
@@ -176,25 +174,19 @@ def project_one(variables: dict, image, filt, row, col, *, layer: str, mode: str
         'guided' (guided backprop) or 'backprop' (the plain gradient); see `ops.relu_mode`.
       bn: 'transpose' multiplies by the BN scale gamma / sqrt(var + eps) (the adjoint, so 'backprop' is the
         exact gradient); 'inverse' divides by it (undoes the forward scaling instead).
-      start: 'max' keeps only a_layer[row, col, filt] (the paper); 'map' keeps filt's whole feature map.
     Returns:
-      [H, W, C] projection. With 'max' it equals a_layer[row, col, filt] times the input gradient of that
-      activation ('backprop') or of the same net with guided / deconvnet ReLU rules (tested).
+      [H, W, C] projection of a_layer[row, col, filt] alone (every other activation zeroed, as in the paper):
+      that activation times its input gradient ('backprop'), or the same with the guided / deconvnet ReLU
+      rules (tested against jax.vjp).
     """
-    if start not in START_SIGNALS:
-        raise ValueError(f"unknown start signal {start!r}; choose from {START_SIGNALS}")
     acts, steps = forward_record(variables, image[None], upto=layer)
-    a = acts[layer][0]  # [H_l, W_l, F]
-    if start == "max":
-        signal = ops.isolate_activation(a, filt, row, col)
-    else:
-        signal = jnp.where(jnp.arange(a.shape[-1]) == filt, a, 0)
+    signal = ops.isolate_activation(acts[layer][0], filt, row, col)  # from a_layer [H_l, W_l, F]
     return ops.deconv_project(signal[None], steps[layer], relu=mode, bn=bn)[0]
 
 
 @functools.cache
-def _jitted_projector(layer: str, mode: str, bn: str, start: str):
-    one = functools.partial(project_one, layer=layer, mode=mode, bn=bn, start=start)
+def _jitted_projector(layer: str, mode: str, bn: str):
+    one = functools.partial(project_one, layer=layer, mode=mode, bn=bn)
     # vmap over the (filter, rank) pairs flattened into one batch axis; the weights are shared.
     return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0, 0)))
 
@@ -203,13 +195,13 @@ PROJECT_CHUNK = 64  # examples per projection call: one compiled shape for any n
 
 
 def project(variables: dict, images, filters, rows, cols, *, layer: str, mode: str = "deconvnet",
-            bn: str = "transpose", start: str = "max", chunk: int = PROJECT_CHUNK) -> np.ndarray:
+            bn: str = "transpose", chunk: int = PROJECT_CHUNK) -> np.ndarray:
     """Batched `project_one`: images [N, H, W, C], filters/rows/cols int [N] -> projections [N, H, W, C].
 
     Runs the jitted, vmapped projector on chunks of `chunk` examples (the last one padded by repeating
     example 0), so every N, from the occlusion figure's 4 to conv2's 64 x 9, reuses one compiled shape.
     """
-    fn = _jitted_projector(layer, mode, bn, start)
+    fn = _jitted_projector(layer, mode, bn)
     images = np.asarray(images)
     index = [np.asarray(v, np.int32).reshape(-1) for v in (filters, rows, cols)]
     n = len(images)

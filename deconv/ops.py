@@ -14,19 +14,21 @@ Conventions
   ``jax.lax.padtype_to_pads`` (the rule used by ``lax.conv_general_dilated``,
   ``lax.reduce_window`` and hence flax): total padding
   ``max((ceil(n/s) - 1) * s + k - n, 0)``, the smaller half on top/left.
-* Pool **switches** are ``int32`` arrays shaped like the pooled output
+* Pooling is LeNet5's: non-overlapping ``kh x kw`` windows, stride = window, no
+  padding (``'VALID'``: rows and columns that fill no whole window are dropped).
+  Pool **switches** are ``int32`` arrays shaped like the pooled output
   ``[B, Ho, Wo, C]`` holding the *flat* position ``row * W + col`` of the
-  selected maximum in the (unpadded) input map of the same image/channel.
-  ``switches_to_rowcol`` converts them to ``(row, col)``.
+  selected maximum in the input map of the same image/channel.
 * Tie rule for pooling: the *first* maximum in row-major window order wins
-  (``jnp.argmax`` semantics).  Padding cells (``-inf``) are never selected.
-* ``unpool`` is the exact adjoint (transpose) of the switch-selection gather
-  ``switch_gather``: pooled values are scattered to their recorded position and
-  *summed* where overlapping windows recorded the same position.
-* ``conv2d_transpose`` is the exact adjoint of ``conv2d`` (same kernel, stride,
-  padding), i.e. ``<conv2d(x, k), y> == <x, conv2d_transpose(y, k, x.shape)>``;
-  it is what the deconvnet uses to project a signal through a conv layer
-  ("filtering with the transposed/flipped filters").
+  (``jnp.argmax`` semantics).
+* ``unpool`` is the exact adjoint (transpose) of gathering ``x`` at the
+  switches (the linear part of max pooling): pooled values are scattered back
+  to their recorded positions.
+* ``conv2d_transpose`` is the exact adjoint of the convolution
+  ``lax.conv_general_dilated(x, k, stride, padding)`` (what ``flax.linen.Conv``
+  computes, bias aside), i.e. ``<conv(x, k), y> == <x, conv2d_transpose(y, k,
+  x.shape)>``; it is what the deconvnet uses to project a signal through a conv
+  layer ("filtering with the transposed/flipped filters").
 * Receptive-field geometry is tracked per spatial axis; a unit's receptive
   field is the half-open input interval ``[first + i * jump, first + i * jump
   + size)`` (before clipping to the image).
@@ -45,10 +47,9 @@ from jax import lax
 
 __all__ = [
     # pooling
-    "max_pool_with_switches", "switch_gather", "unpool",
-    "switches_to_rowcol", "resolve_padding",
+    "max_pool_with_switches", "unpool", "resolve_padding",
     # convolution
-    "conv2d", "conv2d_transpose",
+    "conv2d_transpose",
     # receptive fields
     "LayerGeom", "RFGeom", "receptive_field",
     "receptive_box",
@@ -103,111 +104,34 @@ def _out_size(n, k, s, lo, hi) -> int:
 # --------------------------------------------------------------------------
 # pooling with switches
 # --------------------------------------------------------------------------
-def _pool_index_tables(H, W, window, strides, pads):
-    """Static (numpy) tables for the window gather.
-
-    Returns ``rows, cols`` ``[Ho, Wo, K]`` (indices into the *padded* input),
-    ``flat`` ``[Ho, Wo, K]`` (flat ``r*W+c`` into the unpadded input, -1 for
-    padding cells) and ``first_valid`` ``[Ho, Wo]`` (flat index of the first
-    non-padding cell of each window).
-    """
-    (kh, kw), (sh, sw), ((pt, pb), (pl, pr)) = window, strides, pads
-    Ho, Wo = _out_size(H, kh, sh, pt, pb), _out_size(W, kw, sw, pl, pr)
-    if Ho <= 0 or Wo <= 0:
-        raise ValueError(f"pooling output would be empty: input {(H, W)}, window "
-                         f"{window}, strides {strides}, padding {pads}")
-    i = np.arange(Ho)[:, None, None, None]
-    j = np.arange(Wo)[None, :, None, None]
-    a = np.arange(kh)[None, None, :, None]
-    b = np.arange(kw)[None, None, None, :]
-    prow = np.broadcast_to(i * sh + a, (Ho, Wo, kh, kw)).reshape(Ho, Wo, kh * kw)
-    pcol = np.broadcast_to(j * sw + b, (Ho, Wo, kh, kw)).reshape(Ho, Wo, kh * kw)
-    r, c = prow - pt, pcol - pl  # positions in the unpadded input
-    valid = (r >= 0) & (r < H) & (c >= 0) & (c < W)
-    if not valid.any(axis=-1).all():
-        raise ValueError("some pooling window lies entirely in the padding; "
-                         "its max would be -inf and it has no switch position")
-    flat = np.where(valid, r * W + c, -1).astype(np.int32)
-    first_valid = flat[np.arange(Ho)[:, None], np.arange(Wo)[None, :],
-                       valid.argmax(axis=-1)].astype(np.int32)
-    return prow, pcol, flat, first_valid
-
-
-def max_pool_with_switches(x, window=(2, 2), strides=None, padding="VALID"):
-    """Max pooling that also returns the argmax positions ("switches").
+def max_pool_with_switches(x, window=(2, 2)):
+    """Non-overlapping max pooling (stride = window, no padding) that also returns the argmax positions
+    ("switches").
 
     Args:
       x: ``[B, H, W, C]`` float array.
-      window: ``(kh, kw)`` (or an int).
-      strides: ``(sh, sw)`` (or an int). ``None`` means ``strides = window``
-        (non-overlapping pooling as in the deconvnet paper; NB flax's
-        ``max_pool`` defaults to stride 1 instead).
-      padding: ``'VALID'`` | ``'SAME'`` | ``((t, b), (l, r))``; padded cells
-        are ``-inf`` (as in ``flax.linen.max_pool``) and are never selected.
+      window: ``(kh, kw)`` (or an int); rows and columns that fill no whole window are dropped, as in
+        ``flax.linen.max_pool(x, window, window)``.
 
     Returns:
-      ``pooled`` ``[B, Ho, Wo, C]`` — identical values to
-      ``flax.linen.max_pool(x, window, strides, padding)``;
-      ``switches`` ``int32 [B, Ho, Wo, C]`` — flat position ``row * W + col``
-      in ``x`` of each window's maximum; ties go to the first maximum in
-      row-major window order. Always ``pooled == switch_gather(x, switches)``.
+      ``pooled`` ``[B, Ho, Wo, C]``: identical values to ``flax.linen.max_pool(x, window, window)``
+      (``Ho = H // kh``, ``Wo = W // kw``);
+      ``switches`` ``int32 [B, Ho, Wo, C]``: flat position ``row * W + col`` in ``x`` of each window's maximum;
+      ties go to the first maximum in row-major window order.
     """
-    window = _pair(window, "window")
-    strides = window if strides is None else _pair(strides, "strides")
+    kh, kw = _pair(window, "window")
     B, H, W, C = x.shape
-    pads = resolve_padding(padding, (H, W), window, strides)
-    kh, kw = window
-    sh, sw = strides
-    K = kh * kw
-
-    if pads == ((0, 0), (0, 0)) and window == strides:
-        # non-overlapping, unpadded: pure reshape (same row-major window order)
-        Ho, Wo = H // kh, W // kw
-        xc = x[:, : Ho * kh, : Wo * kw, :]
-        patches = xc.reshape(B, Ho, kh, Wo, kw, C).transpose(0, 1, 3, 2, 4, 5)
-        patches = patches.reshape(B, Ho, Wo, K, C)
-        k_sel = jnp.argmax(patches, axis=3).astype(jnp.int32)  # [B,Ho,Wo,C]
-        base_r = (np.arange(Ho) * kh)[None, :, None, None]
-        base_c = (np.arange(Wo) * kw)[None, None, :, None]
-        switches = (base_r + k_sel // kw) * W + (base_c + k_sel % kw)
-        pooled = jnp.max(patches, axis=3)
-        return pooled, switches.astype(jnp.int32)
-
-    prow, pcol, flat, first_valid = _pool_index_tables(H, W, window, strides, pads)
-    (pt, pb), (pl, pr) = pads
-    neg_inf = jnp.array(-jnp.inf, dtype=x.dtype)
-    xp = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=neg_inf)
-    patches = xp[:, prow, pcol, :]  # [B, Ho, Wo, K, C]
-    pooled = jnp.max(patches, axis=3)
-    k_sel = jnp.argmax(patches, axis=3)  # [B, Ho, Wo, C]
-    flat_j = jnp.asarray(flat)[None, :, :, :, None]  # [1,Ho,Wo,K,1]
-    sw_ = jnp.take_along_axis(flat_j, k_sel[:, :, :, None, :], axis=3)[:, :, :, 0, :]
-    # Only possible if every real cell of the window is -inf (then the
-    # argmax may land on a padding cell): fall back to the first real cell.
-    switches = jnp.where(sw_ < 0, jnp.asarray(first_valid)[None, :, :, None], sw_)
-    return pooled, switches.astype(jnp.int32)
-
-
-def switches_to_rowcol(switches, width):
-    """Flat switches -> ``(row, col)`` int arrays (same shape as ``switches``)."""
-    return switches // width, switches % width
-
-
-def switch_gather(x, switches):
-    """Select ``x`` at the recorded switch positions (the "linear part" of max pool).
-
-    Args:
-      x: ``[B, H, W, C]``.
-      switches: ``int32 [B, Ho, Wo, C]`` flat positions into ``H*W``.
-    Returns:
-      ``[B, Ho, Wo, C]`` with ``out[b,i,j,c] = x[b, s // W, s % W, c]``,
-      ``s = switches[b,i,j,c]``. Linear in ``x``; its transpose is ``unpool``.
-    """
-    B, H, W, C = x.shape
-    _, Ho, Wo, _ = switches.shape
-    xf = x.reshape(B, H * W, C)
-    g = jnp.take_along_axis(xf, switches.reshape(B, Ho * Wo, C), axis=1)
-    return g.reshape(B, Ho, Wo, C)
+    Ho, Wo = H // kh, W // kw
+    if Ho == 0 or Wo == 0:
+        raise ValueError(f"pooling output would be empty: input {(H, W)}, window {(kh, kw)}")
+    # a pure reshape puts each window's cells on one axis, in row-major window order
+    patches = x[:, : Ho * kh, : Wo * kw, :].reshape(B, Ho, kh, Wo, kw, C).transpose(0, 1, 3, 2, 4, 5)
+    patches = patches.reshape(B, Ho, Wo, kh * kw, C)
+    k_sel = jnp.argmax(patches, axis=3).astype(jnp.int32)  # [B, Ho, Wo, C]
+    base_r = (np.arange(Ho) * kh)[None, :, None, None]
+    base_c = (np.arange(Wo) * kw)[None, None, :, None]
+    switches = (base_r + k_sel // kw) * W + (base_c + k_sel % kw)
+    return jnp.max(patches, axis=3), switches.astype(jnp.int32)
 
 
 def unpool(pooled, switches, input_shape):
@@ -218,10 +142,8 @@ def unpool(pooled, switches, input_shape):
       switches: ``int32 [B, Ho, Wo, C]`` from ``max_pool_with_switches``.
       input_shape: shape of the pre-pool map, ``(B, H, W, C)`` or ``(H, W)``.
     Returns:
-      ``[B, H, W, C]``: zeros except at switch positions. When overlapping
-      windows (stride < window) recorded the *same* position, their values are
-      **summed** — this makes ``unpool`` exactly the adjoint (transpose) of
-      ``switch_gather`` for fixed switches, i.e. the max-pool VJP.
+      ``[B, H, W, C]``: zeros except at switch positions; for fixed switches this is exactly the adjoint of
+      gathering at them, i.e. the max-pool VJP (tested).
     """
     H, W = (input_shape[-3], input_shape[-2]) if len(input_shape) >= 3 else tuple(input_shape)
     B, Ho, Wo, C = pooled.shape
@@ -235,25 +157,9 @@ def unpool(pooled, switches, input_shape):
 # --------------------------------------------------------------------------
 # convolution and its exact adjoint
 # --------------------------------------------------------------------------
-def conv2d(x, kernel, stride=1, padding="SAME", precision=None):
-    """Plain 2-D cross-correlation, no bias (same math as ``flax.linen.Conv``).
-
-    Args:
-      x: ``[B, H, W, C_in]``.
-      kernel: ``[kh, kw, C_in, C_out]`` (HWIO).
-      stride: int or ``(sh, sw)``.
-      padding: ``'SAME'`` | ``'VALID'`` | ``((t, b), (l, r))``.
-    Returns:
-      ``[B, Ho, Wo, C_out]``, ``Ho = (H + t + b - kh) // sh + 1``.
-    """
-    strides = _pair(stride, "stride")
-    pads = resolve_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
-    return lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=_DN,
-                                    precision=precision)
-
-
 def conv2d_transpose(y, kernel, input_shape, stride=1, padding="SAME", precision=None):
-    """Exact adjoint of ``conv2d(., kernel, stride, padding)`` (deconvnet filtering).
+    """Exact adjoint of the convolution ``lax.conv_general_dilated(., kernel, stride, padding)`` (NHWC, HWIO),
+    the deconvnet's filtering.
 
     Computed as an explicit fractionally-strided convolution: ``y`` is dilated
     by the stride, padded with ``lo = kh - 1 - t`` on top and
@@ -268,10 +174,10 @@ def conv2d_transpose(y, kernel, input_shape, stride=1, padding="SAME", precision
       kernel: ``[kh, kw, C_in, C_out]`` — the *forward* HWIO kernel.
       input_shape: shape of the forward input, ``(B, H, W, C_in)`` or ``(H, W)``
         (needed because with stride > 1 several H map to the same Ho).
-      stride, padding: as given to ``conv2d``.
+      stride, padding: those of the forward convolution (int or pair; ``'SAME'`` | ``'VALID'`` | pairs).
     Returns:
-      ``[B, H, W, C_in]`` with ``<conv2d(x, k), y> == <x, conv2d_transpose(y, k, x.shape)>``
-      for all ``x``; equal to the VJP of ``conv2d`` w.r.t. ``x``.
+      ``[B, H, W, C_in]`` with ``<conv(x, k), y> == <x, conv2d_transpose(y, k, x.shape)>``
+      for all ``x``; equal to the VJP of the convolution w.r.t. ``x``.
     """
     H, W = (input_shape[-3], input_shape[-2]) if len(input_shape) >= 3 else tuple(input_shape)
     strides = _pair(stride, "stride")
@@ -535,7 +441,7 @@ def isolate_activation(acts, filter_idx, row=None, col=None):
 
 @flax.struct.dataclass
 class ConvStep:
-    """Forward ``conv2d(x, kernel, stride, padding)`` (+bias, ignored);
+    """Forward convolution with ``kernel``, ``stride``, ``padding`` (+bias, ignored);
     back: ``conv2d_transpose``. ``input_shape``: forward input ``(B,H,W,C)``/``(H,W)``."""
     kernel: jax.Array
     input_shape: tuple = flax.struct.field(pytree_node=False)

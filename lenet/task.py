@@ -62,7 +62,10 @@ def add_visualize_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_visualize(args) -> int:
     checkpoint = (args.checkpoint or lenet_checkpoint.DEFAULT_CHECKPOINT).rstrip("/") or "/"
-    final = visualize.visualize(checkpoint, args.out, args)
+    final = visualize.visualize(
+        checkpoint, args.out, compare_batchnorm=args.compare_batchnorm, train_if_missing=args.train_if_missing,
+        train_config=make_config(args) if args.train_if_missing else None, data_dir=args.data_dir,
+        tfds_data_dir=args.tfds_data_dir, image_mode=args.image_mode, progress=args.progress, command=args.command)
     print(f"visualize: figures and {visualize.STATS_JSON} in {final}")
     return 0
 

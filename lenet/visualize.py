@@ -27,7 +27,6 @@ import numpy as np
 from common import checkpoint as ckpt
 from common import data as data_lib
 from common import stats
-from common.cli import config_from_args
 from common.errors import DataError
 from common.outputs import RunDir, write_json
 from lenet import checkpoint as lenet_checkpoint
@@ -76,19 +75,47 @@ class Network:
 # ------------------------------------------------------------------------------------------------ entry
 
 
-def visualize(checkpoint: str, out: str, args) -> str:
-    """Loads (or trains) the networks, writes the statistics and figures into `out`; returns the folder."""
-    main_net = _load_or_train(checkpoint, args, train_if_missing=args.train_if_missing)
+@dataclasses.dataclass(frozen=True)
+class _Options:
+    """What `visualize` was asked for beyond the two folders (see its arguments)."""
+
+    train_config: LeNetConfig | None
+    data_dir: str | None
+    tfds_data_dir: str | None
+    image_mode: str | None
+    progress: bool
+    command: str | None
+
+
+def visualize(checkpoint: str, out: str, *, compare_batchnorm: bool = False, train_if_missing: bool = False,
+              train_config: LeNetConfig | None = None, data_dir: str | None = None,
+              tfds_data_dir: str | None = None, image_mode: str | None = None, progress: bool = True,
+              command: str | None = None) -> str:
+    """Loads (or trains) the networks, writes the statistics and figures into `out`; returns the folder.
+
+    Args:
+      checkpoint: the folder `--task lenet` (or `lenet.train.train_and_evaluate`) wrote.
+      compare_batchnorm: also load, or train with the checkpoint's settings, LeNet5 without batch norm (into
+        `checkpoint + "_nobn"`).
+      train_if_missing: train `train_config` (default: the report's `LeNetConfig()`) into `checkpoint` first
+        when there is no checkpoint there.
+      data_dir, tfds_data_dir, image_mode: read the data from here instead of where the checkpoint's run.json
+        says (None: the checkpoint's own).
+      progress, command: progress bars while training; the command recorded in the metrics of what it trains.
+    """
+    config = (train_config or LeNetConfig()).validate() if train_if_missing else None
+    opts = _Options(config, data_dir, tfds_data_dir, image_mode, progress, command)
+    main_net = _load_or_train(checkpoint, opts)
     dataset = data_lib.load_dataset(main_net.config.data)
     lenet_checkpoint.check_fits(main_net.model, main_net.variables, dataset, main_net.source)
     if len(dataset.test) == 0:
         raise DataError("the test split is empty; the statistics need test images")
     networks = [main_net]
-    if args.compare_batchnorm and not main_net.config.use_batchnorm:
+    if compare_batchnorm and not main_net.config.use_batchnorm:
         print(f"--compare-batchnorm: {main_net.source} has no batch norm already; nothing to compare it with",
               file=sys.stderr)
-    elif args.compare_batchnorm:
-        networks.append(_load_or_train_nobn(main_net, checkpoint + NOBN_SUFFIX, dataset, args))
+    elif compare_batchnorm:
+        networks.append(_load_or_train_nobn(main_net, checkpoint + NOBN_SUFFIX, dataset, opts))
         lenet_checkpoint.check_fits(networks[-1].model, networks[-1].variables, dataset, networks[-1].source)
 
     rundir = RunDir(out)
@@ -107,8 +134,8 @@ def visualize(checkpoint: str, out: str, args) -> str:
 # ------------------------------------------------------------------------------------------- checkpoints
 
 
-def how_to_make(checkpoint: str, args, use_batchnorm: bool = True) -> str:
-    data = f" --data-dir {args.data_dir}" if args.data_dir else ""
+def how_to_make(checkpoint: str, data_dir: str | None, use_batchnorm: bool = True) -> str:
+    data = f" --data-dir {data_dir}" if data_dir else ""
     nobn = "" if use_batchnorm else " --no-batchnorm"
     # The checkpoint loaders quote this in backticks: "Make one with `<this>`." -- so it opens and closes one
     # pair fewer than it shows.
@@ -116,22 +143,22 @@ def how_to_make(checkpoint: str, args, use_batchnorm: bool = True) -> str:
             f"`python run.py --task visualize")
 
 
-def _load_or_train(checkpoint: str, args, train_if_missing: bool) -> Network:
-    if train_if_missing and not os.path.isdir(ckpt.resolve_checkpoint_dir(checkpoint)):
-        config = config_from_args(LeNetConfig.quick() if args.quick else LeNetConfig(), args).validate()
+def _load_or_train(checkpoint: str, opts: _Options) -> Network:
+    """The checkpoint's network; trained there first with `opts.train_config` when it is set and there is none."""
+    if opts.train_config is not None and not os.path.isdir(ckpt.resolve_checkpoint_dir(checkpoint)):
         print(f"no checkpoint at {checkpoint}; training LeNet5 there first (--train-if-missing)", file=sys.stderr)
-        train_and_evaluate(config, checkpoint, progress=args.progress, command=args.command)
-    net = load_network(checkpoint, how_to_make(checkpoint, args))
-    return dataclasses.replace(net, config=_with_data_overrides(net.config, args))
+        train_and_evaluate(opts.train_config, checkpoint, progress=opts.progress, command=opts.command)
+    net = load_network(checkpoint, how_to_make(checkpoint, opts.data_dir))
+    return dataclasses.replace(net, config=_with_data_overrides(net.config, opts))
 
 
-def _load_or_train_nobn(main_net: Network, path: str, dataset: data_lib.Dataset, args) -> Network:
+def _load_or_train_nobn(main_net: Network, path: str, dataset: data_lib.Dataset, opts: _Options) -> Network:
     """Loads `path` when it holds LeNet5 without batch norm trained with the main network's settings;
     otherwise (absent, or stale: another config) trains it there, replacing what was there."""
     expected = dataclasses.replace(main_net.config, use_batchnorm=False)
     net = None
     if os.path.isdir(ckpt.resolve_checkpoint_dir(path)):
-        net = load_network(path, how_to_make(path, args, use_batchnorm=False))
+        net = load_network(path, how_to_make(path, opts.data_dir, use_batchnorm=False))
         if net.config != expected:
             print(f"{path} was trained with other settings than {main_net.source}; retraining it",
                   file=sys.stderr)
@@ -139,9 +166,9 @@ def _load_or_train_nobn(main_net: Network, path: str, dataset: data_lib.Dataset,
     if net is None:
         print(f"training LeNet5 without batch norm into {path} (same settings as {main_net.source}; "
               f"{expected.train.epochs} epochs)", file=sys.stderr)
-        train_and_evaluate(expected, path, dataset=dataset, progress=args.progress, command=args.command)
-        net = load_network(path, how_to_make(path, args, use_batchnorm=False))
-    return dataclasses.replace(net, config=_with_data_overrides(net.config, args))
+        train_and_evaluate(expected, path, dataset=dataset, progress=opts.progress, command=opts.command)
+        net = load_network(path, how_to_make(path, opts.data_dir, use_batchnorm=False))
+    return dataclasses.replace(net, config=_with_data_overrides(net.config, opts))
 
 
 def load_network(path: str, make_hint: str) -> Network:
@@ -152,8 +179,8 @@ def load_network(path: str, make_hint: str) -> Network:
     return Network(key=key, label=label, config=config, variables=variables, source=path, run_info=run_info)
 
 
-def _with_data_overrides(config: LeNetConfig, args) -> LeNetConfig:
-    return lenet_checkpoint.with_data_overrides(config, args.data_dir, args.tfds_data_dir, args.image_mode)
+def _with_data_overrides(config: LeNetConfig, opts: _Options) -> LeNetConfig:
+    return lenet_checkpoint.with_data_overrides(config, opts.data_dir, opts.tfds_data_dir, opts.image_mode)
 
 
 # ---------------------------------------------------------------------------------------------- stats

@@ -5,7 +5,7 @@ import dataclasses
 
 from common.config import FlatFields, TrainConfig, require
 from common.data import DataConfig
-from recurrent.cells import CELL_TYPES as CELLS
+from recurrent.cells import CELLS
 
 CELL_TITLES = {"rnn": "Simple RNN", "lstm": "LSTM", "gru": "GRU"}
 
@@ -16,8 +16,8 @@ class RNNConfig(FlatFields):
     data: DataConfig = DataConfig(dataset="mnist", image_mode="gray28", val_fraction=0.1)
     train: TrainConfig = TrainConfig(
         lr=1e-3, batch_size=32, epochs=10, eval_batch_size=1000,
-        # One lax.scan over 50 steps per call (no per-step dispatch or host sync). Same numbers as 1; on the
-        # 2-core CPU RNN-64 trains 19% faster, LSTM-128 13%.
+        # One lax.scan over 50 steps per call (no per-step dispatch or host sync). Same numbers as 1, faster on
+        # the 2-core CPU (measured in docs/performance.md, "steps per call").
         steps_per_call=50)
     # model
     cell: str = "rnn"

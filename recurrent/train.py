@@ -12,8 +12,8 @@ import sys
 from common import data as data_lib
 from common import distributed, fit, outputs
 from recurrent import plots
-from recurrent.cells import RecurrentClassifier
 from recurrent.config import CELL_TITLES, RNNConfig
+from recurrent.model import RecurrentClassifier
 
 SUMMARY_CSV = "summary.csv"
 SUMMARY_JSON = "summary.json"

@@ -6,6 +6,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+
+def pytest_configure(config):
+    # The slow tier (`-m "not slow"` leaves it out): tests over ~5 s or that spawn a training run.
+    config.addinivalue_line("markers", "slow: takes more than a few seconds (deselect with -m 'not slow')")
+
+
 SHARED = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared"))
 SHARED_MNIST_TFDS = os.path.join(SHARED, "data", "tfds")
 SHARED_CIFAR_FOLDER = os.path.join(SHARED, "data", "elec576", "CIFAR10")

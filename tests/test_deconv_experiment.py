@@ -18,6 +18,7 @@ from lenet.config import LeNetConfig
 from lenet.train import create_model, train_and_evaluate
 from run import main
 from tests.conftest import write_image_folder
+from tests.test_deconv_ops import gather_at_switches
 
 
 def _random_lenet(seed=0, use_batchnorm=True):
@@ -82,7 +83,7 @@ def test_forward_record_is_lenet5s_own_sown_values(use_batchnorm):
         np.testing.assert_array_equal(jax.nn.relu(sown[f"{layer}_pre_relu"]), sown[f"{layer}_pre_bn"])
     pool = steps["conv2"][2 + use_batchnorm]
     pooled_map = sown["conv1_bn"] if use_batchnorm else sown["conv1_pre_bn"]
-    np.testing.assert_array_equal(ops.switch_gather(pooled_map, pool.switches), sown["conv1_pool"])
+    np.testing.assert_array_equal(gather_at_switches(pooled_map, pool.switches), sown["conv1_pool"])
     kinds = ["ConvStep", "ReluStep"] + ["BatchNormStep"] * use_batchnorm + ["PoolStep", "ConvStep", "ReluStep"]
     assert [type(s).__name__ for s in steps["conv2"]] == kinds
     assert list(network.forward_record(variables, jnp.asarray(images), upto="conv1")[0]) == ["conv1"]
@@ -112,7 +113,7 @@ def _switch_pool(x):
     """Same values as LeNet5's pool; its VJP routes to the first maximum (the switches) instead of splitting
     ties, which matters only for deconvnet mode, where nothing gates the signal at all-zero windows."""
     _, switches = ops.max_pool_with_switches(x, 2)
-    return ops.switch_gather(x, jax.lax.stop_gradient(switches))
+    return gather_at_switches(x, jax.lax.stop_gradient(switches))
 
 
 @pytest.mark.parametrize("layer", ["conv1", "conv2"])

@@ -18,6 +18,21 @@ def _rng(seed=0):
     return np.random.default_rng(seed)
 
 
+def gather_at_switches(x, switches):
+    """The linear part of max pooling (the reference `ops.unpool` is the adjoint of): ``x [B, H, W, C]`` at the
+    flat positions ``switches [B, Ho, Wo, C]`` -> ``[B, Ho, Wo, C]``."""
+    B, H, W, C = x.shape
+    _, Ho, Wo, _ = switches.shape
+    return jnp.take_along_axis(x.reshape(B, H * W, C), switches.reshape(B, Ho * Wo, C), axis=1).reshape(switches.shape)
+
+
+def conv2d(x, kernel, stride=1, padding="SAME"):
+    """The forward convolution (NHWC, HWIO, no bias) that `ops.conv2d_transpose` is the adjoint of."""
+    strides = (stride, stride) if isinstance(stride, int) else tuple(stride)
+    pads = ops.resolve_padding(padding, x.shape[1:3], kernel.shape[:2], strides)
+    return jax.lax.conv_general_dilated(x, kernel, strides, pads, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
 # ---------------------------------------------------------------------------
 # pooling / switches
 # ---------------------------------------------------------------------------
@@ -52,78 +67,33 @@ def test_unpool_2x2_with_ties_hand_made():
     expect = np.zeros((4, 4), np.float32)
     expect[0, 1], expect[0, 2], expect[3, 1], expect[2, 2] = 5, 0, 9, 7
     np.testing.assert_array_equal(up[0, :, :, 0], expect)
-    r, c = ops.switches_to_rowcol(sw, 4)
+    r, c = np.divmod(np.asarray(sw), 4)
     np.testing.assert_array_equal(r[0, :, :, 0], [[0, 0], [3, 2]])
     np.testing.assert_array_equal(c[0, :, :, 0], [[1, 2], [1, 2]])
 
 
-def test_unpool_overlapping_3x3_stride2_sums_shared_position():
-    # 5x5 input, 3x3 windows, stride 2 -> 2x2 output; all four windows contain (2, 2).
-    x = np.arange(25, dtype=np.float32).reshape(5, 5) * 0.01
-    x[2, 2] = 10.0                       # shared by all windows
-    x = x[None, :, :, None]
-    pooled, sw = ops.max_pool_with_switches(jnp.asarray(x), (3, 3), (2, 2))
-    np.testing.assert_array_equal(sw[0, :, :, 0], np.full((2, 2), 2 * 5 + 2))
-    np.testing.assert_array_equal(pooled[0, :, :, 0], np.full((2, 2), 10.0))
-    # give each window a different value: they are summed at the shared position
-    sig = jnp.asarray(np.array([[1., 2.], [3., 4.]], np.float32)[None, :, :, None])
-    up = np.asarray(ops.unpool(sig, sw, x.shape))[0, :, :, 0]
-    expect = np.zeros((5, 5), np.float32)
-    expect[2, 2] = 10.0
-    np.testing.assert_array_equal(up, expect)
-
-    # distinct maxima in overlapping windows (max on the shared row, distinct cols)
-    x2 = np.zeros((5, 5), np.float32)
-    x2[0, 0], x2[2, 4], x2[4, 1], x2[4, 4] = 1, 2, 3, 4
-    x2 = x2[None, :, :, None]
-    p2, s2 = ops.max_pool_with_switches(jnp.asarray(x2), (3, 3), (2, 2))
-    np.testing.assert_array_equal(s2[0, :, :, 0], [[0, 2 * 5 + 4], [4 * 5 + 1, 4 * 5 + 4]])
-    np.testing.assert_array_equal(ops.unpool(p2, s2, x2.shape), x2)
+def test_pooling_drops_rows_and_columns_that_fill_no_window():
+    x = jnp.asarray(_rng(6).normal(size=(1, 5, 7, 2)).astype(np.float32))
+    pooled, sw = ops.max_pool_with_switches(x, 2)
+    assert pooled.shape == sw.shape == (1, 2, 3, 2)
+    assert int(np.asarray(sw).max()) < 4 * 7  # never row 4 or column 6
+    with pytest.raises(ValueError, match="empty"):
+        ops.max_pool_with_switches(x, (6, 2))
 
 
-def test_switches_same_padding_hand_made():
-    # 3x3 input, 2x2 window stride 2 SAME -> pads (0,1) -> 2x2 output; all values
-    # negative, so the -inf padding must never be chosen.
-    x = -np.array([[5, 4, 3],
-                   [2, 6, 7],
-                   [1, 8, 9]], np.float32)[None, :, :, None]
-    pooled, sw = ops.max_pool_with_switches(jnp.asarray(x), (2, 2), (2, 2), "SAME")
-    np.testing.assert_array_equal(pooled[0, :, :, 0], [[-2, -3], [-1, -9]])
-    np.testing.assert_array_equal(sw[0, :, :, 0], [[3, 2], [6, 8]])
-    up = ops.unpool(pooled, sw, x.shape)[0, :, :, 0]
-    expect = np.zeros((3, 3), np.float32)
-    expect[1, 0], expect[0, 2], expect[2, 0], expect[2, 2] = -2, -3, -1, -9
-    np.testing.assert_array_equal(up, expect)
-    ref = nn.max_pool(jnp.asarray(x), (2, 2), (2, 2), "SAME")
-    np.testing.assert_array_equal(pooled, ref)
-
-
-def test_switches_never_point_into_padding_when_window_is_all_neg_inf():
-    x = np.full((1, 3, 3, 1), -np.inf, np.float32)
-    pooled, sw = ops.max_pool_with_switches(jnp.asarray(x), (2, 2), (2, 2), "SAME")
-    assert np.all(np.isneginf(np.asarray(pooled)))
-    np.testing.assert_array_equal(sw[0, :, :, 0], [[0, 2], [6, 8]])   # first real cell
-    _, sw2 = ops.max_pool_with_switches(jnp.asarray(x), (3, 3), (1, 1), ((1, 1), (1, 1)))
-    assert np.all((np.asarray(sw2) >= 0) & (np.asarray(sw2) < 9))
-
-
-@pytest.mark.parametrize("window,strides,padding", [
-    ((2, 2), (2, 2), "VALID"), ((2, 2), None, "VALID"), ((2, 2), (2, 2), "SAME"),
-    ((3, 3), (2, 2), "VALID"), ((3, 3), (2, 2), "SAME"), ((2, 3), (1, 2), "SAME"),
-    ((3, 2), (3, 1), ((1, 2), (0, 1))), ((3, 3), (1, 1), "SAME"),
-])
-def test_max_pool_with_switches_matches_flax_and_reference(window, strides, padding):
+@pytest.mark.parametrize("window", [(2, 2), 2, (3, 3), (2, 3), (3, 1)])
+def test_max_pool_with_switches_matches_flax_and_reference(window):
     rng = _rng(1)
     # small integers -> many ties, exercising the first-maximum rule
     x = rng.integers(-3, 4, size=(2, 7, 9, 3)).astype(np.float32)
-    pooled, sw = ops.max_pool_with_switches(jnp.asarray(x), window, strides, padding)
-    flax_strides = window if strides is None else strides
-    ref = nn.max_pool(jnp.asarray(x), window, flax_strides, padding)
+    pooled, sw = ops.max_pool_with_switches(jnp.asarray(x), window)
+    window = (window, window) if isinstance(window, int) else window
+    ref = nn.max_pool(jnp.asarray(x), window, window, "VALID")
     np.testing.assert_array_equal(pooled, ref)
-    v_ref, s_ref = _np_pool_reference(x, window, flax_strides, padding)
+    v_ref, s_ref = _np_pool_reference(x, window, window, "VALID")
     np.testing.assert_array_equal(pooled, v_ref)
     np.testing.assert_array_equal(sw, s_ref)
-    np.testing.assert_array_equal(ops.switch_gather(jnp.asarray(x), sw), pooled)
+    np.testing.assert_array_equal(gather_at_switches(jnp.asarray(x), sw), pooled)
     assert sw.dtype == jnp.int32
 
 
@@ -133,9 +103,9 @@ def test_max_pool_2x2_fast_path_and_jit_vmap():
     np.testing.assert_array_equal(pooled, nn.max_pool(x, (2, 2), (2, 2)))
     # LeNet5's own reshape + max pool (even sizes only) gives the same values
     np.testing.assert_array_equal(max_pool_2x2(x[:, :8]), pooled)
-    # vmap over an extra leading axis, general (gather) path
+    # vmap over an extra leading axis
     xs = jnp.stack([x, -x])
-    f = lambda a: ops.max_pool_with_switches(a, (3, 3), (2, 2), "SAME")
+    f = lambda a: ops.max_pool_with_switches(a, (3, 2))
     pv, sv = jax.jit(jax.vmap(f))(xs)
     for t in range(2):
         p1, s1 = f(xs[t])
@@ -145,30 +115,27 @@ def test_max_pool_2x2_fast_path_and_jit_vmap():
     np.testing.assert_array_equal(up[0], ops.unpool(*f(x), x.shape))
 
 
-@pytest.mark.parametrize("window,strides,padding", [
-    ((2, 2), (2, 2), "VALID"), ((3, 3), (2, 2), "VALID"), ((3, 3), (2, 2), "SAME"),
-    ((3, 3), (1, 1), ((1, 2), (0, 1))),
-])
-def test_unpool_is_vjp_of_switch_gather(window, strides, padding):
+@pytest.mark.parametrize("window", [(2, 2), (3, 3), (3, 2)])
+def test_unpool_is_vjp_of_gather_at_switches(window):
     rng = _rng(3)
     x = jnp.asarray(rng.integers(-2, 3, size=(2, 8, 7, 3)).astype(np.float32))
-    pooled, sw = ops.max_pool_with_switches(x, window, strides, padding)
+    pooled, sw = ops.max_pool_with_switches(x, window)
     y = jnp.asarray(rng.normal(size=pooled.shape).astype(np.float32))
-    _, vjp = jax.vjp(lambda a: ops.switch_gather(a, sw), x)
+    _, vjp = jax.vjp(lambda a: gather_at_switches(a, sw), x)
     (g,) = vjp(y)
     np.testing.assert_allclose(ops.unpool(y, sw, x.shape), g, rtol=1e-6, atol=1e-6)
     # adjoint identity too
-    lhs = jnp.vdot(ops.switch_gather(x, sw), y)
+    lhs = jnp.vdot(gather_at_switches(x, sw), y)
     rhs = jnp.vdot(x, ops.unpool(y, sw, x.shape))
     np.testing.assert_allclose(lhs, rhs, rtol=1e-5)
 
 
 def test_unpool_matches_maxpool_gradient_without_ties():
     x = jnp.asarray(_rng(4).normal(size=(2, 9, 9, 2)).astype(np.float32))
-    for window, strides, padding in [((2, 2), (2, 2), "VALID"), ((3, 3), (2, 2), "SAME")]:
-        pooled, sw = ops.max_pool_with_switches(x, window, strides, padding)
+    for window in [(2, 2), (3, 3)]:
+        pooled, sw = ops.max_pool_with_switches(x, window)
         y = jnp.asarray(_rng(5).normal(size=pooled.shape).astype(np.float32))
-        _, vjp = jax.vjp(lambda a: nn.max_pool(a, window, strides, padding), x)
+        _, vjp = jax.vjp(lambda a: nn.max_pool(a, window, window, "VALID"), x)
         np.testing.assert_allclose(ops.unpool(y, sw, x.shape), vjp(y)[0], rtol=1e-6, atol=1e-6)
 
 
@@ -182,7 +149,7 @@ def test_conv2d_transpose_is_adjoint_and_vjp(stride, padding, ksize):
     rng = _rng(10 + stride)
     x = jnp.asarray(rng.normal(size=(2, 11, 10, 3)).astype(np.float32))
     k = jnp.asarray(rng.normal(size=ksize + (3, 4)).astype(np.float32))
-    fwd = lambda a: ops.conv2d(a, k, stride, padding)
+    fwd = lambda a: conv2d(a, k, stride, padding)
     out = fwd(x)
     y = jnp.asarray(rng.normal(size=out.shape).astype(np.float32))
     xt = jax.jit(ops.conv2d_transpose, static_argnums=(2, 3, 4))(y, k, x.shape, stride, padding)
@@ -194,13 +161,13 @@ def test_conv2d_transpose_is_adjoint_and_vjp(stride, padding, ksize):
     np.testing.assert_allclose(xt, vjp(y)[0], rtol=1e-4, atol=1e-4)
 
 
-def test_conv2d_matches_flax_conv():
+def test_reference_conv2d_matches_flax_conv():
     rng = _rng(20)
     x = jnp.asarray(rng.normal(size=(2, 12, 12, 3)).astype(np.float32))
     for stride, padding in [(1, "SAME"), (2, "SAME"), (3, "VALID"), (2, ((1, 2), (0, 1)))]:
         conv = nn.Conv(5, (3, 3), strides=stride, padding=padding, use_bias=False)
         params = conv.init(jax.random.PRNGKey(0), x)
-        np.testing.assert_allclose(ops.conv2d(x, params["params"]["kernel"], stride, padding),
+        np.testing.assert_allclose(conv2d(x, params["params"]["kernel"], stride, padding),
                                    conv.apply(params, x), rtol=1e-5, atol=1e-5)
 
 
@@ -246,10 +213,10 @@ def _lenet_probe_net(rng, pool):
     k2 = jnp.asarray(rng.uniform(0.1, 1.0, size=(5, 5, 2, 3)).astype(np.float32))
 
     def conv1(x):
-        return ops.conv2d(x, k1, 1, "SAME")
+        return conv2d(x, k1, 1, "SAME")
 
     def conv2(x):
-        return ops.conv2d(pool(jnp.tanh(conv1(x))), k2, 1, "SAME")
+        return conv2d(pool(jnp.tanh(conv1(x))), k2, 1, "SAME")
 
     return conv1, conv2
 
@@ -373,17 +340,17 @@ def _small_net(rng):
     shift = jnp.asarray(rng.normal(size=(5,)).astype(np.float32))
 
     def forward(x):
-        h1 = ops.conv2d(x, k1, 1, "SAME") + b1
+        h1 = conv2d(x, k1, 1, "SAME") + b1
         a1 = jax.nn.relu(h1)
-        p1 = nn.max_pool(a1, (3, 3), (2, 2), "SAME")
-        h2 = ops.conv2d(p1, k2, 2, ((1, 2), (0, 1))) * scale + shift
+        p1 = nn.max_pool(a1, (2, 2), (2, 2))
+        h2 = conv2d(p1, k2, 2, ((1, 2), (0, 1))) * scale + shift
         return jax.nn.relu(h2)
 
     def record(x):
-        h1 = ops.conv2d(x, k1, 1, "SAME") + b1
+        h1 = conv2d(x, k1, 1, "SAME") + b1
         a1 = jax.nn.relu(h1)
-        p1, sw = ops.max_pool_with_switches(a1, (3, 3), (2, 2), "SAME")
-        h2 = ops.conv2d(p1, k2, 2, ((1, 2), (0, 1))) * scale + shift
+        p1, sw = ops.max_pool_with_switches(a1, (2, 2))
+        h2 = conv2d(p1, k2, 2, ((1, 2), (0, 1))) * scale + shift
         a2 = jax.nn.relu(h2)
         steps = [ops.ConvStep(k1, x.shape, 1, "SAME"), ops.ReluStep(h1),
                  ops.PoolStep(sw, a1.shape),
@@ -416,7 +383,7 @@ def test_deconv_project_guided_equals_manual_composition():
     rng = _rng(61)
     k = jnp.asarray(rng.normal(size=(3, 3, 1, 2)).astype(np.float32))
     x = jnp.asarray(rng.normal(size=(1, 6, 6, 1)).astype(np.float32))
-    h = ops.conv2d(x, k)
+    h = conv2d(x, k)
     a = jax.nn.relu(h)
     p, sw = ops.max_pool_with_switches(a)
     steps = [ops.ConvStep(k, x.shape), ops.ReluStep(h), ops.PoolStep(sw, a.shape)]

@@ -1,5 +1,6 @@
-"""The hand-written fused cells against Flax's reference cells, finite differences,
-and the classifier's parameter counts and shapes."""
+"""The hand-written cells (recurrent/cells.py) and layers (recurrent/model.py, recurrent/optimized.py) against
+Flax's reference cells, finite differences and the plain scan of the step functions, and the classifier's
+parameter counts and shapes."""
 
 import functools
 
@@ -10,17 +11,9 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from recurrent.cells import (
-    CELL_TYPES,
-    CELLS,
-    GRUCell,
-    LSTMCell,
-    RecurrentClassifier,
-    RNNCell,
-    RNNLayer,
-    param_count,
-    scan_prefetched,
-)
+from recurrent import optimized
+from recurrent.cells import CELLS, NUM_GATES, STEPS, project_inputs, zero_carry
+from recurrent.model import RecurrentClassifier, RNNLayer, param_count, scan_prefetched
 
 BATCH, TIME, INPUTS, HIDDEN = 3, 28, 5, 7
 FLAX_CELLS = {'rnn': nn.SimpleCell, 'lstm': nn.LSTMCell, 'gru': nn.GRUCell}
@@ -32,21 +25,21 @@ def _cat(params, names, leaf):
     return jnp.concatenate([params[n][leaf] for n in names], axis=-1)
 
 
-def flax_to_fused(cell, p):
-    """Map a Flax cell's per-gate Dense parameters onto the fused layout."""
+def flax_to_stacked(cell, p):
+    """Map a Flax cell's per-gate Dense parameters onto ours, each operand's gates stacked in one matrix."""
     if cell == 'rnn':  # SimpleCell: the bias lives in the input Dense `i`
         return {'input_kernel': p['i']['kernel'], 'recurrent_kernel': p['h']['kernel'],
                 'bias': p['i']['bias']}
     inputs = [f'i{g}' for g in GATES[cell]]
     recurrent = [f'h{g}' for g in GATES[cell]]
-    fused = {'input_kernel': _cat(p, inputs, 'kernel'),
-             'recurrent_kernel': _cat(p, recurrent, 'kernel')}
+    stacked = {'input_kernel': _cat(p, inputs, 'kernel'),
+               'recurrent_kernel': _cat(p, recurrent, 'kernel')}
     if cell == 'lstm':  # LSTMCell: biases in the recurrent Denses
-        fused['bias'] = _cat(p, recurrent, 'bias')
+        stacked['bias'] = _cat(p, recurrent, 'bias')
     else:  # GRUCell: biases in the input Denses, plus hn's own bias
-        fused['bias'] = _cat(p, inputs, 'bias')
-        fused['recurrent_bias'] = p['hn']['bias']
-    return fused
+        stacked['bias'] = _cat(p, inputs, 'bias')
+        stacked['recurrent_bias'] = p['hn']['bias']
+    return stacked
 
 
 def _randomize(params, key, scale=0.5):
@@ -84,12 +77,12 @@ def sequence():
     return _sequence()
 
 
-@pytest.mark.parametrize('cell', CELL_TYPES)
+@pytest.mark.parametrize('cell', CELLS)
 def test_layer_matches_flax(cell, sequence):
     flax_params, expected = _flax_reference(cell)
-    fused = {'params': flax_to_fused(cell, flax_params)}
-    outputs = RNNLayer(cell, HIDDEN, return_sequences=True).apply(fused, sequence)
-    last = RNNLayer(cell, HIDDEN).apply(fused, sequence)
+    ours = {'params': flax_to_stacked(cell, flax_params)}
+    outputs = RNNLayer(cell, HIDDEN, return_sequences=True).apply(ours, sequence)
+    last = RNNLayer(cell, HIDDEN).apply(ours, sequence)
     np.testing.assert_allclose(outputs, expected, atol=1e-5)
     np.testing.assert_allclose(last, expected[:, -1], atol=1e-5)
 
@@ -103,24 +96,24 @@ def test_scan_prefetched_matches_lax_scan(unroll):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), got, expected)
 
 
-@pytest.mark.parametrize('cell', CELL_TYPES)
-def test_single_step_cell_matches_flax(cell, sequence):
+@pytest.mark.parametrize('cell', CELLS)
+def test_single_step_matches_flax(cell, sequence):
+    """The step function, called one time step at a time from the zero carry, gives Flax's h_t at every t."""
     flax_params, expected = _flax_reference(cell)
-    module = CELLS[cell](HIDDEN)
-    fused = {'params': flax_to_fused(cell, flax_params)}
-    step = jax.jit(lambda carry, x: module.apply(fused, carry, x))
-    carry = module.initialize_carry((BATCH,))
+    params = flax_to_stacked(cell, flax_params)
+    step = jax.jit(lambda carry, x: STEPS[cell](params, carry, project_inputs(params, x)))
+    carry = zero_carry(cell, (BATCH,), HIDDEN)
     for t in range(TIME):
         carry, h = step(carry, sequence[:, t])
         np.testing.assert_allclose(h, expected[:, t], atol=1e-5)
 
 
-@pytest.mark.parametrize('cell', CELL_TYPES)
+@pytest.mark.parametrize('cell', CELLS)
 def test_init_matches_flax(cell, sequence):
     """Same shapes after mapping, zero biases, one orthogonal block per gate."""
     flax_init = jax.jit(nn.RNN(FLAX_CELLS[cell](HIDDEN)).init)(jax.random.key(0), sequence)
     ours = jax.jit(RNNLayer(cell, HIDDEN).init)(jax.random.key(0), sequence)['params']
-    mapped = flax_to_fused(cell, flax_init['params']['cell'])
+    mapped = flax_to_stacked(cell, flax_init['params']['cell'])
     assert jax.tree.map(jnp.shape, ours) == jax.tree.map(jnp.shape, mapped)
     for name in ('bias', 'recurrent_bias'):
         if name in ours:
@@ -129,7 +122,7 @@ def test_init_matches_flax(cell, sequence):
         np.testing.assert_allclose(block.T @ block, jnp.eye(HIDDEN), atol=1e-5)
 
 
-@pytest.mark.parametrize('cell', CELL_TYPES)
+@pytest.mark.parametrize('cell', CELLS)
 def test_gradients_match_finite_differences(cell):
     """Reverse-mode gradients through lax.scan, checked in float64."""
     with jax.enable_x64(True):
@@ -141,14 +134,14 @@ def test_gradients_match_finite_differences(cell):
         check_grads(apply, (params, x), order=1, modes=['rev'], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize('cell', CELL_TYPES)
+@pytest.mark.parametrize('cell', CELLS)
 def test_gradients_match_flax(cell, sequence):
     flax_params, _ = _flax_reference(cell)
     flax_rnn = nn.RNN(FLAX_CELLS[cell](HIDDEN))
     flax_loss = lambda p: jnp.sum(flax_rnn.apply({'params': {'cell': p}}, sequence)[:, -1] ** 2)
     ours_loss = lambda p: jnp.sum(RNNLayer(cell, HIDDEN).apply({'params': p}, sequence) ** 2)
-    expected = flax_to_fused(cell, jax.grad(flax_loss)(flax_params))
-    got = jax.grad(ours_loss)(flax_to_fused(cell, flax_params))
+    expected = flax_to_stacked(cell, jax.grad(flax_loss)(flax_params))
+    got = jax.grad(ours_loss)(flax_to_stacked(cell, flax_params))
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), got, expected)
 
 
@@ -156,7 +149,7 @@ def _count(tree):
     return sum(leaf.size for leaf in jax.tree.leaves(tree))
 
 
-@pytest.mark.parametrize('cell', CELL_TYPES)
+@pytest.mark.parametrize('cell', CELLS)
 def test_classifier_parameter_counts(cell):
     h, inputs, classes = 64, 28, 10
     per_gate = inputs * h + h * h + h  # input kernel, recurrent kernel, bias
@@ -172,7 +165,7 @@ def test_classifier_parameter_counts(cell):
     assert by_hand == {'rnn': 6730, 'lstm': 24586, 'gru': 18698}[cell]
 
 
-@pytest.mark.parametrize('cell', CELL_TYPES)
+@pytest.mark.parametrize('cell', CELLS)
 def test_classifier_shapes_and_batch_stats(cell):
     model = RecurrentClassifier(cell, hidden=16)
     images = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
@@ -199,12 +192,7 @@ def test_unknown_cell_is_rejected():
         RNNLayer('transformer', 4).init(jax.random.key(0), jnp.zeros((1, 2, 3)))
 
 
-def test_cell_classes_are_exported():
-    assert (CELLS['rnn'], CELLS['lstm'], CELLS['gru']) == (RNNCell, LSTMCell, GRUCell)
-
-
 def test_keras_initialisation_sets_the_lstm_forget_bias():
-    from recurrent.cells import RecurrentClassifier
     x = jnp.zeros((2, 28, 28, 1))
     keras = RecurrentClassifier(cell='lstm', hidden=8).init(jax.random.PRNGKey(0), x, train=False)['params']
     flax_ = RecurrentClassifier(cell='lstm', hidden=8, init_scheme='flax').init(
@@ -220,17 +208,15 @@ def test_keras_initialisation_sets_the_lstm_forget_bias():
     np.testing.assert_array_equal(np.asarray(rnn['rnn']['bias']), 0.0)
 
 
-# --- recurrent/fused.py: the optimised LSTM/GRU recurrence equals lax.scan over the plain step functions ---
+# --- recurrent/optimized.py: the optimised LSTM/GRU recurrence equals lax.scan over the plain step functions ---
 
 def _plain_scan(cell, params, carry, x):
     """The definition: lax.scan of the cell's step function over the projected inputs, hidden states stacked."""
-    from recurrent.cells import STEPS, project_inputs
     return jax.lax.scan(functools.partial(STEPS[cell], params), carry, project_inputs(params, x))
 
 
 def _recurrence_inputs(cell, key=0, time=TIME, hidden=HIDDEN):
     """Random parameters (biases too), initial carry and time-major inputs [T, B, INPUTS]."""
-    from recurrent.cells import NUM_GATES
     k = jax.random.split(jax.random.key(key), 8)
     gates = NUM_GATES[cell]
     params = {'input_kernel': 0.5 * jax.random.normal(k[5], (INPUTS, gates * hidden)),
@@ -251,61 +237,58 @@ def _readout(carry, hs):
 
 @pytest.mark.parametrize('unroll', [1, 4])
 @pytest.mark.parametrize('cell', ['lstm', 'gru'])
-def test_fused_recurrence_matches_plain_scan(cell, unroll):
-    """Values and gradients (every parameter, the initial carry, the inputs) of fused.fused_scan against
+def test_optimized_recurrence_matches_plain_scan(cell, unroll):
+    """Values and gradients (every parameter, the initial carry, the inputs) of optimized.recurrence against
     lax.scan over lstm_step / gru_step."""
-    from recurrent import fused
     params, carry, xp = _recurrence_inputs(cell)
-    got = jax.jit(functools.partial(fused.fused_scan, cell, unroll=unroll))(params, carry, xp)
+    got = jax.jit(functools.partial(optimized.recurrence, cell, unroll=unroll))(params, carry, xp)
     expected = _plain_scan(cell, params, carry, xp)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5), got, expected)
 
     loss = lambda scan: lambda *args: _readout(*scan(*args))
-    fused_loss = loss(functools.partial(fused.fused_scan, cell, unroll=unroll))
+    optimized_loss = loss(functools.partial(optimized.recurrence, cell, unroll=unroll))
     plain_loss = loss(functools.partial(_plain_scan, cell))
-    got = jax.jit(jax.grad(fused_loss, argnums=(0, 1, 2)))(params, carry, xp)
+    got = jax.jit(jax.grad(optimized_loss, argnums=(0, 1, 2)))(params, carry, xp)
     expected = jax.grad(plain_loss, argnums=(0, 1, 2))(params, carry, xp)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5), got, expected)
 
 
-def test_fused_lstm_without_sequences_stacks_nothing_and_matches_plain_scan():
-    """The path RecurrentClassifier takes (only the final carry is read): fused_scan(sequences=False) returns no
-    hidden-state stack, and the carry and its gradients (every parameter, the initial carry, the inputs) equal
-    lax.scan over lstm_step."""
-    from recurrent import fused
+def test_optimized_lstm_without_sequences_stacks_nothing_and_matches_plain_scan():
+    """The path RecurrentClassifier takes (only the final carry is read): optimized.recurrence(sequences=False)
+    returns no hidden-state stack, and the carry and its gradients (every parameter, the initial carry, the
+    inputs) equal lax.scan over lstm_step."""
     params, carry, x = _recurrence_inputs('lstm')
-    got_carry, hs = jax.jit(functools.partial(fused.fused_scan, 'lstm', sequences=False))(params, carry, x)
+    got_carry, hs = jax.jit(functools.partial(optimized.recurrence, 'lstm', sequences=False))(params, carry, x)
     assert hs is None
     expected_carry, _ = _plain_scan('lstm', params, carry, x)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5), got_carry, expected_carry)
 
     def loss(scan):
         return lambda *args: _readout(scan(*args)[0], 0.0)
-    got = jax.jit(jax.grad(loss(functools.partial(fused.fused_scan, 'lstm', sequences=False)),
+    got = jax.jit(jax.grad(loss(functools.partial(optimized.recurrence, 'lstm', sequences=False)),
                            argnums=(0, 1, 2)))(params, carry, x)
     expected = jax.grad(loss(functools.partial(_plain_scan, 'lstm')), argnums=(0, 1, 2))(params, carry, x)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5), got, expected)
 
 
-def test_fused_lstm_activation_is_sigmoid_and_tanh():
-    """fused._activate's one-tanh form equals jax.nn.sigmoid on the i, f, o columns and tanh on g, to float
+def test_optimized_lstm_activation_is_sigmoid_and_tanh():
+    """optimized._activate's one-tanh form equals jax.nn.sigmoid on the i, f, o columns and tanh on g, to float
     rounding, over the whole range (saturated ends included)."""
-    from recurrent import fused
     hidden = 6
     z = jnp.linspace(-40.0, 40.0, 32 * 4 * hidden).reshape(32, 4 * hidden)
     i, f, g, o = jnp.split(z, 4, axis=-1)
     expected = jnp.concatenate([jax.nn.sigmoid(i), jax.nn.sigmoid(f), jnp.tanh(g), jax.nn.sigmoid(o)], axis=-1)
-    np.testing.assert_allclose(fused._activate(z, hidden), expected, atol=2e-7, rtol=1e-6)
+    np.testing.assert_allclose(optimized._activate(z, hidden), expected, atol=2e-7, rtol=1e-6)
 
 
 @pytest.mark.parametrize('return_sequences', [False, True])
-@pytest.mark.parametrize('cell', CELL_TYPES)
-def test_fused_layer_matches_plain_layer(cell, return_sequences, sequence):
-    """RNNLayer's default (fused) path against fused=False, the scan of the step functions: outputs and
+@pytest.mark.parametrize('cell', CELLS)
+def test_optimized_layer_matches_plain_layer(cell, return_sequences, sequence):
+    """RNNLayer's default (optimized) path against optimized=False, the scan of the step functions: outputs and
     gradients with respect to the parameters and the input sequence."""
     flax_params, _ = _flax_reference(cell)
-    params = flax_to_fused(cell, flax_params)
-    layers = [RNNLayer(cell, HIDDEN, return_sequences=return_sequences, fused=f) for f in (True, False)]
+    params = flax_to_stacked(cell, flax_params)
+    layers = [RNNLayer(cell, HIDDEN, return_sequences=return_sequences, optimized=o) for o in (True, False)]
     outs = [layer.apply({'params': params}, sequence) for layer in layers]
     np.testing.assert_allclose(outs[0], outs[1], atol=1e-5, rtol=1e-5)
     grads = [jax.grad(lambda p, x, layer=layer: jnp.sum(jnp.tanh(layer.apply({'params': p}, x)) ** 2),
@@ -313,6 +296,23 @@ def test_fused_layer_matches_plain_layer(cell, return_sequences, sequence):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5), *grads)
 
 
-def test_fused_recurrence_is_the_default_and_covers_lstm_and_gru():
-    from recurrent import fused
-    assert RNNLayer().fused and set(fused.FUSED_CELLS) == {'lstm', 'gru'}
+def test_optimized_recurrence_is_the_default_and_covers_lstm_and_gru():
+    assert RNNLayer().optimized and set(optimized.OPTIMIZED_CELLS) == {'lstm', 'gru'}
+
+
+def test_no_import_cycle_inside_recurrent():
+    """cells.py (the math) imports no recurrent module, optimized.py only cells.py, model.py both: every import
+    of the three, function-level ones included, points down that order."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parent.parent / 'recurrent'
+    allowed = {'cells': set(), 'optimized': {'cells'}, 'model': {'cells', 'optimized'}}
+    for name, may_import in allowed.items():
+        imported = set()
+        for node in ast.walk(ast.parse((root / f'{name}.py').read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith('recurrent'):
+                imported |= {node.module.split('.')[1]} if '.' in node.module else {a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                imported |= {a.name.split('.')[1] for a in node.names if a.name.startswith('recurrent.')}
+        assert imported <= may_import, (name, imported)

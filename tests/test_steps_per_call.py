@@ -9,7 +9,7 @@ from common import parallel
 from common import training as tr
 from lenet.config import LeNetConfig
 from lenet.train import train_and_evaluate
-from recurrent.cells import RecurrentClassifier
+from recurrent.model import RecurrentClassifier
 
 
 def _batches(n, leading=()):

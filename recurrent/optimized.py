@@ -1,4 +1,5 @@
-"""The optimised LSTM and GRU layers that RNNLayer runs (the one optimised place; see `fused_scan`).
+"""The optimised LSTM and GRU recurrences that `recurrent.model.RNNLayer` runs by default (the one optimised
+place; see `recurrence`).
 
 `lstm_step` and `gru_step` in cells.py are the definitions. `lstm_layer` computes exactly the LSTM layer (input
 projection, then the recurrence over all time steps) with a `jax.custom_vjp` whose backward pass
@@ -14,7 +15,7 @@ Activations: i, f, o are sigmoids, computed as ``(1 + tanh(z / 2)) / 2`` so that
 tanh (XLA:CPU's logistic is an exp and a division); equal to ``jax.nn.sigmoid`` up to float rounding.
 
 tests/test_recurrent_cells.py checks values and gradients against ``lax.scan`` over the plain step functions.
-The measurements behind each choice are in the README ("Recurrent nets on a CPU").
+The measurements behind each choice are in docs/performance.md.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ import functools
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from recurrent.cells import gru_step, project_inputs
 
 Array = jax.Array
 
@@ -83,7 +86,6 @@ def _lstm_loop(w_h, xp, c0, h0, lhs, sequences: bool, unroll: int):
 
 def _project(w_x: Array, b: Array, x: Array) -> Array:
     """cells.project_inputs for all steps at once: ``x [T, B, in] -> [T, B, 4H]``."""
-    from recurrent.cells import project_inputs  # cells.py imports this module
     return project_inputs({'input_kernel': w_x, 'bias': b}, x)
 
 
@@ -143,7 +145,7 @@ def _lstm_layer_bwd(sequences, unroll, res, cotangents):
 lstm_layer.defvjp(_lstm_layer_fwd, _lstm_layer_bwd)
 
 
-def fused_scan(cell: str, params: dict, carry, x: Array, unroll: int = 1, sequences: bool = True):
+def recurrence(cell: str, params: dict, carry, x: Array, unroll: int = 1, sequences: bool = True):
     """What ``RNNLayer`` runs for `cell` ('lstm' or 'gru') over the time-major inputs ``x [T, B, in]`` from
     `carry` (the cell's carry layout): the same numbers as scanning its step function over
     ``project_inputs(params, x)``. Returns (final carry, hs [T, B, H]); for the LSTM without `sequences`,
@@ -155,14 +157,13 @@ def fused_scan(cell: str, params: dict, carry, x: Array, unroll: int = 1, sequen
     and with a GRU version of the LSTM's backward pass: the [T, B, 3H] stacks that those need (projection,
     gate gradients) cost more in memory traffic than the per-step [B, in] @ [in, 3H] matmuls do.
     """
-    from recurrent.cells import gru_step, project_inputs  # cells.py imports this module
     if cell == 'lstm':
         return lstm_layer(params['input_kernel'], params['bias'], params['recurrent_kernel'], x, *carry,
                           sequences, unroll)
     if cell == 'gru':
         return jax.lax.scan(lambda h, x_t: gru_step(params, h, project_inputs(params, x_t)), carry, x,
                             unroll=unroll)
-    raise ValueError(f'no fused recurrence for {cell!r}')
+    raise ValueError(f'no optimised recurrence for {cell!r}')
 
 
-FUSED_CELLS = ('lstm', 'gru')  # the cells RNNLayer(fused=True) runs through fused_scan
+OPTIMIZED_CELLS = ('lstm', 'gru')  # the cells RNNLayer(optimized=True) runs through `recurrence`
