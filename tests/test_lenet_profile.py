@@ -1,6 +1,8 @@
 """The LeNet5 CPU performance tools (issue 26): the profile's attribution of XLA thunks to layers, the A/B
 formulations (the same function as the plain convolution, so that the A/B compares equal work), and the LeNet5
 peer comparison's commands."""
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +10,8 @@ import pytest
 from jax import lax
 
 from benchmarks import interleaved, lenet_ab, lenet_profile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Excerpt of the optimized HLO of the LeNet5 train step on XLA:CPU (jax 0.10), names and metadata as XLA writes them.
 HLO = """\
@@ -103,3 +107,15 @@ def test_interleaved_refuses_an_unknown_model():
     with pytest.raises(SystemExit) as e:
         interleaved.main(["--cell", "lenet6"])
     assert e.value.code == 2
+
+
+@pytest.mark.slow
+def test_profile_of_the_real_step_names_the_conv2_gradients():
+    """`python -m benchmarks.lenet_profile` end to end (a fresh process: XLA reads the trace flag at start-up): the
+    jax.profiler trace is read back and its heaviest rows are conv2's forward and gradients."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-m", "benchmarks.lenet_profile", "--steps", "2"], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    rows = [line.split(" | ")[0].lstrip("| ") for line in out.splitlines() if line.startswith("| conv")]
+    assert {"conv2 forward", "conv2 input gradient", "conv2 kernel gradient"} <= set(rows), out
