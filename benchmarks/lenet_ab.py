@@ -1,0 +1,171 @@
+"""`python -m benchmarks.lenet_ab [--variants plain,im2col,...] [--rounds 11]`: whole LeNet5 train steps of other
+formulations and XLA:CPU options, A/B in one process, their timing windows interleaved.
+
+Each variant is the report configuration's training step (`common.training.make_train_step`, batch 50, one step
+per call, donated state) jitted on its own, with the model's convolutions replaced (`nn.Conv`'s
+`conv_general_dilated` argument) or with XLA compiler options. Round after round every variant times one window of
+`--steps` steps, the order rotated, so that a busy spell of a shared machine falls on all of them; the table has
+the median wall time per step, its ratio to the first variant, and the process CPU time per step (all threads),
+which a loaded machine inflates far less than the wall time. These formulations were tried for issue 26 and
+none was kept (docs/performance.md); the code stays so that the measurement can be rerun.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import os
+import statistics
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from benchmarks.harness import random_batches, setup
+from common import parallel
+from common import training as tr
+from lenet.config import LeNetConfig
+from lenet.train import create_model, penalty_fn
+
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
+    """'SAME' im2col: [b, h, w, c] -> [b, h, w, kh * kw * c], ordered (row, column, channel) as an HWIO kernel."""
+    b, h, w, c = x.shape
+    xp = jnp.pad(x, ((0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    return jnp.concatenate([xp[:, i:i + h, j:j + w, :] for i in range(kh) for j in range(kw)], axis=-1)
+
+
+def im2col_conv(x, kernel, *args, **kwargs):
+    """Convolution as patches @ kernel; autodiff gives dk = patches^T @ g and dx as a sum of shifted slices."""
+    kh, kw, _, features = kernel.shape
+    p = patches(x, kh, kw)
+    return (p.reshape(-1, p.shape[-1]) @ kernel.reshape(-1, features)).reshape(x.shape[:3] + (features,))
+
+
+@jax.custom_vjp
+def _conv_dk_matmul(x, kernel):
+    return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DN)
+
+
+def _dk_fwd(x, kernel):
+    return _conv_dk_matmul(x, kernel), (x, kernel)
+
+
+def _dk_bwd(residuals, g):
+    """dx by XLA's own transpose of the convolution, dk as one matmul of the patches."""
+    x, kernel = residuals
+    kh, kw, c, features = kernel.shape
+    _, vjp_x = jax.vjp(lambda x: lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DN), x)
+    dk = patches(x, kh, kw).reshape(-1, kh * kw * c).T @ g.reshape(-1, features)
+    return vjp_x(g)[0], dk.reshape(kernel.shape)
+
+
+_conv_dk_matmul.defvjp(_dk_fwd, _dk_bwd)
+
+
+def nchw_conv(x, kernel, strides, padding, **kwargs):
+    """The same convolution asked for in NCHW / OIHW (XLA's layout assignment may undo the transposes)."""
+    y = lax.conv_general_dilated(jnp.transpose(x, (0, 3, 1, 2)), jnp.transpose(kernel, (3, 2, 0, 1)), strides,
+                                 padding, dimension_numbers=("NCHW", "OIHW", "NCHW"))
+    return jnp.transpose(y, (0, 2, 3, 1))
+
+
+_YNN = "xla_cpu_experimental_ynn_fusion_type"
+# name -> (conv_general_dilated replacement or None, XLA compiler options or None)
+VARIANTS = {
+    "plain": (None, None),
+    "im2col": (im2col_conv, None),
+    "custom-vjp-dk-matmul": (lambda x, k, *a, **kw: _conv_dk_matmul(x, k), None),
+    "nchw": (nchw_conv, None),
+    "eigen-conv": (None, {_YNN: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}),
+    "eigen-dot": (None, {_YNN: "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,LIBRARY_FUSION_TYPE_REDUCE"}),
+    "ynn-no-reduce": (None, {_YNN: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}),
+    "xnnpack": (None, {"xla_cpu_use_xnnpack": True}),
+    "xnn-graph-greedy": (None, {"xla_cpu_experimental_xnn_graph_fusion_mode": "XNN_GRAPH_FUSION_MODE_GREEDY"}),
+    "concurrency-scheduler": (None, {"xla_cpu_enable_concurrency_optimized_scheduler": True}),
+    "single-thread-eigen": (None, {"xla_cpu_multi_thread_eigen": False}),
+    "fast-min-max": (None, {"xla_cpu_enable_fast_min_max": True}),  # NaN semantics of max only
+}
+
+
+@contextlib.contextmanager
+def convolutions(impl):
+    """While tracing, every `nn.Conv` uses `impl` as its `conv_general_dilated` (None: Flax's own)."""
+    original = nn.Conv
+    if impl is not None:
+        nn.Conv = functools.partial(original, conv_general_dilated=impl)
+    try:
+        yield
+    finally:
+        nn.Conv = original
+
+
+def compiled_step(name: str, batch, key, state, totals):
+    """The variant's train step, compiled for these arguments: `(state, batches, rng, totals) -> (state, totals)`."""
+    impl, options = VARIANTS[name]
+    step = tr.accumulate_steps(tr.make_train_step(penalty_fn(LeNetConfig())), scan=False)
+    with convolutions(impl):
+        return jax.jit(step, donate_argnums=0, compiler_options=options).lower(state, batch, key, totals).compile()
+
+
+def run(names: list[str], rounds: int, steps: int) -> dict[str, tuple[list[float], list[float]]]:
+    """name -> (wall ms per step of each window, CPU ms per step of each window)."""
+    config = LeNetConfig()
+    batches = [parallel.stack_batches([b]) for b in random_batches(8, config.train.batch_size, (28, 28, 1))]
+    spec = [parallel.ModelSpec(config.train.seed, config.train.lr)]
+    runs = {}
+    for name in names:
+        state, key = parallel.init_states(create_model(config), (1, 28, 28, 1), spec)
+        totals = parallel.compile_steps(tr.make_train_step(penalty_fn(config)), 1).zeros(state, batches[0], key)
+        train = compiled_step(name, batches[0], key, state, totals)
+        for i in range(3):  # warm-up
+            state, totals = train(state, batches[i], key, totals)
+        runs[name] = {"train": train, "state": state, "key": key, "totals": totals, "wall": [], "cpu": []}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            v = runs[name]
+            t0, c0 = time.perf_counter(), time.process_time()
+            for i in range(steps):
+                v["state"], v["totals"] = v["train"](v["state"], batches[i % len(batches)], v["key"], v["totals"])
+            jax.block_until_ready(v["totals"])
+            v["wall"].append((time.perf_counter() - t0) / steps * 1e3)
+            v["cpu"].append((time.process_time() - c0) / steps * 1e3)
+    return {name: (v["wall"], v["cpu"]) for name, v in runs.items()}
+
+
+def table(times: dict[str, tuple[list[float], list[float]]], batch_size: int = 50) -> str:
+    first = next(iter(times))
+    wall0, cpu0 = (statistics.median(t) for t in times[first])
+    lines = [f"| variant | wall ms/step | img/s | {first} / variant (wall) | CPU ms/step | {first} / variant (CPU) |",
+             "|---|---|---|---|---|---|"]
+    for name, (wall, cpu) in times.items():
+        w, c = statistics.median(wall), statistics.median(cpu)
+        rate = batch_size * 1e3 / w
+        lines.append(f"| {name} | {w:.1f} | {rate:,.0f} | {wall0 / w:.2f}x | {c:.1f} | {cpu0 / c:.2f}x |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--variants", default="plain,im2col,custom-vjp-dk-matmul,nchw",
+                        help=f"comma list, the first is the reference: {', '.join(VARIANTS)}")
+    parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--steps", type=int, default=5, help="steps per timed window")
+    args = parser.parse_args(argv)
+    names = args.variants.split(",")
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    setup()
+    print(f"# load average before: {os.getloadavg()[0]:.2f}", flush=True)
+    times = run(names, args.rounds, args.steps)
+    print(table(times))
+    print(f"# load average after: {os.getloadavg()[0]:.2f}; {args.rounds} rounds of {args.steps} steps, medians")
+
+
+if __name__ == "__main__":
+    main()
