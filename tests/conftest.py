@@ -48,8 +48,3 @@ def mock_tfds(monkeypatch):
     monkeypatch.setattr(data, "download_reachable", lambda name, timeout=3.0: True)
     with tfds.testing.mock_data(num_examples=120):
         yield
-
-
-def pytest_configure(config):
-    # The 'slow' tier (tests over ~5 s or that spawn a training process); registered here until setup.cfg does.
-    config.addinivalue_line("markers", "slow: takes more than ~5 s on the 2-core machine")
