@@ -173,7 +173,7 @@ def read_tfds_cached(name: str, data_dir: str | None) -> DatasetFile:
         hit = data_cache.lookup(path, _tfds_origin(name, version_dir), fp[0])
         if hit is not None:
             return hit
-    splits, used_dir = _read_tfds(name, data_dir, no_cache_reason(version_dir))
+    splits, used_dir = _read_tfds(name, data_dir, no_cache_reason(name, data_dir, version_dir))
     fp = data_cache.tfds_fingerprint(used_dir) if os.path.isdir(used_dir) else None
     entry = DatasetFile(splits, _class_names(name, splits), _tfds_origin(name, used_dir), fp[0] if fp else "")
     if fp is not None:  # not for a mocked or remote dataset: nothing to fingerprint
@@ -182,12 +182,13 @@ def read_tfds_cached(name: str, data_dir: str | None) -> DatasetFile:
     return entry
 
 
-def no_cache_reason(version_dir: str | None) -> str:
+def no_cache_reason(name: str, data_dir: str | None, version_dir: str | None) -> str:
     """Why a TFDS dataset is read with TFDS rather than from the cache (for the message when TFDS is missing)."""
     if data_cache.cache_dir() is None:
         return "the data cache is off (--no-data-cache)"
     if version_dir is None:
-        return "it is not prepared in the TFDS data folder either"
+        where = data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+        return f"no prepared {name} is in {where}, so the data cache has no entry of it either"
     return f"the data cache {data_cache.cache_dir()} has no entry for {version_dir}"
 
 

@@ -23,8 +23,9 @@ def add_cell_arguments(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def add_mnist_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mnist", metavar="PATH", help="the MNIST source, a folder or a .npz: what --data-dir is "
-                        "alone; in --task all (whose --data-dir is the CIFAR10 source) the rnn and compare tasks' one")
+    g = parser.add_argument_group("MNIST source")
+    g.add_argument("--mnist", metavar="PATH", help="the MNIST source, a folder or a .npz: what --data-dir is "
+                   "alone; in --task all (whose --data-dir is the CIFAR10 source) the rnn and compare tasks' one")
 
 
 def with_mnist(run):

@@ -49,3 +49,7 @@ def mock_tfds(monkeypatch):
     monkeypatch.setenv("ELEC576_DATA_CACHE", "")  # mocked arrays must never become the cache entry of a real dataset
     with tfds.testing.mock_data(num_examples=120):
         yield
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than ~5 s or spawns a training subprocess")
