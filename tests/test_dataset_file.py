@@ -290,7 +290,8 @@ def test_folder_file_and_cache_read_where_tensorflow_cannot_be_imported(tmp_path
         (block / m / "__init__.py").write_text(f"raise ImportError('{m} is blocked')")
     fresh = write_image_folder(tmp_path / "fresh", n_train_per_class=2, n_test_per_class=1, size=(32, 32),
                                mode="RGB")  # resized to 28x28 without TensorFlow too
-    code = (f"import sys; from common import data as d\n"
+    code = (f"import sys, run; from common import data as d\n"
+            f"[run.TASKS.get(name) for name in run.TASKS.names]  # every task's modules\n"
             f"for p in ({folder!r}, {out!r}, {fresh!r}): d.load_dataset(d.DataConfig(data_dir=p))\n"
             f"try: d.load_dataset(d.DataConfig(dataset='mnist', tfds_data_dir={str(tmp_path / 'none')!r}))\n"
             f"except d.DataError as e: print(e)\n"
