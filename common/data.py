@@ -147,7 +147,11 @@ def _class_names(dataset: str, splits: dict) -> tuple[str, ...]:
 
 def read_folder_cached(root: str, num_classes: int | None, dataset: str = "cifar10") -> DatasetFile:
     """An image folder, from the cache when its files are as they were when it was cached."""
-    listing = image_folder.list_image_folder(root, num_classes)  # the layout errors first, cache or not
+    try:
+        listing = image_folder.list_image_folder(root, num_classes)
+    except DataError:  # a bad folder: name the problem a plain read names first (it may be an image in Train)
+        image_folder.read_image_folder(root, num_classes)
+        raise
     origin = os.path.abspath(root)
     fp, cacheable = data_cache.folder_fingerprint(listing)
     path = data_cache.entry_path("folder", os.path.basename(origin), origin)

@@ -53,6 +53,17 @@ def list_image_folder(root: str, num_classes: int | None = None) -> dict[str, tu
     at least one file, and below `num_classes` (the model's outputs) when given: a label the model has no
     output for trains to NaN.
     """
+    names = _split_folders(root)
+    out, label_sets = {}, {}
+    for split, name in names.items():
+        label_sets[split], files = _list_split(os.path.join(root, name), num_classes)
+        out[split] = (name, files)
+    _check_same_labels(root, label_sets)
+    return out
+
+
+def _split_folders(root: str) -> dict[str, str]:
+    """{'train': name, 'test': name} of the split folders (any capitalisation)."""
     if not os.path.isdir(root):
         raise DataError(f"data folder {root!r} does not exist; {_HINT}")
     entries = {e.lower(): e for e in os.listdir(root) if os.path.isdir(os.path.join(root, e))}
@@ -60,16 +71,19 @@ def list_image_folder(root: str, num_classes: int | None = None) -> dict[str, tu
     if missing:
         raise DataError(f"data folder {root!r} has no {' or '.join(m.capitalize() for m in missing)} split "
                         f"folder; {_HINT}")
-    out, label_sets = {}, {}
-    for split in ("train", "test"):
-        split_dir = os.path.join(root, entries[split])
-        label_sets[split] = _check_labels(split_dir, num_classes)
-        out[split] = (entries[split], _list_files(split_dir, label_sets[split]))
+    return {"train": entries["train"], "test": entries["test"]}
+
+
+def _list_split(split_dir: str, num_classes: int | None) -> tuple[list[str], list[FileEntry]]:
+    labels = _check_labels(split_dir, num_classes)
+    return labels, _list_files(split_dir, labels)
+
+
+def _check_same_labels(root: str, label_sets: dict[str, list[str]]) -> None:
     if label_sets["train"] != label_sets["test"]:
         only = sorted(set(label_sets["train"]) ^ set(label_sets["test"]), key=int)[0]
         raise DataError(f"the Train and Test folders of {root!r} must hold the same label folders; {only!r} is "
                         "in only one of them")
-    return out
 
 
 def _check_labels(split_dir: str, num_classes: int | None) -> list[str]:
@@ -118,10 +132,17 @@ def _list_files(split_dir: str, labels: list[str]) -> list[FileEntry]:
 def read_image_folder(root: str, num_classes: int | None = None,
                       listing: dict | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{'train'|'test': (uint8 images [n, h, w, c], int32 labels [n])}, c = 1 when every pixel of the split is
-    gray, else 3; each image decoded once, every problem one DataError. `listing`: list_image_folder's
-    result when the caller has it already."""
-    listing = listing if listing is not None else list_image_folder(root, num_classes)
-    return {key: decode_split(files) for key, (_, files) in listing.items()}
+    gray, else 3; each image decoded once, every problem one DataError. `listing`: list_image_folder's result
+    when the caller has it already; without it the checks run in the order they always did (Train's layout,
+    Train's images, Test's layout, Test's images, then the label sets), so the first problem named is the same."""
+    if listing is not None:
+        return {key: decode_split(files) for key, (_, files) in listing.items()}
+    out, label_sets = {}, {}
+    for split, name in _split_folders(root).items():
+        label_sets[split], files = _list_split(os.path.join(root, name), num_classes)
+        out[split] = decode_split(files)
+    _check_same_labels(root, label_sets)
+    return out
 
 
 def decode_split(files: list[FileEntry]) -> tuple[np.ndarray, np.ndarray]:
@@ -187,6 +208,5 @@ def _is_gray(images: np.ndarray) -> bool:
 
 def validate_image_folder(root: str, num_classes: int | None = None) -> dict[str, str]:
     """Checks the folder as reading it would (every image decoded); returns {'train': name, 'test': name}."""
-    listing = list_image_folder(root, num_classes)
-    read_image_folder(root, num_classes, listing)
-    return {key: name for key, (name, _) in listing.items()}
+    read_image_folder(root, num_classes)
+    return _split_folders(root)
