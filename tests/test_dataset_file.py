@@ -328,3 +328,11 @@ def test_mnist_flag_is_the_data_dir_of_rnn(tmp_path, capsys):
     code, err = run_main(capsys, ["--task", "rnn", "--mnist", mnist, "--data-dir", "other", "--out",
                                   str(tmp_path / "r")])
     assert code == 2 and one_line(err, "--mnist and --data-dir")
+
+
+@pytest.mark.parametrize("flag", ["--data-dir", "--mnist"])
+def test_task_all_refuses_a_bad_file_before_its_first_task(tmp_path, capsys, flag):
+    bad = truncated(tmp_path)
+    code, err = run_main(capsys, ["--task", "all", "--quick", flag, bad, "--out", str(tmp_path / "results")])
+    assert code == 2 and one_line(err, bad, "cannot be read") and "===" not in err
+    assert not (tmp_path / "results").exists()
