@@ -15,6 +15,7 @@ TASKS = cli.Registry({
     "compare": "recurrent.task:COMPARE",
     "report": "common.run_all:REPORT",
     "all": "common.run_all:ALL",
+    "export": "common.export_task:EXPORT",
 }, title="ELEC 576 Assignment 2 in JAX/Flax: results", reference="../shared/assignment-report.txt")
 
 

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from common import distributed, host_memory, interrupt, locks
+from common import data_cache, distributed, host_memory, interrupt, locks
 from common.config import field_names
 from common.errors import TrainingDiverged, UserError
 
@@ -40,6 +40,7 @@ class Task:
     all_skips: tuple[str, ...] = ()  # flags it takes alone but not from `--task all`
     report: Any = None  # its section of the report (a common.report.Section), if it has one
     default_out: str | None = None  # default: results/<name>
+    out_is_file: bool = False  # --out names a file the task writes atomically (no result folder to lock)
 
 
 class Registry:
@@ -136,8 +137,9 @@ def add_data_arguments(parser: argparse.ArgumentParser, image_folder: str, image
     """Where the data come from: an image folder (`image_folder` says which) or a TFDS data folder."""
     d = parser.add_argument_group("data")
     d.add_argument("--data-dir", help=f"image folder in the course layout PATH/{{Train,Test}}/<label>/*.png "
-                   f"({image_folder}) instead of the TFDS dataset")
+                   f"({image_folder}), or a dataset file FILE.npz (--task export), instead of the TFDS dataset")
     d.add_argument("--tfds-data-dir", help="TFDS data folder (default: $TFDS_DATA_DIR)")
+    data_cache.add_arguments(d)
     if image_mode:
         d.add_argument("--image-mode", choices=("gray28", "rgb32"),
                        help="gray28: 28x28 grayscale as the course did (default); rgb32: CIFAR10's 32x32 colour")
@@ -236,7 +238,7 @@ def guarded_run(task: Task, args: argparse.Namespace) -> int:
     """`task.run(args)` holding `args.out` (checked writable, then locked against a second run) throughout,
     so a bad or busy --out is one line before any data are loaded."""
     interrupt.check()
-    if not distributed.is_writer():  # process 0 holds the lock of a multi-process run's --out
+    if not distributed.is_writer() or task.out_is_file:  # process 0 holds the lock of a multi-process run's --out
         return int(task.run(args) or 0)
     with locks.claim(args.out):
         return int(task.run(args) or 0)

@@ -1,10 +1,13 @@
 """Input pipeline shared by every experiment: load, preprocess, hold out validation data, batch.
 
-Two sources:
+Three sources (docs/data.md):
+  * an image-folder tree in the course layout, `PATH/{Train,Test}/<label>/*.png`, checked and decoded in one
+    pass with PIL (common/image_folder.py);
+  * a dataset file, `--data-dir FILE.npz`, as `--task export` writes it (common/dataset_file.py);
   * a named TFDS dataset (`cifar10`, `mnist`) read with `tfds.builder(...).as_dataset`, honouring
-    `TFDS_DATA_DIR` or an explicit `tfds_data_dir`;
-  * an image-folder tree in the course's layout, `PATH/{Train,Test}/<label>/*.png`, read with TFDS's
-    `ImageFolder` after a quick validation of the tree (so a malformed folder gets one clear message).
+    `TFDS_DATA_DIR` or an explicit `tfds_data_dir`: the only path that imports TensorFlow.
+Folders and TFDS datasets go through the decoded-array cache (common/data_cache.py), so TensorFlow is imported
+only to read a TFDS dataset that is not cached yet.
 
 Everything ends up as in-memory numpy arrays (the course datasets are tiny); batches are slices of them.
 """
@@ -19,7 +22,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from common import tf_quiet
+from common import data_cache, dataset_file, image_folder, tf_quiet
+from common.dataset_file import DatasetFile
 from common.errors import DataError
 from common.image_folder import FOLDER_LAYOUT, IMAGE_EXTENSIONS, validate_image_folder  # noqa: F401 (API)
 
@@ -37,7 +41,7 @@ class DataConfig:
     """Where the data comes from and how it is prepared (nested as `data` in each experiment's config)."""
 
     dataset: str = "cifar10"
-    data_dir: str | None = None  # image-folder tree; overrides the named TFDS dataset
+    data_dir: str | None = None  # image-folder tree or dataset file (.npz); overrides the named TFDS dataset
     tfds_data_dir: str | None = None  # defaults to $TFDS_DATA_DIR, then TFDS's own default
     image_mode: str = "gray28"
     val_fraction: float = 0.1
@@ -95,11 +99,9 @@ def load_dataset(config: DataConfig) -> Dataset:
     for ok, message in config.checks():
         if not ok:
             raise DataError(message)
-    if config.data_dir:
-        classes = len(CLASS_NAMES[config.dataset]) if config.dataset in CLASS_NAMES else None
-        raw, source = read_image_folder(config.data_dir, classes), f"image folder {os.path.abspath(config.data_dir)}"
-    else:
-        raw, source = read_tfds(config.dataset, config.tfds_data_dir), f"tfds:{config.dataset}"
+    classes = len(CLASS_NAMES[config.dataset]) if config.dataset in CLASS_NAMES else None
+    entry, source = read_source(config, classes)
+    raw = entry.splits
     (x_train, y_train), (x_test, y_test) = raw["train"], raw["test"]
     x_train, x_test = to_image_mode(x_train, config.image_mode), to_image_mode(x_test, config.image_mode)
     train_idx, val_idx = stratified_holdout(y_train, config.val_fraction, config.split_seed)
@@ -121,9 +123,93 @@ def load_dataset(config: DataConfig) -> Dataset:
 # ----------------------------------------------------------------------------------------------- sources
 
 
+def read_source(config: DataConfig, num_classes: int | None = None) -> tuple[DatasetFile, str]:
+    """The source `config` names, decoded: (uint8 images and int32 labels of both splits with their origin and
+    fingerprint, the description recorded in metrics.json). `num_classes`: the model's outputs."""
+    path = config.data_dir
+    if dataset_file.is_dataset_file(path):
+        entry = dataset_file.read(path, num_classes)
+        return entry, f"dataset file {os.path.abspath(path)} (from {entry.source})"
+    if path:
+        return read_folder_cached(path, num_classes, config.dataset), f"image folder {os.path.abspath(path)}"
+    return read_tfds_cached(config.dataset, config.tfds_data_dir), f"tfds:{config.dataset}"
+
+
+def check_source(path: str) -> None:
+    """Reads a --data-dir (folder or .npz) as a task would, so that `--task all` refuses a bad one before its
+    first task; a folder's arrays go into the cache on the way."""
+    read_source(DataConfig(data_dir=path))
+
+
+def _class_names(dataset: str, splits: dict) -> tuple[str, ...]:
+    return CLASS_NAMES.get(dataset) or tuple(str(i) for i in range(int(splits["train"][1].max()) + 1))
+
+
+def read_folder_cached(root: str, num_classes: int | None, dataset: str = "cifar10") -> DatasetFile:
+    """An image folder, from the cache when its files are as they were when it was cached."""
+    try:
+        listing = image_folder.list_image_folder(root, num_classes)
+    except DataError:  # a bad folder: name the problem a plain read names first (it may be an image in Train)
+        image_folder.read_image_folder(root, num_classes)
+        raise
+    origin = os.path.abspath(root)
+    fp, cacheable = data_cache.folder_fingerprint(listing)
+    path = data_cache.entry_path("folder", os.path.basename(origin), origin)
+    hit = data_cache.lookup(path, origin, fp)
+    if hit is not None:
+        return dataclasses.replace(hit, class_names=_class_names(dataset, hit.splits))
+    splits = image_folder.read_image_folder(root, num_classes, listing)
+    entry = DatasetFile(splits, _class_names(dataset, splits), origin, fp)
+    data_cache.store(path, entry, cacheable)
+    return entry
+
+
+def _tfds_origin(name: str, version_dir: str) -> str:
+    return f"tfds:{name}/{os.path.basename(version_dir)} in {os.path.dirname(os.path.dirname(version_dir))}"
+
+
+def read_tfds_cached(name: str, data_dir: str | None) -> DatasetFile:
+    """A TFDS dataset, from the cache (without importing TensorFlow) when its prepared files are unchanged."""
+    version_dir = data_cache.tfds_version_dir(name, data_dir)
+    fp = data_cache.tfds_fingerprint(version_dir) if version_dir else None
+    if fp is not None:
+        path = data_cache.entry_path("tfds", f"{name}-{os.path.basename(version_dir)}", version_dir)
+        hit = data_cache.lookup(path, _tfds_origin(name, version_dir), fp[0])
+        if hit is not None:
+            return hit
+    splits, used_dir = _read_tfds(name, data_dir, no_cache_reason(name, data_dir, version_dir))
+    fp = data_cache.tfds_fingerprint(used_dir) if os.path.isdir(used_dir) else None
+    entry = DatasetFile(splits, _class_names(name, splits), _tfds_origin(name, used_dir), fp[0] if fp else "")
+    if fp is not None:  # not for a mocked or remote dataset: nothing to fingerprint
+        data_cache.store(data_cache.entry_path("tfds", f"{name}-{os.path.basename(used_dir)}", used_dir), entry,
+                         fp[1])
+    return entry
+
+
+def no_cache_reason(name: str, data_dir: str | None, version_dir: str | None) -> str:
+    """Why a TFDS dataset is read with TFDS rather than from the cache (for the message when TFDS is missing)."""
+    if data_cache.cache_dir() is None:
+        return "the data cache is off (--no-data-cache)"
+    if version_dir is None:
+        where = data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+        return f"no prepared {name} is in {where}, so the data cache has no entry of it either"
+    return f"the data cache {data_cache.cache_dir()} has no entry for {version_dir}"
+
+
 def read_tfds(name: str, data_dir: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Reads the train and test splits of a TFDS dataset as uint8 images [n, h, w, c] and int32 labels."""
-    tfds = tf_quiet.tfds()
+    return _read_tfds(name, data_dir)[0]
+
+
+def _read_tfds(name: str, data_dir: str | None, why_tfds: str = "") -> tuple[dict, str]:
+    """(the splits, the version folder TFDS read them from); the only function that imports TFDS."""
+    try:
+        tfds = tf_quiet.tfds()
+    except ImportError:
+        raise DataError(f"reading TFDS dataset {name!r} needs the `tfds` extra (pip install -e '.[tfds]'), or "
+                        f"--data-dir pointing at a .npz exported from it (`python run.py --task export --dataset "
+                        f"{name} --out {name}.npz` where TFDS is installed){'; ' + why_tfds if why_tfds else ''}"
+                        ) from None
     data_dir = data_dir or os.environ.get("TFDS_DATA_DIR") or None
     try:
         builder = tfds.builder(name, data_dir=data_dir)
@@ -135,11 +221,12 @@ def read_tfds(name: str, data_dir: str | None) -> dict[str, tuple[np.ndarray, np
             raise DataError(
                 f"TFDS dataset {name!r} is not prepared in {where}, and it cannot be downloaded from this "
                 f"machine (no network). Either point --data-dir at an image folder in the course layout, "
-                f"{FOLDER_LAYOUT}, or point --tfds-data-dir (or TFDS_DATA_DIR) at a folder where the dataset "
-                f"is prepared (made with `tfds build {name}` on a machine with internet access)."
+                f"{FOLDER_LAYOUT}, or at a dataset file (.npz, made with --task export), or point --tfds-data-dir "
+                f"(or TFDS_DATA_DIR) at a folder where the dataset is prepared (made with `tfds build {name}` on a "
+                "machine with internet access)."
             )
         builder.download_and_prepare()
-    return {split: _tfds_split_to_numpy(builder, split) for split in ("train", "test")}
+    return {split: _tfds_split_to_numpy(builder, split) for split in ("train", "test")}, str(builder.data_dir)
 
 
 def _tfds_split_to_numpy(builder, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -183,34 +270,7 @@ def download_reachable(name: str, timeout: float = 3.0) -> bool:
     return bool(result)
 
 
-def read_image_folder(root: str, num_classes: int | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Reads `root/{Train,Test}/<label>/*.png` with TFDS's ImageFolder, after validating the tree.
-
-    Returns uint8 images [n, h, w, c] (c = 1 when every image is grayscale, else 3) and int32 labels, in
-    file-name order so that every run sees the same order.
-    """
-    splits = validate_image_folder(root, num_classes)
-    tfds = tf_quiet.tfds()
-    builder = tfds.folder_dataset.ImageFolder(root)
-    out = {}
-    for key, split_name in splits.items():
-        try:
-            ex = tfds.as_numpy(builder.as_dataset(split=split_name, shuffle_files=False, batch_size=-1))
-        except tf_quiet.tensorflow().errors.OpError as e:  # what validation cannot see; it names no file
-            raise DataError(f"cannot decode the images of {os.path.join(root, split_name)!r} "
-                            f"({_op_error_reason(e)})") from None
-        label_names = builder.info.features["label"].names
-        order = np.argsort(ex["image/filename"], kind="stable")
-        labels = np.asarray([int(label_names[i]) for i in ex["label"][order]], np.int32)
-        images = ex["image"][order]
-        if images.shape[-1] == 3 and _is_gray(images):
-            images = images[..., :1]
-        out[key] = (images.astype(np.uint8), labels)
-    return out
-
-
-def _is_gray(images: np.ndarray) -> bool:
-    return bool(np.all(images[..., 0] == images[..., 1]) and np.all(images[..., 1] == images[..., 2]))
+read_image_folder = image_folder.read_image_folder  # root, num_classes -> {'train'|'test': (uint8, int32)}
 
 
 # --------------------------------------------------------------------------------------------- transforms
@@ -238,9 +298,18 @@ def to_grayscale_uint8(images: np.ndarray) -> np.ndarray:
 
 
 def resize_uint8(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Antialiased bilinear resize of uint8 [n, h, w, c], rounded back to uint8 (the course shrank CIFAR10 to 28x28)."""
-    tf = tf_quiet.tensorflow()
-    out = tf.image.resize(images.astype(np.float32), size, method="bilinear", antialias=True).numpy()
+    """Antialiased bilinear resize of uint8 [n, h, w, c], rounded back to uint8 (the course shrank CIFAR10 to 28x28).
+
+    jax.image.resize on the CPU, so that no source needs TensorFlow and every machine gets the same pixels;
+    tf.image.resize (what this used before) gives the same value for all but ~0.06% of the pixels of 32x32
+    CIFAR10 shrunk to 28x28, which differ by one level (docs/data.md).
+    """
+    import jax  # pylint: disable=import-outside-toplevel
+
+    cpu = jax.devices("cpu")[0]
+    with jax.default_device(cpu):
+        x = jax.device_put(images.astype(np.float32), cpu)
+        out = np.asarray(jax.image.resize(x, (len(images), *size, images.shape[-1]), "linear", antialias=True))
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 

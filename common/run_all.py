@@ -25,7 +25,7 @@ from common import data as data_lib
 from common.errors import TrainingDiverged, UserError
 
 RUN_ALL_JSON = report.RUN_ALL_JSON
-CHAIN = ("all", "report")  # the tasks of this module: not links of the chain
+CHAIN = ("all", "report", "export")  # not links of the chain: the tasks of this module, and export
 
 
 def chain(registry: cli.Registry) -> list[str]:
@@ -91,8 +91,9 @@ def run_chained(registry: cli.Registry, argv: list[str]) -> tuple[int, str]:
 
 def run(args) -> int:
     registry, root = args.registry, args.out
-    if getattr(args, "data_dir", None):
-        data_lib.validate_image_folder(args.data_dir)  # a wrong folder fails now, not after the first tasks
+    for source in (getattr(args, "data_dir", None), getattr(args, "mnist", None)):
+        if source:
+            data_lib.check_source(source)  # a wrong folder or file fails now, not after the first tasks
     os.makedirs(root, exist_ok=True)
     user_argv = shlex.split(args.command)[1:]
     t_start, records, failed = time.perf_counter(), [], {}

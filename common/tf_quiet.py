@@ -1,4 +1,9 @@
-"""Import TensorFlow (for TFDS) without its log noise and without letting it take GPU memory from JAX."""
+"""Import TensorFlow (for TFDS) without its log noise and without letting it take GPU memory from JAX.
+
+Only `common.data` calls these, and only to read a TFDS dataset that is not in the data cache (docs/data.md);
+where TensorFlow is not installed the ImportError reaches `common.data._read_tfds`, which says in one line what
+to do instead. No module of the project imports TensorFlow at import time.
+"""
 import contextlib
 import functools
 import logging

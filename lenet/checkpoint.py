@@ -74,7 +74,7 @@ def with_data_overrides(config: LeNetConfig, data_dir: str | None = None, tfds_d
         if not data_dir:
             changes["data_dir"] = None  # an explicit TFDS location replaces the recorded image folder
     config = config.replace(**changes)
-    if config.data.data_dir and not os.path.isdir(config.data.data_dir):
+    if config.data.data_dir and not os.path.exists(config.data.data_dir):  # a folder or a dataset file
         raise DataError(f"the checkpoint's data folder {config.data.data_dir!r} (recorded relative to where it "
                         "was trained) does not exist here; point --data-dir at the same data")
     return config

@@ -9,6 +9,7 @@ import argparse
 import itertools
 
 from common import cli
+from common.errors import UserError
 from recurrent import compare
 from recurrent.config import CELLS, RNNConfig
 from recurrent.report import COMPARE_SECTION, RNN_SECTION
@@ -21,9 +22,29 @@ def add_cell_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     r.add_argument("--hidden", type=cli.comma_list(cli.positive_int), help=f"hidden size {what}")
 
 
+def add_mnist_argument(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("MNIST source")
+    g.add_argument("--mnist", metavar="PATH", help="the MNIST source, a folder or a .npz: what --data-dir is "
+                   "alone; in --task all (whose --data-dir is the CIFAR10 source) the rnn and compare tasks' one")
+
+
+def with_mnist(run):
+    """`run` with --mnist PATH taken as --data-dir PATH."""
+
+    def run_with_mnist(args) -> int:
+        if getattr(args, "mnist", None):
+            if args.data_dir and args.data_dir != args.mnist:
+                raise UserError("--mnist and --data-dir both name the MNIST source; give one of them")
+            args.data_dir = args.mnist
+        return run(args)
+
+    return run_with_mnist
+
+
 def add_rnn_arguments(parser: argparse.ArgumentParser) -> None:
     cli.add_training_arguments(parser)
     cli.add_data_arguments(parser, "e.g. ../shared/data/elec576/MNIST", image_mode=False)
+    add_mnist_argument(parser)
     add_cell_arguments(parser, "or a comma list (every combination is trained)")
 
 
@@ -38,6 +59,7 @@ def run_rnn(args) -> int:
 def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     cli.add_training_arguments(parser)
     cli.add_data_arguments(parser, "an MNIST folder, e.g. ../shared/data/elec576/MNIST", image_mode=False)
+    add_mnist_argument(parser)
     add_cell_arguments(parser, "(one value; default: the best of --task rnn's sweep, else LSTM-128)")
 
 
@@ -45,12 +67,13 @@ def _sweep_settings(quick: bool, root: str) -> list[str]:
     return ["--cell", ",".join(CELLS), "--hidden", "64,128" if quick else "16,32,64,128"]
 
 
-RNN = cli.Task("rnn", "RNN/LSTM/GRU on MNIST rows, hidden-size sweeps (Part 3a-3b)", add_rnn_arguments, run_rnn,
+RNN = cli.Task("rnn", "RNN/LSTM/GRU on MNIST rows, hidden-size sweeps (Part 3a-3b)", add_rnn_arguments,
+               with_mnist(run_rnn),
                all_args=_sweep_settings,
                all_skips=("--data-dir",),  # in `--task all`, --data-dir is the CIFAR10 folder
                report=RNN_SECTION)
 COMPARE = cli.Task(
     "compare", "LeNet5 vs the best recurrent net on the same MNIST splits (Part 3c)", add_compare_arguments,
-    compare.run,
+    with_mnist(compare.run),
     # In the chain it compares the sweep's best net with LeNet5 at each net's report rate, --seeds N models each.
     all_skips=("--data-dir", "--lr", "--cell", "--hidden"), report=COMPARE_SECTION)

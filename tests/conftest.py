@@ -1,7 +1,13 @@
 """Shared fixtures: small generated data, so the suite passes without ../shared and never downloads."""
+import atexit
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The decoded-array cache of this test session (and of the `python run.py` it spawns): never the user's.
+os.environ["ELEC576_DATA_CACHE"] = tempfile.mkdtemp(prefix="elec576-test-cache-")
+atexit.register(shutil.rmtree, os.environ["ELEC576_DATA_CACHE"], True)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -46,5 +52,6 @@ def mock_tfds(monkeypatch):
 
     tfds = tf_quiet.tfds()
     monkeypatch.setattr(data, "download_reachable", lambda name, timeout=3.0: True)
+    monkeypatch.setenv("ELEC576_DATA_CACHE", "")  # mocked arrays must never become the cache entry of a real dataset
     with tfds.testing.mock_data(num_examples=120):
         yield

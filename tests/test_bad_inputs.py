@@ -308,15 +308,6 @@ def test_png_with_corrupt_pixels_but_valid_checksums_is_named(tmp_path, capsys, 
     assert digest(out) == before
 
 
-def test_an_image_only_tensorflow_rejects_is_one_data_error(damaged, monkeypatch):
-    from common import data as data_lib
-
-    corrupt_pixels(damaged / "Test" / "1" / "Image00000.png")
-    monkeypatch.setattr(data_lib, "validate_image_folder", lambda root, n=None: {"train": "Train", "test": "Test"})
-    with pytest.raises(data_lib.DataError, match="cannot decode the images of .*InvalidArgumentError"):
-        data_lib.read_image_folder(str(damaged))
-
-
 # ------------------------------------------------------------------------------ flags and plain mistakes
 
 

@@ -148,3 +148,18 @@ def test_shared_mnist_through_tfds():
     assert abs(len(ds.val) - 6000) <= 5  # 10% of each class, rounded per class
     assert ds.image_shape == (28, 28, 1) and ds.class_names[3] == "3"
     assert np.all(np.bincount(ds.val.labels, minlength=10) >= 500)
+
+
+def test_resize_is_jax_and_within_one_level_of_tensorflows():
+    """resize_uint8 moved from tf.image.resize to jax.image.resize (docs/data.md): at most one level apart."""
+    from common import tf_quiet
+
+    pytest.importorskip("tensorflow")
+    tf = tf_quiet.tensorflow()
+    images = np.random.default_rng(0).integers(0, 256, (50, 32, 32, 1), dtype=np.uint8)
+    ours = data.resize_uint8(images, (28, 28))
+    ref = np.clip(np.round(tf.image.resize(images.astype(np.float32), (28, 28), method="bilinear",
+                                           antialias=True).numpy()), 0, 255).astype(np.uint8)
+    diff = np.abs(ours.astype(int) - ref.astype(int))
+    assert ours.shape == (50, 28, 28, 1) and ours.dtype == np.uint8
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.005

@@ -1,0 +1,150 @@
+"""The decoded-array cache: an image folder or a TFDS dataset, once decoded, kept as a dataset file (.npz).
+
+The first load of a source writes its arrays (common/dataset_file.py's format) atomically into the cache folder;
+a later load whose source fingerprint matches reads them back (0.2 s, no TensorFlow). The fingerprint is what
+can be known without decoding: for a folder every listed file's path, label, size and mtime; for TFDS the
+prepared version folder's dataset_info.json and its files' names, sizes and mtimes. An entry that is stale
+(the source changed), truncated or not ours is reported in one line and rebuilt, never used.
+
+Where: `--data-cache DIR`, else $ELEC576_DATA_CACHE, else $XDG_CACHE_HOME/elec576-jax/datasets (default
+~/.cache/elec576-jax/datasets); `--no-data-cache` (or ELEC576_DATA_CACHE set to '') turns it off. The flags
+set the variable, so every task of one command (and `--task all`'s chain) uses the same cache.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from common.errors import DataError
+
+if TYPE_CHECKING:  # numpy, which `run.py --help` (this module's flags) need not import
+    from common import dataset_file
+
+CACHE_ENV = "ELEC576_DATA_CACHE"
+RACY_SECONDS = 2.0  # files changed this recently could change again unseen within one mtime tick: not cached
+
+
+def cache_dir() -> str | None:
+    """The cache folder, or None when the cache is off."""
+    value = os.environ.get(CACHE_ENV)
+    if value is not None:
+        return value or None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "elec576-jax", "datasets")
+
+
+class _CacheDir(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        os.environ[CACHE_ENV] = os.path.abspath(values)
+        setattr(namespace, self.dest, values)
+
+
+class _NoCache(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        os.environ[CACHE_ENV] = ""
+        setattr(namespace, self.dest, True)
+
+
+def add_arguments(group) -> None:
+    """--data-cache DIR and --no-data-cache (into an argparse group)."""
+    group.add_argument("--data-cache", metavar="DIR", action=_CacheDir,
+                       help="folder of decoded datasets, so a folder or TFDS dataset is decoded once "
+                            "(default: $XDG_CACHE_HOME/elec576-jax/datasets)")
+    group.add_argument("--no-data-cache", nargs=0, action=_NoCache, help="neither read nor write the data cache")
+
+
+def note(message: str) -> None:
+    print(f"data cache: {message}", file=sys.stderr, flush=True)
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=6).hexdigest()
+
+
+def entry_path(kind: str, name: str, identity: str) -> str | None:
+    """Where the entry of one source lives ('folder-CIFAR10-<hash of its path>.npz'), None when the cache is off."""
+    directory = cache_dir()
+    if directory is None:
+        return None
+    return os.path.join(directory, f"{kind}-{re.sub(r'[^A-Za-z0-9._-]', '_', name)}-{_digest(identity)}.npz")
+
+
+# --------------------------------------------------------------------------------------- fingerprints
+
+
+def fingerprint(records: list[tuple], newest_ns: int) -> tuple[str, bool]:
+    """(fingerprint of the (path, ..., size, mtime) records, whether they are old enough to be cached)."""
+    h = hashlib.blake2b(digest_size=16)
+    for r in records:
+        h.update(repr(r).encode() + b"\n")
+    return f"blake2b:{h.hexdigest()}", newest_ns < time.time_ns() - RACY_SECONDS * 1e9
+
+
+def folder_fingerprint(listing: dict) -> tuple[str, bool]:
+    """Of common.image_folder.list_image_folder's listing: every file's split, path, label, size and mtime."""
+    records = [(split, f.path, f.label, f.size, f.mtime_ns) for split, (_, files) in listing.items() for f in files]
+    return fingerprint(records, max(r[-1] for r in records))
+
+
+def tfds_version_dir(name: str, data_dir: str | None) -> str | None:
+    """The prepared `DATA_DIR/name/<version>` folder with the highest version (what tfds.builder reads when
+    the installed TFDS's version of `name` is the newest prepared one), found without importing TFDS."""
+    root = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
+    folder = os.path.join(root, name)
+    try:
+        versions = [v for v in os.listdir(folder) if re.fullmatch(r"\d+\.\d+\.\d+", v)
+                    and os.path.isfile(os.path.join(folder, v, "dataset_info.json"))]
+    except OSError:  # not there, or not a local path (gs://...)
+        return None
+    return os.path.join(folder, max(versions, key=lambda v: tuple(map(int, v.split("."))))) if versions else None
+
+
+def tfds_fingerprint(version_dir: str) -> tuple[str, bool] | None:
+    """Of a prepared TFDS version folder: dataset_info.json's bytes and every file's name, size and mtime."""
+    try:
+        with open(os.path.join(version_dir, "dataset_info.json"), "rb") as f:
+            info = hashlib.blake2b(f.read(), digest_size=16).hexdigest()
+        stats = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(version_dir))
+    except OSError:
+        return None
+    return fingerprint([("dataset_info.json", info)] + stats, max(s[-1] for s in stats))
+
+
+# ------------------------------------------------------------------------------------ reading, writing
+
+
+def lookup(path: str | None, source: str, source_fingerprint: str) -> dataset_file.DatasetFile | None:
+    """The entry at `path` when it is whole and was made from `source` as it is now; else None (with a note
+    when an entry was there but cannot be used: it is then rebuilt)."""
+    from common import dataset_file  # pylint: disable=import-outside-toplevel,redefined-outer-name
+
+    if path is None or not os.path.exists(path):
+        return None
+    try:
+        entry = dataset_file.read(path)
+    except DataError as e:
+        note(f"{e}; rebuilding it")
+        return None
+    if entry.source != source or entry.source_fingerprint != source_fingerprint:
+        why = "another source" if entry.source != source else "an earlier state of the source (files changed)"
+        note(f"{path} was made from {why}; rebuilding it from {source}")
+        return None
+    return entry
+
+
+def store(path: str | None, entry: dataset_file.DatasetFile, cacheable: bool) -> None:
+    """Writes the entry (atomically); a cache that cannot be written is a note, never a failure."""
+    from common import dataset_file  # pylint: disable=import-outside-toplevel,redefined-outer-name
+
+    if path is None or not cacheable:
+        return
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        dataset_file.write(path, entry)
+    except OSError as e:
+        note(f"cannot write {path} ({e.__class__.__name__}: {e.strerror or e}); going on without the cache")

@@ -1,0 +1,137 @@
+"""Portable dataset files: one `.npz` (plain numpy, readable without this project) with both splits, decoded.
+
+What `python run.py --task export` writes and what the decoded-array cache (common/data_cache.py) keeps; every
+task's `--data-dir` takes such a file (the `.npz` extension says so). Entries (docs/data.md describes them):
+
+  x_train, x_test   uint8 [n, height, width, channels] (channels 1 or 3), the pixels as decoded from the source
+  y_train, y_test   int32 [n], class indices 0..len(class_names)-1
+  class_names       str [k]
+  image_mode        str: 'L' (1 channel) or 'RGB' (3 channels), of x_train
+  source            str: where the arrays came from (an image folder's path, 'tfds:mnist/3.0.1 in DIR', ...)
+  source_fingerprint str: the source's files (names, sizes, mtimes) when exported; what the cache compares
+  fingerprint       str: 'blake2b:<hex>' of the class names and the four arrays; checked on every read
+  format, format_version  'elec576-jax dataset', 1
+
+The arrays are the source's, before any preprocessing (grayscale, resize, the validation holdout), so a task
+fed the file does exactly what it does fed the source.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import os
+import zipfile
+
+import numpy as np
+
+from common.errors import DataError
+
+FORMAT = "elec576-jax dataset"
+FORMAT_VERSION = 1
+EXTENSION = ".npz"
+SPLITS = ("train", "test")
+Splits = dict[str, tuple[np.ndarray, np.ndarray]]  # {'train'|'test': (uint8 images, int32 labels)}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetFile:
+    splits: Splits
+    class_names: tuple[str, ...]
+    source: str
+    source_fingerprint: str
+
+
+def is_dataset_file(path: str | None) -> bool:
+    """A --data-dir that names a dataset file rather than an image folder."""
+    return bool(path) and path.lower().endswith(EXTENSION)
+
+
+def content_fingerprint(splits: Splits, class_names) -> str:
+    """'blake2b:<hex>' of the class names and every split's dtypes, shapes and bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr(tuple(str(c) for c in class_names)).encode())
+    for split in SPLITS:
+        for a in splits[split]:
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(memoryview(a).cast("B"))
+    return f"blake2b:{h.hexdigest()}"
+
+
+def to_bytes(f: DatasetFile) -> bytes:
+    """The file's bytes (an uncompressed .npz: it loads at disk speed, and MNIST is 55 MB either way)."""
+    (x_train, y_train), (x_test, y_test) = f.splits["train"], f.splits["test"]
+    buf = io.BytesIO()
+    np.savez(buf, x_train=x_train.astype(np.uint8), y_train=y_train.astype(np.int32),
+             x_test=x_test.astype(np.uint8), y_test=y_test.astype(np.int32),
+             class_names=np.asarray(f.class_names, dtype=str), image_mode=np.asarray(_mode(x_train)),
+             source=np.asarray(f.source), source_fingerprint=np.asarray(f.source_fingerprint),
+             fingerprint=np.asarray(content_fingerprint(f.splits, f.class_names)),
+             format=np.asarray(FORMAT), format_version=np.asarray(FORMAT_VERSION))
+    return buf.getvalue()
+
+
+def write(path: str, f: DatasetFile) -> None:
+    """Writes `f` to `path` atomically (a reader never sees half a file; a failed write leaves the old one)."""
+    from common.outputs import atomic_write_bytes  # pylint: disable=import-outside-toplevel (it imports jax)
+
+    atomic_write_bytes(path, to_bytes(f))
+
+
+def _mode(images: np.ndarray) -> str:
+    return "L" if images.shape[-1] == 1 else "RGB"
+
+
+def read(path: str, num_classes: int | None = None) -> DatasetFile:
+    """Reads and checks a dataset file; every problem is one DataError naming the file."""
+    if not os.path.isfile(path):
+        raise DataError(f"dataset file {path!r} does not exist; make one with `python run.py --task export "
+                        f"--data-dir FOLDER --out {path}` (or --dataset mnist for a TFDS dataset)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            entries = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise DataError(f"dataset file {path!r} cannot be read ({e.__class__.__name__}: {str(e)[:120]}); it is "
+                        "truncated or not an .npz: export it again") from None
+    f = _from_entries(path, entries)
+    check_labels(path, f, num_classes)
+    return f
+
+
+def _from_entries(path: str, e: dict) -> DatasetFile:
+    """The checked contents of a loaded .npz."""
+    if str(e.get("format", "")) != FORMAT:
+        raise DataError(f"{path!r} is not a dataset file of this project (no format entry {FORMAT!r}); make one "
+                        "with `python run.py --task export`")
+    if int(e.get("format_version", -1)) != FORMAT_VERSION:
+        raise DataError(f"dataset file {path!r} has format version {e.get('format_version')}, this project "
+                        f"reads version {FORMAT_VERSION}; export it again")
+    missing = [k for k in ("x_train", "y_train", "x_test", "y_test", "class_names") if k not in e]
+    if missing:
+        raise DataError(f"dataset file {path!r} has no {missing[0]!r} entry; export it again")
+    splits = {s: (e[f"x_{s}"], e[f"y_{s}"]) for s in SPLITS}
+    for s, (x, y) in splits.items():
+        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3) or len(x) == 0:
+            raise DataError(f"dataset file {path!r}: x_{s} must be uint8 [n, height, width, 1 or 3] with n > 0, "
+                            f"it is {x.dtype} {list(x.shape)}")
+        if not np.issubdtype(y.dtype, np.integer) or y.shape != (len(x),):
+            raise DataError(f"dataset file {path!r}: y_{s} must be integers [{len(x)}], it is {y.dtype} "
+                            f"{list(y.shape)}")
+    splits = {s: (x, y.astype(np.int32)) for s, (x, y) in splits.items()}
+    names = tuple(str(c) for c in np.atleast_1d(e["class_names"]))
+    if "fingerprint" in e and str(e["fingerprint"]) != content_fingerprint(splits, names):
+        raise DataError(f"dataset file {path!r}: its arrays do not match its fingerprint (the file was changed "
+                        "or damaged); export it again")
+    return DatasetFile(splits, names, str(e.get("source", path)), str(e.get("source_fingerprint", "")))
+
+
+def check_labels(path: str, f: DatasetFile, num_classes: int | None) -> None:
+    """Every label a class of the file and of the model (a label the model has no output for trains to NaN)."""
+    k = len(f.class_names) if num_classes is None else min(num_classes, len(f.class_names))
+    for s, (_, y) in f.splits.items():
+        bad = y[(y < 0) | (y >= k)]
+        if len(bad):
+            model = f"the model has {num_classes} classes" if num_classes is not None and num_classes <= len(
+                f.class_names) else f"the file names {len(f.class_names)} classes"
+            raise DataError(f"dataset file {path!r}: y_{s} holds label {int(bad[0])}, outside 0-{k - 1}: {model}")

@@ -1,0 +1,104 @@
+"""The PIL image-folder reader: the arrays TFDS's ImageFolder gave (bit for bit), and its one-line refusals."""
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from common import data, image_folder
+from common.errors import DataError
+from tests.conftest import SHARED_CIFAR_FOLDER, write_image_folder
+
+
+def tfds_image_folder(root: str) -> dict:
+    """The reader this project used before (TFDS's ImageFolder through tf.data), as the reference."""
+    tfds = pytest.importorskip("common.tf_quiet").tfds()
+    builder = tfds.folder_dataset.ImageFolder(root)
+    out = {}
+    for key, split_name in (("train", "Train"), ("test", "Test")):
+        ex = tfds.as_numpy(builder.as_dataset(split=split_name, shuffle_files=False, batch_size=-1))
+        names = builder.info.features["label"].names
+        order = np.argsort(ex["image/filename"], kind="stable")
+        images = ex["image"][order]
+        if np.all(images[..., 0] == images[..., 1]) and np.all(images[..., 1] == images[..., 2]):
+            images = images[..., :1]
+        out[key] = (images, np.asarray([int(names[i]) for i in ex["label"][order]], np.int32))
+    return out
+
+
+def assert_same(ours: dict, ref: dict) -> None:
+    for key in ("train", "test"):
+        assert ours[key][0].dtype == np.uint8 and ours[key][1].dtype == np.int32
+        assert ours[key][0].shape == ref[key][0].shape
+        np.testing.assert_array_equal(ours[key][0], ref[key][0])
+        np.testing.assert_array_equal(ours[key][1], ref[key][1])
+
+
+def convert_all(root: str, mode: str) -> None:
+    for dirpath, _, names in os.walk(root):
+        for n in names:
+            p = os.path.join(dirpath, n)
+            with Image.open(p) as im:
+                converted = im.convert(mode) if mode != "P" else im.convert("RGB").quantize(64)
+            converted.save(p)
+
+
+@pytest.mark.parametrize("size, mode, convert", [
+    ((28, 28), "L", None),        # the course's format
+    ((32, 32), "RGB", None),      # colour
+    ((28, 28), "L", "RGB"),       # colour files whose pixels are all gray: one channel, as TFDS's reader kept
+    ((16, 16), "RGB", "RGBA"),    # alpha dropped
+    ((16, 16), "RGB", "P"),       # palette expanded
+    ((16, 16), "L", "1"),         # bilevel
+])
+def test_pil_reader_is_bit_identical_to_tfds_image_folder(tmp_path, size, mode, convert):
+    pytest.importorskip("tensorflow_datasets")
+    root = write_image_folder(tmp_path / "f", n_train_per_class=3, n_test_per_class=2, size=size, mode=mode,
+                              classes=12)  # 12 labels: '10' and '11' sort between '1' and '2' by path
+    if convert:
+        convert_all(root, convert)
+    assert_same(image_folder.read_image_folder(root), tfds_image_folder(root))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir(SHARED_CIFAR_FOLDER), reason="needs ../shared/data/elec576/CIFAR10")
+def test_course_cifar10_is_bit_identical_to_tfds_image_folder():
+    pytest.importorskip("tensorflow_datasets")
+    assert_same(image_folder.read_image_folder(SHARED_CIFAR_FOLDER, 10), tfds_image_folder(SHARED_CIFAR_FOLDER))
+
+
+def test_file_manager_litter_is_skipped(tmp_path):
+    root = write_image_folder(tmp_path / "f", n_train_per_class=2, n_test_per_class=1, classes=3)
+    clean = image_folder.read_image_folder(root)
+    for name in (".DS_Store", "Thumbs.db", "desktop.ini", "._Image00000.png"):
+        (tmp_path / "f" / "Train" / "1" / name).write_bytes(b"\x00\x05junk")
+    (tmp_path / "f" / "Test" / "2" / ".ipynb_checkpoints").mkdir()
+    assert_same(image_folder.read_image_folder(root), clean)
+
+
+@pytest.mark.parametrize("split", ["Train", "Test"])
+def test_an_empty_label_folder_is_refused(tmp_path, split):
+    root = write_image_folder(tmp_path / "f", n_train_per_class=2, n_test_per_class=1, classes=6)
+    for f in (tmp_path / "f" / split / "5").iterdir():
+        f.unlink()
+    (tmp_path / "f" / split / "5" / ".DS_Store").write_bytes(b"x")  # litter does not count as an image
+    with pytest.raises(DataError, match=f"label folder '.*{split}/5' has no images"):
+        data.load_dataset(data.DataConfig(data_dir=root))
+
+
+def test_the_first_bad_file_in_path_order_is_named(tmp_path):
+    """Decoding runs in threads; the error is still the first bad file's, on every run."""
+    root = write_image_folder(tmp_path / "f", n_train_per_class=30, n_test_per_class=1, classes=3)
+    for p in ("Train/2/Image00029.png", "Train/0/Image00017.png", "Train/1/Image00003.png"):
+        (tmp_path / "f" / p).write_bytes(b"not a png")
+    for _ in range(3):
+        with pytest.raises(DataError, match=r"Train/0/Image00017.png' is not a readable image"):
+            image_folder.read_image_folder(root)
+
+
+def test_mixed_modes_name_both_files(tmp_path):
+    root = write_image_folder(tmp_path / "f", n_train_per_class=2, n_test_per_class=1, classes=2)
+    Image.fromarray(np.zeros((28, 28, 3), np.uint8)).save(tmp_path / "f" / "Train" / "1" / "Image00001.png")
+    with pytest.raises(DataError, match=r"Train/0/Image00000.png is 28x28 grayscale, .*Train/1/Image00001.png is "
+                                        r"28x28 colour"):
+        image_folder.read_image_folder(root)
