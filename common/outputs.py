@@ -4,7 +4,7 @@ A run works in `<out>.partial/`; per-epoch resume state lives there too, so a ki
 `--out` continues from its last complete epoch. On success `commit` writes a marker (`.elec576-result.json`:
 task, config, finish time and the list of files the run wrote) and moves the folder into place. What is at
 `--out` already is replaced only when it is such a result of the same task (`refusal` says why anything else
-is refused, before any work): the old result is renamed to `<out>.replaced-<time>-<pid>`, the new one renamed
+is refused, before any work): the old result is renamed to `<out>.replaced-<time>`, the new one renamed
 into place, then the old folder's files that its marker lists are deleted; anything else in it (a user's notes)
 stays there and a note says so. A crash, a bad input or Ctrl-C leaves any earlier `<out>` untouched. `--out` is
 resolved through symlinks (the result is written where the link points); a mount point is refused. The folder
@@ -182,6 +182,15 @@ def strip_temporaries(folder: str) -> None:
                 os.remove(path)
 
 
+def unused_name(base: str) -> str:
+    """`base`, or `base-2`, `base-3`, ...: the first name nothing exists at (for folders renamed aside)."""
+    name, n = base, 1
+    while os.path.lexists(name):
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
 def place(work: str, final: str, task: str | None) -> None:
     """Renames finished folder `work` to `final`. An earlier result of `task` there is renamed aside first,
     then only the files its marker lists are deleted (see `_discard`); anything else there is refused."""
@@ -194,7 +203,7 @@ def place(work: str, final: str, task: str | None) -> None:
         raise UserError(f"{why}; the result stays in {work}")
     aside = None
     if os.path.isdir(final) and os.listdir(final):
-        aside = f"{final}.replaced-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        aside = unused_name(f"{final}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
         os.replace(final, aside)
     elif os.path.isdir(final):
         os.rmdir(final)
@@ -252,7 +261,7 @@ class RunDir:
             if os.path.exists(os.path.join(self.work, PARTIAL_MARKER)) or not os.listdir(self.work):
                 shutil.rmtree(self.work)
             else:
-                os.replace(self.work, f"{self.work}.other-{time.strftime('%Y%m%d-%H%M%S')}")
+                os.replace(self.work, unused_name(f"{self.work}.other-{time.strftime('%Y%m%d-%H%M%S')}"))
         try:
             os.makedirs(self.work, exist_ok=True)
         except OSError as e:

@@ -134,7 +134,7 @@ def _set_aside_strays(run: outputs.RunDir, configs: list[RNNConfig]) -> None:
     keep |= {outputs.PARTIAL_MARKER, SUMMARY_CSV, SUMMARY_JSON, SUMMARY_FIGURE, VALIDATION_FIGURE}
     strays = sorted(set(os.listdir(run.work)) - keep)
     if strays:
-        aside = f"{run.final}.set-aside-{time.strftime('%Y%m%d-%H%M%S')}"
+        aside = outputs.unused_name(f"{run.final}.set-aside-{time.strftime('%Y%m%d-%H%M%S')}")
         os.makedirs(aside)
         for name in strays:
             os.replace(run.path(name), os.path.join(aside, name))

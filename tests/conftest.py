@@ -42,3 +42,9 @@ def mock_tfds(monkeypatch):
     monkeypatch.setattr(data, "download_reachable", lambda name, timeout=3.0: True)
     with tfds.testing.mock_data(num_examples=120):
         yield
+
+
+def pytest_configure(config):
+    # The `slow` tier (tests that train in a subprocess or take more than ~5 s); registered here too so that a
+    # branch without the setup.cfg entry runs without warnings.
+    config.addinivalue_line("markers", "slow: trains in a subprocess or takes more than ~5 s (-m 'not slow' skips)")
