@@ -149,8 +149,8 @@ def refusal(out: str, task: str | None) -> str | None:
         return (f"{head}: it is a folder of results ({', '.join(n + '/' for n in ours[:3])}...), not one "
                 f"{task} result; give {os.path.join(out, task or 'NAME')} or a new folder")
     shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
-    return (f"{head}: it is a folder this project did not write (it holds {shown}); nothing there is touched: "
-            "give a new or empty folder")
+    return (f"{head}: it is not a finished result of this project (no {MARKER}; it holds {shown}); nothing "
+            "there is touched: give a new or empty folder, or move that one away")
 
 
 def check_replaceable(out: str, task: str | None) -> None:
@@ -215,7 +215,10 @@ def place(work: str, final: str, task: str | None) -> None:
         raise
     fsync_dir(os.path.dirname(final))
     if aside:
-        _discard(aside, final)
+        try:
+            _discard(aside, final)
+        except OSError as e:  # the new result is in place; the old one just stays where it was put
+            print(f"note: replaced {final}; the earlier result stays in {aside} ({e.strerror})", file=sys.stderr)
 
 
 def _discard(aside: str, final: str) -> None:

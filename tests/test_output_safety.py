@@ -55,7 +55,7 @@ def test_refusal_says_which_folders_a_task_may_replace(tmp_path):
     assert "holds a lenet result, not a rnn one" in outputs.refusal(ours, "rnn")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("mine")
-    assert "did not write (it holds notes.txt)" in outputs.refusal(str(tmp_path / "mine"), "lenet")
+    assert "not a finished result of this project" in outputs.refusal(str(tmp_path / "mine"), "lenet")
     root = tmp_path / "root"
     finished(root / "rnn", task="rnn")
     assert "a folder of results (rnn/" in outputs.refusal(str(root), "lenet")
@@ -75,7 +75,7 @@ def test_out_dot_inside_a_repository_is_refused_and_nothing_is_touched(tmp_path,
     before = digest(repo)
     monkeypatch.chdir(repo)
     code, err = run_main(capsys, TINY + ["--data-dir", course, "--out", "."])
-    assert_one_line_refusal(code, err, 2, ["--out . is not replaced", "did not write"])
+    assert_one_line_refusal(code, err, 2, ["--out . is not replaced", "not a finished result", ".git"])
     assert digest(repo) == before and sorted(os.listdir(tmp_path)) == ["repo"]
 
 
