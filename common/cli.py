@@ -331,7 +331,7 @@ def guarded_run(task: Task, args: argparse.Namespace) -> int:
         return int(task.run(args) or 0)  # it only adds two files: no claim, so it runs beside training runs
     if not distributed.is_writer():  # process 0 holds the lock of a multi-process run's --out
         return int(task.run(args) or 0)
-    with locks.claim(args.out, task.name):
+    with locks.claim(args.out, task.name, getattr(args, "command", None)):
         return int(task.run(args) or 0)
 
 

@@ -28,7 +28,8 @@ PARTIAL_SUFFIX = ".partial"
 NESTED_DEPTH = 4  # how deep below a claimed folder other runs' locks are looked for
 NESTED_MAX_ENTRIES = 20000  # and at most this many entries (a huge folder is never a result of ours anyway)
 
-# lock path -> [file descriptor, claim depth, folders this claim created (removed again if left empty), task]
+# lock path -> [file descriptor, claim depth, folders this claim created (removed again if left empty),
+#              {"task", "command"} the claim is for]
 _held: dict[str, list] = {}
 
 
@@ -57,9 +58,9 @@ def check_out(out: str) -> str:
     return final
 
 
-def acquire(out: str, task: str | None = None) -> str:
-    """Claims result folder `out` for this process (re-entrant), for a result of `task` (recorded for the
-    folder's marker); returns the lock's path for `release`."""
+def acquire(out: str, task: str | None = None, command: str | None = None) -> str:
+    """Claims result folder `out` for this process (re-entrant), for a result of `task` made by `command`
+    (recorded for the folder's marker); returns the lock's path for `release`."""
     final = check_out(out)
     path = final + LOCK_SUFFIX
     if path in _held:
@@ -73,7 +74,7 @@ def acquire(out: str, task: str | None = None) -> str:
         raise
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
-    _held[path] = [fd, 1, created, task]
+    _held[path] = [fd, 1, created, {"task": task, "command": command}]
     try:
         _check_nested(final, out)
     except BaseException:
@@ -82,10 +83,10 @@ def acquire(out: str, task: str | None = None) -> str:
     return path
 
 
-def claimed_task(final: str) -> str | None:
-    """The task this process claimed folder `final` for (None when unknown or not claimed)."""
+def claim_info(final: str) -> dict:
+    """{'task', 'command'} this process claimed folder `final` for (None values when unknown or not claimed)."""
     entry = _held.get(resolve(final) + LOCK_SUFFIX)
-    return entry[3] if entry else None
+    return dict(entry[3]) if entry else {"task": None, "command": None}
 
 
 def is_locked(path: str) -> bool:
@@ -187,11 +188,11 @@ def held() -> set[str]:
 
 
 @contextlib.contextmanager
-def claim(out: str, task: str | None = None) -> Iterator[str]:
-    """`acquire(out, task)` for the block; on leaving, also releases every claim made inside it and not released
-    (a task that failed half-way), so an in-process caller never keeps a folder locked."""
+def claim(out: str, task: str | None = None, command: str | None = None) -> Iterator[str]:
+    """`acquire(out, task, command)` for the block; on leaving, also releases every claim made inside it and
+    not released (a task that failed half-way), so an in-process caller never keeps a folder locked."""
     before = held()
-    path = acquire(out, task)
+    path = acquire(out, task, command)
     try:
         yield path
     finally:

@@ -241,10 +241,10 @@ class RunDir:
     """A result folder written as `<out>.partial/` and moved into place by `commit`, claimed (common.locks)
     from `open` until `commit` or `release`, so two runs never share one working folder.
 
-    `task` and `config` go into the marker `commit` writes (when `task` is None, the task the CLI claimed
-    this folder for). In a multi-process run only process 0 claims and writes there; the others write into a
-    scratch folder of their own, deleted at the end, and read what they need to resume from the shared
-    `<out>.partial/` (a shared filesystem is assumed).
+    `task` and `config` go into the marker `commit` writes, with the command (from the CLI's claim: see
+    `locks.claim_info`; when `task` is None, the task comes from there too). In a multi-process run only
+    process 0 claims and writes there; the others write into a scratch folder of their own, deleted at the
+    end, and read what they need to resume from the shared `<out>.partial/` (a shared filesystem is assumed).
     """
 
     def __init__(self, out: str, *, task: str | None = None, config: Any = None):
@@ -288,12 +288,13 @@ class RunDir:
         if not self.writer:
             shutil.rmtree(self.work, ignore_errors=True)
             return self.final
-        task = self.task or locks.claimed_task(self.final)
+        claim = locks.claim_info(self.final)
+        task = self.task or claim["task"]
         strip_temporaries(self.work)
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(self.work, PARTIAL_MARKER))
         atomic_write_json(os.path.join(self.work, MARKER), {
-            "project": PROJECT, "kind": "result", "task": task, "config": self.config,
+            "project": PROJECT, "kind": "result", "task": task, "config": self.config, "command": claim["command"],
             "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "files": [f for f in _files(self.work) if f != MARKER]})
         place(self.work, self.final, task)

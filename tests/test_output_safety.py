@@ -139,11 +139,12 @@ def test_commit_records_the_files_and_strips_temporaries(tmp_path):
 
 def test_the_task_the_cli_claimed_reaches_the_marker(tmp_path):
     out = str(tmp_path / "v")
-    with locks.claim(out, "visualize"):
+    with locks.claim(out, "visualize", "run.py --task visualize"):
         run = outputs.RunDir(out)  # as lenet/visualize.py makes it: no task given
         run.open()
         run.commit()
-    assert outputs.read_marker(out)["task"] == "visualize"
+    marker = outputs.read_marker(out)
+    assert marker["task"] == "visualize" and marker["command"] == "run.py --task visualize"
 
 
 def test_a_symlinked_out_is_written_through(tmp_path):
