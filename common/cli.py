@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import importlib
 import math
 import os
@@ -40,7 +41,10 @@ class Task:
     all_skips: tuple[str, ...] = ()  # flags it takes alone but not from `--task all`
     report: Any = None  # its section of the report (a common.report.Section), if it has one
     default_out: str | None = None  # default: results/<name>
-    out_is_file: bool = False  # --out names a file the task writes atomically (no result folder to lock)
+    # What --out is: "result" (replaced whole, only when it is this task's earlier result), "root" (a folder of
+    # task results; the task checks its members), "report" (files written into an existing folder) or "file"
+    # (one file the task writes atomically: nothing to claim).
+    out_kind: str = "result"
 
 
 class Registry:
@@ -71,7 +75,11 @@ def _number(cast, ok, expected: str, must: str):
             value = cast(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not (math.isfinite(value) and ok(value)):
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an integer too large for a float
+            finite = False
+        if not (finite and ok(value)):
             raise argparse.ArgumentTypeError(f"must be {must}, got {text}")
         return value
 
@@ -82,6 +90,11 @@ positive_int = _number(int, lambda v: v >= 1, "a positive integer", "a positive 
 nonneg_int = _number(int, lambda v: v >= 0, "an integer >= 0", ">= 0")
 positive_float = _number(float, lambda v: v > 0, "a positive number", "a finite positive number")
 nonneg_float = _number(float, lambda v: v >= 0, "a number >= 0", "a finite number >= 0")
+# jax.random.PRNGKey takes the seed as uint32 (without jax_enable_x64): 2**32 would silently give seed 0's key.
+MAX_SEED = 2**32 - 1
+seed_int = _number(int, lambda v: 0 <= v <= MAX_SEED, "an integer", f"an integer in 0..{MAX_SEED} (the range "
+                   "jax.random.PRNGKey takes)")
+MANY_SEEDS = 16  # --seeds above this gets a warning: memory and compile time grow with the number of models
 
 
 def comma_list(item_type, allowed=None):
@@ -126,7 +139,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=positive_int)
     g.add_argument("--lr", type=scalar_or_list(positive_float),
                    help="learning rate, or a comma list (e.g. 1e-4,1.7e-4,3e-4) trained at once with jax.vmap")
-    g.add_argument("--seed", type=nonneg_int, help="seed of initialisation, dropout and batch order")
+    g.add_argument("--seed", type=seed_int, help=f"seed of initialisation, dropout and batch order (0..{MAX_SEED})")
     g.add_argument("--seeds", type=positive_int, help="train N seeds (seed, seed+1, ...) at once with jax.vmap")
     g.add_argument("--steps-per-call", type=positive_int,
                    help="training steps per compiled call, run as one lax.scan (default: 1 LeNet5, 50 recurrent)")
@@ -196,10 +209,55 @@ def parse_args(registry: Registry, argv: list[str]) -> argparse.Namespace:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         parser.error(f"{unknown[0]} is not a flag of --task {known.task}")
+    _check_seeds(parser, args)
     args.out = args.out or registry.get(args.task).default_out or os.path.join("results", args.task)
     args.command = shlex.join(["run.py"] + list(argv))
     args.registry = registry
     return args
+
+
+def _check_seeds(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--seed S --seeds N trains seeds S..S+N-1: all must be valid seeds; many of them get a warning."""
+    seed, seeds = getattr(args, "seed", None), getattr(args, "seeds", None)
+    if seeds and (seed or 0) + seeds - 1 > MAX_SEED:
+        parser.error(f"--seed {seed or 0} --seeds {seeds} reaches seed {(seed or 0) + seeds - 1}, above {MAX_SEED}")
+    if seeds and seeds > MANY_SEEDS:
+        print(f"warning: --seeds {seeds} trains {seeds} models at once: memory, compile time and the time one "
+              "training call takes (Ctrl-C waits for it) all grow with the number of models; try a few first",
+              file=sys.stderr)
+
+
+class _QuietStdout:
+    """sys.stdout that swallows BrokenPipeError (`run.py ... | head -1`): the run goes on and finishes its
+    results; what it prints after the reader left goes to /dev/null."""
+
+    def __init__(self, stream):
+        self._stream, self.broken = stream, False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._break()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._break()
+
+    def _break(self) -> None:
+        self.broken = True
+        try:  # so that the interpreter's own flush at exit finds a sink, not the closed pipe
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def main(registry: Registry | dict, argv: list[str] | None = None) -> int:
@@ -210,11 +268,13 @@ def main(registry: Registry | dict, argv: list[str] | None = None) -> int:
         _print_tasks(registry)
         return 0 if argv else 2
     restore = interrupt.install()  # first: Ctrl-C while the task's imports load is handled like any other
+    stdout, sys.stdout = sys.stdout, _QuietStdout(sys.stdout)
     try:
         args = parse_args(registry, argv)
         host_memory.retain_freed_memory()
         return run_task(registry.get(args.task), args)
     finally:
+        sys.stdout = stdout
         restore()
 
 
@@ -222,6 +282,7 @@ def run_task(task: Task, args: argparse.Namespace) -> int:
     """`task.run(args)` with the errors a user can cause turned into one line and an exit code."""
     try:
         distributed.initialize(args)  # before anything touches a JAX backend; nothing unless asked for
+        check_backend()
         code = guarded_run(task, args)
         if interrupt.requested():  # Ctrl-C after the last safe point: still 130, but the results are whole
             print("interrupted after the results were written", file=sys.stderr)
@@ -232,20 +293,55 @@ def run_task(task: Task, args: argparse.Namespace) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return _interrupted()
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        from common import outputs  # here, like jax: this module loads before the Ctrl-C handler is in place
+
+        print(f"error: {outputs.write_error(e.filename or 'a file', e)}", file=sys.stderr)
+        return 2
+
+
+def check_backend() -> None:
+    """A JAX_PLATFORMS naming a backend this machine lacks (gpu, cuda on a CPU machine) is one UserError."""
+    wanted = os.environ.get("JAX_PLATFORMS", "").strip()
+    if not wanted:
+        return
+    import jax  # here: `run.py` loads this module before the Ctrl-C handler is installed, and jax takes seconds
+
+    try:
+        jax.devices()
+    except (RuntimeError, AssertionError) as e:  # jax raises AssertionError('') for "cuda" without a GPU
+        reason = str(e).split(" (set JAX_PLATFORMS")[0] or "no such device"
+        raise UserError(f"JAX_PLATFORMS={wanted}: that backend cannot start on this machine ({reason}); unset "
+                        "JAX_PLATFORMS or set it to cpu") from None
 
 
 def guarded_run(task: Task, args: argparse.Namespace) -> int:
-    """`task.run(args)` holding `args.out` (checked writable, then locked against a second run) throughout,
-    so a bad or busy --out is one line before any data are loaded."""
+    """`task.run(args)` holding `args.out` (checked: a folder this task may replace, writable; then locked
+    against other runs, nested folders included) throughout, so a bad or busy --out is one line before any
+    data are loaded."""
+    from common import outputs  # imports jax: not at the top (see check_backend)
+
     interrupt.check()
-    if not distributed.is_writer() or task.out_is_file:  # process 0 holds the lock of a multi-process run's --out
+    if task.out_kind == "result":
+        outputs.check_replaceable(args.out, task.name)
+    elif task.out_kind == "report":
+        if os.path.isdir(args.out) and not os.access(args.out, os.W_OK | os.X_OK):
+            raise UserError(f"--out {args.out}: cannot write into it (permission denied or read-only); the "
+                            "report needs to write report.html and REPORT.md there")
+        return int(task.run(args) or 0)  # it only adds two files: no claim, so it runs beside training runs
+    elif task.out_kind == "file":
         return int(task.run(args) or 0)
-    with locks.claim(args.out):
+    if not distributed.is_writer():  # process 0 holds the lock of a multi-process run's --out
+        return int(task.run(args) or 0)
+    with locks.claim(args.out, task.name, getattr(args, "command", None)):
         return int(task.run(args) or 0)
 
 
 def _interrupted() -> int:
-    print("interrupted; earlier results are unchanged", file=sys.stderr)
+    print("interrupted; nothing under --out was replaced (rerun the same command to resume training from the last "
+          "complete epoch)", file=sys.stderr)
     return interrupt.EXIT_CODE
 
 

@@ -55,4 +55,4 @@ def run(args) -> int:
 
 
 EXPORT = cli.Task("export", "write a folder or TFDS dataset as one portable .npz (--data-dir FILE.npz then reads it)",
-                  add_arguments, run, out_is_file=True)
+                  add_arguments, run, out_kind="file")

@@ -105,7 +105,7 @@ def fit(model, dataset: data_lib.Dataset, train: TrainConfig, out: str, *, task:
         raise data_lib.DataError(f"the training split has {len(dataset.train)} examples, fewer than the batch "
                                  f"size {train.batch_size}; lower --batch-size")
     environment = outputs.environment_info()  # at the start: the load average before this run adds to it
-    run = outputs.RunDir(out)
+    run = outputs.RunDir(out, task=task, config=config)
     try:
         history, metrics, best, state = _train(run, model, dataset, train, specs, task, config, title,
                                                penalty_fn, on_epoch, progress)
@@ -245,7 +245,7 @@ def _maybe_resume(run: outputs.RunDir, state, best: BestEpoch, run_info):
 def _save_resume(run: outputs.RunDir, state, best: BestEpoch, history, run_info, wall_seconds: float) -> None:
     # State first, then the JSON that names its epoch: a kill between the two only loses that epoch.
     ckpt.save_tree(run.path(RESUME_STATE), {"state": state, "best": best.state_dict()})
-    outputs.write_json(run.path(RESUME_INFO), {"run_info": run_info, "history": history,
+    outputs.atomic_write_json(run.path(RESUME_INFO), {"run_info": run_info, "history": history,
                                                "wall_seconds": wall_seconds})
 
 
@@ -314,7 +314,7 @@ def _warn_if_diverged(metrics: dict, history: list[dict]) -> None:
 def _write_results(run, history, metrics, variables, specs, run_info, title, figure_name) -> None:
     n_models = len(specs)
     outputs.write_csv(run.path(HISTORY_CSV), per_model_rows(history, specs))
-    outputs.write_json(run.path(METRICS_JSON), metrics)
+    outputs.atomic_write_json(run.path(METRICS_JSON), metrics)
     suffix = "" if n_models == 1 else f" (mean of {n_models} models)"
     selected = metrics["selected_epoch"] if n_models == 1 else None
     plotting.plot_history(mean_rows(history), run.path(figure_name), title + suffix, selected,

@@ -6,8 +6,12 @@ a flock when its process dies (Ctrl-C, SIGKILL, a crash), so a lock file left be
 loss locks nothing: the next run takes it over and resumes from `<out>.partial` as usual.
 
 Claims are re-entrant within one process (the CLI claims `--out`, then the task's RunDir claims it again), and
-a nested result folder (compare's `<out>.partial/lenet`, a sweep's `<out>/lstm_h16`) locks its own file, so a
-run never waits on itself.
+a nested result folder (compare's `<out>.partial/lenet`, a sweep's `<out>.partial/lstm_h16`) locks its own file,
+so a run never waits on itself. Claims of other processes exclude nested folders too: a run into `A/B` is refused
+while another holds `A` (whose commit would replace `A/B`), and a run into `A` while another holds a folder
+inside `A` or `A.partial` (found up to `NESTED_DEPTH` levels down). Each side takes its own lock before it looks
+for the other's, so of two runs started together at least one sees the other. Paths are resolved through
+symlinks first, so two names of one folder are one claim.
 """
 from __future__ import annotations
 
@@ -20,14 +24,26 @@ from collections.abc import Iterator
 from common.errors import UserError
 
 LOCK_SUFFIX = ".lock"
+PARTIAL_SUFFIX = ".partial"
+NESTED_DEPTH = 4  # how deep below a claimed folder other runs' locks are looked for
+NESTED_MAX_ENTRIES = 20000  # and at most this many entries (a huge folder is never a result of ours anyway)
 
-# lock path -> [file descriptor, claim depth, folders this claim created (removed again if left empty)]
+# lock path -> [file descriptor, claim depth, folders this claim created (removed again if left empty),
+#              {"task", "command"} the claim is for]
 _held: dict[str, list] = {}
+
+
+def resolve(out: str) -> str:
+    """The absolute, symlink-free path of result folder `out` (a link is written through)."""
+    return os.path.realpath(out.rstrip("/") or out)
 
 
 def check_out(out: str) -> str:
     """The absolute result folder of `--out out`; one-line UserError when it cannot be one (before any work)."""
-    final = os.path.abspath(out.rstrip("/") or out)
+    final = resolve(out)
+    if os.path.ismount(final):
+        raise UserError(f"--out {out} is a mount point, which a finished run cannot replace; give a folder "
+                        f"inside it (e.g. {os.path.join(out, 'result')})")
     for path in (final, final + ".partial"):
         if os.path.lexists(path) and not os.path.isdir(path):
             raise UserError(f"--out {out}: {path} is an existing file, not a folder; give a folder path "
@@ -42,8 +58,9 @@ def check_out(out: str) -> str:
     return final
 
 
-def acquire(out: str) -> str:
-    """Claims result folder `out` for this process (re-entrant); returns the lock's path for `release`."""
+def acquire(out: str, task: str | None = None, command: str | None = None) -> str:
+    """Claims result folder `out` for this process (re-entrant), for a result of `task` made by `command`
+    (recorded for the folder's marker); returns the lock's path for `release`."""
     final = check_out(out)
     path = final + LOCK_SUFFIX
     if path in _held:
@@ -57,8 +74,72 @@ def acquire(out: str) -> str:
         raise
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
-    _held[path] = [fd, 1, created]
+    _held[path] = [fd, 1, created, {"task": task, "command": command}]
+    try:
+        _check_nested(final, out)
+    except BaseException:
+        release(path, completely=True)
+        raise
     return path
+
+
+def claim_info(final: str) -> dict:
+    """{'task', 'command'} this process claimed folder `final` for (None values when unknown or not claimed)."""
+    entry = _held.get(resolve(final) + LOCK_SUFFIX)
+    return dict(entry[3]) if entry else {"task": None, "command": None}
+
+
+def is_locked(path: str) -> bool:
+    """Whether lock file `path` is held by another open file (another run; or this process through another
+    descriptor, which `_held` lists)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _holder(path: str) -> str:
+    try:
+        with open(path) as f:
+            return (f.read(200).split() or ["unknown"])[0]
+    except OSError:
+        return "unknown"
+
+
+def _check_nested(final: str, out: str) -> None:
+    """UserError when another run holds a folder that contains `final`, or one inside it."""
+    folder = os.path.dirname(final)
+    while folder != os.path.dirname(folder):
+        for owner in {folder, folder.removesuffix(PARTIAL_SUFFIX)}:
+            lock = owner + LOCK_SUFFIX
+            if lock not in _held and is_locked(lock):
+                raise UserError(f"--out {out} lies inside {owner}, which another run (pid {_holder(lock)}) is "
+                                "writing and will replace; wait for it to end or choose another --out")
+        folder = os.path.dirname(folder)
+    for lock in _locks_below(final):
+        if lock not in _held and is_locked(lock):
+            raise UserError(f"--out {out} holds {lock.removesuffix(LOCK_SUFFIX)}, which another run (pid "
+                            f"{_holder(lock)}) is writing; wait for it to end or choose another --out")
+
+
+def _locks_below(final: str) -> Iterator[str]:
+    """Lock files inside `final` and `final.partial`, at most NESTED_DEPTH levels down."""
+    seen = 0
+    for top in (final, final + PARTIAL_SUFFIX):
+        for base, dirs, files in os.walk(top):
+            seen += len(dirs) + len(files)
+            if seen > NESTED_MAX_ENTRIES:
+                return
+            if base[len(top):].count(os.sep) >= NESTED_DEPTH:
+                dirs.clear()
+            yield from (os.path.join(base, n) for n in files if n.endswith(LOCK_SUFFIX))
 
 
 def _lock_file(path: str, out: str) -> int:
@@ -94,7 +175,7 @@ def release(path: str, completely: bool = False) -> None:
     if entry[1] > 0:
         return
     del _held[path]
-    fd, _, created = entry
+    fd, _, created, _ = entry
     with contextlib.suppress(OSError):
         os.unlink(path)  # while still locked, so no other run locks the file being removed
     os.close(fd)
@@ -107,11 +188,11 @@ def held() -> set[str]:
 
 
 @contextlib.contextmanager
-def claim(out: str) -> Iterator[str]:
-    """`acquire(out)` for the block; on leaving, also releases every claim made inside it and not released
-    (a task that failed half-way), so an in-process caller never keeps a folder locked."""
+def claim(out: str, task: str | None = None, command: str | None = None) -> Iterator[str]:
+    """`acquire(out, task, command)` for the block; on leaving, also releases every claim made inside it and
+    not released (a task that failed half-way), so an in-process caller never keeps a folder locked."""
     before = held()
-    path = acquire(out)
+    path = acquire(out, task, command)
     try:
         yield path
     finally:

@@ -1,17 +1,24 @@
-"""Output folders that are replaced only when a run completes, and the small files every run writes.
+"""Output folders that are replaced only by a finished result of this project, and the files every run writes.
 
-A run works in `<out>.partial/`; per-epoch resume state lives there too, so a killed run restarted with the
-same `--out` continues from its last complete epoch. On success the folder is moved into place in one rename;
-a crash or a bad input leaves any earlier `<out>` untouched. The folder is claimed (`common.locks`: a flock on
-`<out>.lock`) from `open` to `commit`, so a second run into the same `--out` is refused instead of sharing the
-working folder, and `commit` refuses once Ctrl-C was pressed (`common.interrupt`).
+A run works in `<out>.partial/`; per-epoch resume state lives there too, so a killed run restarted with the same
+`--out` continues from its last complete epoch. On success `commit` writes a marker (`.elec576-result.json`:
+task, config, finish time and the list of files the run wrote) and moves the folder into place. What is at
+`--out` already is replaced only when it is such a result of the same task (`refusal` says why anything else
+is refused, before any work): the old result is renamed to `<out>.replaced-<time>`, the new one renamed
+into place, then the old folder's files that its marker lists are deleted; anything else in it (a user's notes)
+stays there and a note says so. A crash, a bad input or Ctrl-C leaves any earlier `<out>` untouched. `--out` is
+resolved through symlinks (the result is written where the link points); a mount point is refused. The folder
+is claimed (`common.locks`) from `open` to `commit`, and `commit` refuses once Ctrl-C was pressed.
 
-Every file is written through `atomic_write_bytes` (a temporary name, fsync, one rename), so a reader never
-sees half a file and a crash never leaves one behind; the text, JSON and CSV writers here are built on it.
+Every file is written through `atomic_write_bytes` (a temporary name, fsync, one rename, fsync of the folder):
+a reader never sees half a file, the temporary file is removed on every error path, and a full disk or an
+unwritable folder is one UserError. Temporary files left by a killed process are stripped at commit.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import importlib.metadata
 import io
 import json
@@ -19,7 +26,9 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -30,16 +39,52 @@ from common import distributed, interrupt, locks
 from common.errors import UserError
 
 METRICS_JSON = "metrics.json"  # what every training run writes into its output folder
+MARKER = ".elec576-result.json"  # written by `commit`: this folder is a finished result of this project
+PARTIAL_MARKER = ".elec576-partial.json"  # written by `open`: this `.partial` folder is a working folder of ours
+PROJECT = "elec576-jax"
+TMP_TAG = ".tmp-"  # temporary files are `<name>.tmp-<pid>`
+_WRITE_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+                 errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+                 errno.EPERM: "operation not permitted"}
+
+
+def write_error(path: str, e: OSError) -> Exception:
+    """The UserError a user can act on (disk full, read-only, permission) for a failed write, else `e`."""
+    if e.errno not in _WRITE_ERRORS:
+        return e
+    hint = "; free some space and rerun the same command (it resumes)" if e.errno in (errno.ENOSPC, errno.EDQUOT) \
+        else "; choose another --out"
+    return UserError(f"cannot write {path}: {_WRITE_ERRORS[e.errno]}{hint}")
+
+
+def fsync_dir(folder: str) -> None:
+    """Makes a rename in `folder` durable (a no-op where directories cannot be opened)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def atomic_write_bytes(path: str, payload: bytes) -> None:
-    """Writes `payload` to a temporary name beside `path`, syncs it, then renames it over `path`."""
-    tmp = f"{path}.tmp-{os.getpid()}"  # the pid keeps two processes writing the same file apart
-    with open(tmp, "wb") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Writes `payload` to a temporary name beside `path`, syncs it, renames it over `path` and syncs the folder.
+    On any error (a full disk, Ctrl-C's second press) the temporary file is removed; a full disk or an
+    unwritable folder is one UserError."""
+    tmp = f"{path}{TMP_TAG}{os.getpid()}"  # the pid keeps two processes writing the same file apart
+    try:
+        with open(tmp, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        if isinstance(e, OSError):
+            raise write_error(path, e) from None
+        raise
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 def atomic_write_text(path: str, text: str) -> None:
@@ -63,33 +108,169 @@ def jsonable(x):
     raise TypeError(f"not JSON serialisable: {type(x)}")
 
 
+# ------------------------------------------------------------------------------ what a folder holds
+
+
+def read_marker(folder: str) -> dict | None:
+    """The result marker of `folder` (written by `commit`, or `mark_root`), or None when it has none."""
+    marker = read_json(os.path.join(folder, MARKER))
+    return marker if marker and marker.get("project") == PROJECT else None
+
+
+def _legacy_task(folder: str) -> str | None:
+    """The task of a result written before markers existed (its metrics.json names it), else None."""
+    metrics = read_json(os.path.join(folder, METRICS_JSON))
+    return metrics.get("task") if metrics and isinstance(metrics.get("task"), str) else None
+
+
+def _our_results_inside(folder: str, names: list[str]) -> list[str]:
+    return [n for n in names if os.path.isdir(os.path.join(folder, n)) and
+            (read_marker(os.path.join(folder, n)) or _legacy_task(os.path.join(folder, n)))]
+
+
+def refusal(out: str, task: str | None) -> str | None:
+    """Why `--out out` must not be replaced by a result of `task` (None: it is absent, empty, or a finished
+    result of `task` written by this project, so replacing it loses nothing of anyone else's)."""
+    final = locks.resolve(out)
+    if not os.path.isdir(final) or not (names := sorted(os.listdir(final))):
+        return None
+    marker = read_marker(final)
+    if marker and marker.get("kind") == "result" and (task is None or marker.get("task") in (task, None)):
+        return None
+    if marker is None and task is not None and _legacy_task(final) == task:
+        return None
+    head = f"--out {out} is not replaced"
+    if marker and marker.get("kind") == "root":
+        return f"{head}: it is a results root (one folder per task, made by --task all); give {out}/{task} instead"
+    if marker and marker.get("kind") == "result":
+        return f"{head}: it holds a {marker.get('task')} result, not a {task} one; choose another --out"
+    ours = _our_results_inside(final, names)
+    if ours:
+        return (f"{head}: it is a folder of results ({', '.join(n + '/' for n in ours[:3])}...), not one "
+                f"{task} result; give {os.path.join(out, task or 'NAME')} or a new folder")
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return (f"{head}: it is not a finished result of this project (no {MARKER}; it holds {shown}); nothing "
+            "there is touched: give a new or empty folder, or move that one away")
+
+
+def check_replaceable(out: str, task: str | None) -> None:
+    """One-line UserError (before any work) unless `refusal(out, task)` is None."""
+    why = refusal(out, task)
+    if why:
+        raise UserError(why)
+
+
+def mark_root(root: str, command: str | None) -> None:
+    """Marks `root` as a results root (one folder per task; `--task all`), never a result to replace whole."""
+    atomic_write_json(os.path.join(root, MARKER), {"project": PROJECT, "kind": "root", "command": command,
+                                                   "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
+
+
+def _files(folder: str) -> list[str]:
+    """Every file under `folder`, as sorted paths relative to it."""
+    return sorted(os.path.relpath(os.path.join(base, n), folder) for base, _, names in os.walk(folder) for n in names)
+
+
+def strip_temporaries(folder: str) -> None:
+    """Removes the temporary files a killed writer left (`*.tmp-<pid>`) and stale lock files under `folder`."""
+    for rel in _files(folder):
+        path = os.path.join(folder, rel)
+        name = os.path.basename(rel)
+        stale_lock = name.endswith(locks.LOCK_SUFFIX) and path not in locks.held() and not locks.is_locked(path)
+        if TMP_TAG in name or stale_lock:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+
+
+def unused_name(base: str) -> str:
+    """`base`, or `base-2`, `base-3`, ...: the first name nothing exists at (for folders renamed aside)."""
+    name, n = base, 1
+    while os.path.lexists(name):
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def place(work: str, final: str, task: str | None) -> None:
+    """Renames finished folder `work` to `final`. An earlier result of `task` there is renamed aside first,
+    then only the files its marker lists are deleted (see `_discard`); anything else there is refused."""
+    if os.path.lexists(final) and not os.path.isdir(final):
+        raise UserError(f"{final} is a file, not a folder; the result stays in {work}")
+    if os.path.ismount(final):
+        raise UserError(f"{final} is a mount point, which cannot be replaced; the result stays in {work}")
+    why = refusal(final, task)
+    if why:
+        raise UserError(f"{why}; the result stays in {work}")
+    aside = None
+    if os.path.isdir(final) and os.listdir(final):
+        aside = unused_name(f"{final}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(final, aside)
+    elif os.path.isdir(final):
+        os.rmdir(final)
+    try:
+        os.replace(work, final)
+    except OSError:
+        if aside:
+            os.replace(aside, final)  # put the earlier result back
+        raise
+    fsync_dir(os.path.dirname(final))
+    if aside:
+        try:
+            _discard(aside, final)
+        except OSError as e:  # the new result is in place; the old one just stays where it was put
+            print(f"note: replaced {final}; the earlier result stays in {aside} ({e.strerror})", file=sys.stderr)
+
+
+def _discard(aside: str, final: str) -> None:
+    """Deletes the files of the replaced result `aside` that its marker lists (ours), then its empty folders;
+    whatever else is there stays, with a note."""
+    marker = read_marker(aside)
+    ours = set(marker.get("files", [])) | {MARKER} if marker else set()
+    for rel in _files(aside):
+        if rel in ours:
+            os.remove(os.path.join(aside, rel))
+    for base, _, _ in sorted(os.walk(aside), key=lambda w: -len(w[0])):  # deepest first
+        with contextlib.suppress(OSError):
+            os.rmdir(base)
+    if os.path.exists(aside):
+        what = "files this project did not write" if marker else "earlier result (written before result markers)"
+        print(f"note: replaced {final}; its {what} are kept in {aside}", file=sys.stderr)
+
+
 class RunDir:
     """A result folder written as `<out>.partial/` and moved into place by `commit`, claimed (common.locks)
     from `open` until `commit` or `release`, so two runs never share one working folder.
 
-    In a multi-process run only process 0 claims and writes there; the others write into a scratch folder of
-    their own, deleted at the end, and read what they need to resume from the shared `<out>.partial/` (a
-    shared filesystem is assumed).
+    `task` and `config` go into the marker `commit` writes, with the command (from the CLI's claim: see
+    `locks.claim_info`; when `task` is None, the task comes from there too). In a multi-process run only
+    process 0 claims and writes there; the others write into a scratch folder of their own, deleted at the
+    end, and read what they need to resume from the shared `<out>.partial/` (a shared filesystem is assumed).
     """
 
-    def __init__(self, out: str):
-        self.final = os.path.abspath(out.rstrip("/") or out)
+    def __init__(self, out: str, *, task: str | None = None, config: Any = None):
+        self.final = locks.resolve(out)
         self.shared = self.final + ".partial"
+        self.task, self.config = task, config
         self.writer = distributed.is_writer()
         self.work = self.shared if self.writer else tempfile.mkdtemp(prefix=f"process{jax.process_index()}-")
         self._lock: str | None = None
 
     def open(self, keep_partial: bool = True) -> str:
         """Claims the folder, then creates the working folder; keeps an existing one (for resuming) unless
-        told not to."""
+        told not to (then it is deleted when it is ours, renamed aside when it is not)."""
         if self._lock is None and self.writer:
             self._lock = locks.acquire(self.final)
         if os.path.isdir(self.work) and not keep_partial:
-            shutil.rmtree(self.work)
+            if os.path.exists(os.path.join(self.work, PARTIAL_MARKER)) or not os.listdir(self.work):
+                shutil.rmtree(self.work)
+            else:
+                os.replace(self.work, unused_name(f"{self.work}.other-{time.strftime('%Y%m%d-%H%M%S')}"))
         try:
             os.makedirs(self.work, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create {self.work} ({e.strerror})") from None
+        if self.writer and not os.path.exists(os.path.join(self.work, PARTIAL_MARKER)):
+            atomic_write_json(os.path.join(self.work, PARTIAL_MARKER), {"project": PROJECT, "out": self.final})
         return self.work
 
     def path(self, *parts: str) -> str:
@@ -101,22 +282,22 @@ class RunDir:
         return os.path.join(self.shared, *parts)
 
     def commit(self) -> str:
-        """Moves the finished working folder to its final place, replacing an earlier result; refused once
-        Ctrl-C was pressed (the earlier result stays)."""
+        """Marks the finished working folder as a result and moves it to its final place (see `place`);
+        refused once Ctrl-C was pressed (the earlier result stays)."""
         interrupt.check()
         if not self.writer:
             shutil.rmtree(self.work, ignore_errors=True)
             return self.final
-        if os.path.lexists(self.final) and not os.path.isdir(self.final):
-            raise UserError(f"{self.final} is a file, not a folder; the result stays in {self.work}")
-        old = self.final + ".old"
-        if os.path.exists(old):
-            shutil.rmtree(old)
-        if os.path.exists(self.final):
-            os.replace(self.final, old)
-        os.replace(self.work, self.final)
-        if os.path.exists(old):
-            shutil.rmtree(old)
+        claim = locks.claim_info(self.final)
+        task = self.task or claim["task"]
+        strip_temporaries(self.work)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(self.work, PARTIAL_MARKER))
+        atomic_write_json(os.path.join(self.work, MARKER), {
+            "project": PROJECT, "kind": "result", "task": task, "config": self.config, "command": claim["command"],
+            "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "files": [f for f in _files(self.work) if f != MARKER]})
+        place(self.work, self.final, task)
         self.release()
         return self.final
 
@@ -136,10 +317,6 @@ def write_csv(path: str, rows: Iterable[dict[str, Any]]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())
-
-
-def write_json(path: str, obj: Any) -> None:
-    atomic_write_json(path, obj)
 
 
 def read_json(path: str) -> dict | None:

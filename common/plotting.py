@@ -1,6 +1,7 @@
 """Matplotlib helpers shared by the experiments (Agg backend: no display needed)."""
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -63,7 +64,15 @@ def band(ax, x, curves, color) -> None:
 
 
 def save(fig, path: str, dpi: int = 130) -> str:
+    """Renders `fig` to bytes (the format from `path`'s extension, PNG without one), then writes them
+    atomically (common.outputs), so no reader or resumed run ever sees half a figure."""
+    from common import outputs  # here: this module stays importable without JAX
+
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, dpi=dpi, format=os.path.splitext(path)[1].lstrip(".").lower() or "png")
+    finally:
+        plt.close(fig)
+    outputs.atomic_write_bytes(path, buffer.getvalue())
     return path

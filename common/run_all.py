@@ -10,17 +10,26 @@ takes (minus its `all_skips`), in the user's order, so the user's flags win.
 A task that fails is reported and the chain goes on (tasks that need its output are skipped), so one
 failure does not throw away hours of other results; the report lists what is missing, and the exit code
 is that of the first failure (2 for bad input).
+
+The chain is one unit: every task writes into `<root>.partial/<task>` (its recorded command still names
+`<root>/<task>`), and only when the chain has ended are the finished task folders moved to `<root>/<task>`
+(each replacing only an earlier result of the same task: `common.outputs.place`), run_all.json written and
+the report made. A rerun after a kill or Ctrl-C keeps each task that had finished in `<root>.partial` with the
+same command on the same data files (names, sizes, modification times: `data_signature`) instead of running
+it again. Nothing else in the root is touched, so a root may hold a user's own files.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import os
 import shlex
 import sys
 import time
 import traceback
 
-from common import cli, outputs, report
+from common import cli, interrupt, locks, outputs, report
 from common import data as data_lib
 from common.errors import TrainingDiverged, UserError
 
@@ -75,10 +84,13 @@ def task_command(registry: cli.Registry, name: str, root: str) -> str:
     return "python run.py " + shlex.join(task_argv(registry, name, root))
 
 
-def run_chained(registry: cli.Registry, argv: list[str]) -> tuple[int, str]:
-    """Runs one task as `python run.py argv` would; returns (exit code, '' or why it failed)."""
+def run_chained(registry: cli.Registry, argv: list[str], command: list[str] | None = None) -> tuple[int, str]:
+    """Runs one task as `python run.py argv` would, recording `run.py command` (default: argv) as its
+    command; returns (exit code, '' or why it failed)."""
     try:
         args = cli.parse_args(registry, argv)
+        if command is not None:
+            args.command = shlex.join(["run.py"] + list(command))
         return cli.guarded_run(registry.get(args.task), args), ""
     except (UserError, TrainingDiverged) as e:
         return e.exit_code, str(e)
@@ -89,31 +101,114 @@ def run_chained(registry: cli.Registry, argv: list[str]) -> tuple[int, str]:
         return 1, f"{e.__class__.__name__}: {e}"
 
 
-def run(args) -> int:
-    registry, root = args.registry, args.out
-    for source in (getattr(args, "data_dir", None), getattr(args, "mnist", None)):
-        if source:
-            data_lib.check_source(source)  # a wrong folder or file fails now, not after the first tasks
-    os.makedirs(root, exist_ok=True)
-    user_argv = shlex.split(args.command)[1:]
-    t_start, records, failed = time.perf_counter(), [], {}
+def data_signature(args) -> str:
+    """A checksum of the names, sizes and modification times of every file under the data folders (or the
+    dataset files) the flags (or $TFDS_DATA_DIR) name: a rerun keeps a finished task only when its data files
+    are unchanged."""
+    h = hashlib.blake2b(digest_size=12)
+    for top in (getattr(args, "data_dir", None), getattr(args, "mnist", None),
+                getattr(args, "tfds_data_dir", None) or os.environ.get("TFDS_DATA_DIR")):
+        for path in _data_files(top):
+            with contextlib.suppress(OSError):
+                st = os.stat(path)
+                h.update(f"{os.path.relpath(path, top)}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()
+
+
+def _data_files(top: str | None) -> list[str]:
+    """`top` itself when it is a file (a dataset .npz), else every file under it, in a fixed order."""
+    if not top:
+        return []
+    if os.path.isfile(top):
+        return [top]
+    found = []
+    for base, dirs, files in os.walk(top):
+        dirs.sort()
+        found += [os.path.join(base, name) for name in sorted(files)]
+    return found
+
+
+def _kept(partial: str, signature: str) -> dict[str, dict]:
+    """{task: record} of the tasks an interrupted run finished in `partial`, with the data it saw."""
+    info = outputs.read_json(os.path.join(partial, RUN_ALL_JSON)) or {}
+    if info.get("data_signature") != signature:
+        return {}
+    return {r["task"]: r for r in info.get("tasks", []) if r.get("status", "").startswith("ok")
+            and outputs.read_marker(os.path.join(partial, r["task"]))}
+
+
+def _run_tasks(args, root: str, partial: str, signature: str) -> tuple[list[dict], dict[str, int]]:
+    """Runs (or keeps) every task of the chain into `partial`; returns (records, {failed task: exit code})."""
+    registry, user_argv = args.registry, shlex.split(args.command)[1:]
+    kept, t_start, records, failed = _kept(partial, signature), time.perf_counter(), [], {}
     for name in chain(registry):
-        argv = task_argv(registry, name, root, args.quick, user_argv)
-        record = {"task": name, "command": shlex.join(["python", "run.py"] + argv)}
+        final_argv = task_argv(registry, name, root, args.quick, user_argv)
+        record = {"task": name, "command": shlex.join(["python", "run.py"] + final_argv)}
         needs = [n for n in registry.get(name).needs if n in failed]
+        earlier = kept.get(name)
         if needs:
             record.update(status=f"skipped: {needs[0]} failed", seconds=None)
+        elif earlier and earlier["command"] == record["command"]:
+            record.update(status="ok (kept from the interrupted run)", seconds=earlier.get("seconds"))
+            print(f"\n=== {name}: kept, finished by an interrupted run of the same command", file=sys.stderr)
         else:
             print(f"\n=== {name}: {record['command']}", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
-            code, why = run_chained(registry, argv)
+            code, why = run_chained(registry, task_argv(registry, name, partial, args.quick, user_argv),
+                                    final_argv)
             record.update(status="ok" if code == 0 else f"failed ({why})", seconds=time.perf_counter() - t0)
             if code:
                 failed[name] = code
                 print(f"=== {name} failed: {why}", file=sys.stderr, flush=True)
         records.append(record)
-        _write_summary(root, args.command, records, time.perf_counter() - t_start)
-    code, why = run_chained(registry, ["--task", "report", "--out", root])
+        _write_summary(partial, args.command, records, time.perf_counter() - t_start, signature)
+    return records, failed
+
+
+def _move_results(partial: str, root: str) -> None:
+    """Moves every finished result in `partial` to `root` (refused ones stay, with the reason); then removes
+    `partial` when nothing else is left there."""
+    for name in sorted(os.listdir(partial)):
+        marker = outputs.read_marker(os.path.join(partial, name))
+        if marker and marker.get("kind") == "result":
+            try:
+                outputs.place(os.path.join(partial, name), os.path.join(root, name), marker.get("task"))
+            except UserError as e:
+                print(f"=== {e}", file=sys.stderr)
+    for name in (RUN_ALL_JSON, outputs.PARTIAL_MARKER):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(partial, name))
+    outputs.strip_temporaries(partial)
+    left = os.listdir(partial)
+    if left:
+        print(f"=== kept in {partial}: {', '.join(sorted(left)[:5])} (unfinished work)", file=sys.stderr)
+    else:
+        os.rmdir(partial)
+
+
+def run(args) -> int:
+    registry, root = args.registry, args.out
+    for source in (getattr(args, "data_dir", None), getattr(args, "mnist", None)):
+        if source:
+            data_lib.check_source(source)  # a wrong folder or file fails now, not after the first tasks
+    for name in chain(registry):  # a folder that is not that task's earlier result: refused before any work
+        outputs.check_replaceable(os.path.join(root, name), name)
+    partial = locks.resolve(root) + locks.PARTIAL_SUFFIX
+    os.makedirs(partial, exist_ok=True)
+    outputs.atomic_write_json(os.path.join(partial, outputs.PARTIAL_MARKER), {"project": outputs.PROJECT})
+    t_start, signature = time.perf_counter(), data_signature(args)
+    records, failed = _run_tasks(args, root, partial, signature)
+    interrupt.check()  # Ctrl-C during the last task: nothing was moved yet
+    os.makedirs(root, exist_ok=True)
+    _move_results(partial, root)
+    outputs.mark_root(root, args.command)
+    _write_summary(root, args.command, records, time.perf_counter() - t_start, signature)
+    try:
+        code, why = run_chained(registry, ["--task", "report", "--out", root])
+    except KeyboardInterrupt:  # the results are in place already: say so, and how to make the report
+        print(f"interrupted before the report; the results are in {root}: make it with `python run.py --task "
+              f"report --out {root}`", file=sys.stderr)
+        return interrupt.EXIT_CODE
     if code:
         failed["report"] = code
         print(f"=== report failed: {why}", file=sys.stderr)
@@ -124,9 +219,9 @@ def run(args) -> int:
     return next(iter(failed.values()), 0)
 
 
-def _write_summary(root: str, command: str, records: list[dict], wall: float) -> None:
-    outputs.write_json(os.path.join(root, RUN_ALL_JSON), {
-        "command": command, "tasks": records, "wall_seconds": wall,
+def _write_summary(root: str, command: str, records: list[dict], wall: float, signature: str) -> None:
+    outputs.atomic_write_json(os.path.join(root, RUN_ALL_JSON), {
+        "command": command, "tasks": records, "wall_seconds": wall, "data_signature": signature,
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "environment": outputs.environment_info()})
 
 
@@ -143,6 +238,6 @@ def run_report(args) -> int:
 
 
 ALL = cli.Task("all", "run every task in order, then the report (--quick for a shrunk version)",
-               add_arguments, run, default_out="results")
+               add_arguments, run, default_out="results", out_kind="root")
 REPORT = cli.Task("report", "gather every result into report.html and REPORT.md", add_report_arguments,
-                  run_report, default_out="results")
+                  run_report, default_out="results", out_kind="report")

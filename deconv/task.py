@@ -9,7 +9,7 @@ import time
 from common import cli
 from common import data as data_lib
 from common.errors import UserError
-from common.outputs import RunDir, write_json
+from common.outputs import RunDir, atomic_write_json, refusal
 from deconv import ops
 from deconv.experiment import TOPK_JSON, DeconvSettings, deconv_experiment, resolve_filters
 from deconv.report import DECONV_SECTION
@@ -36,10 +36,19 @@ def settings_from_args(args) -> DeconvSettings:
     return DeconvSettings(**{k: v for k, v in values.items() if v is not None}).validate()
 
 
+def make_hint(checkpoint: str) -> str:
+    """The command that makes a checkpoint (quoted in backticks by the loader): into `checkpoint` itself only
+    when a lenet run may write there (absent, empty, or an earlier lenet result), never into a data folder."""
+    if refusal(checkpoint, "lenet") is None:
+        return f"python run.py --task lenet --out {checkpoint}"
+    default = lenet_checkpoint.DEFAULT_CHECKPOINT
+    return f"python run.py --task lenet --out {default}` and pass `--checkpoint {default}"
+
+
 def run(args) -> int:
     settings = settings_from_args(args)
     checkpoint = (args.checkpoint or lenet_checkpoint.DEFAULT_CHECKPOINT).rstrip("/") or "/"
-    how_to_make = f"python run.py --task lenet --out {checkpoint}"
+    how_to_make = make_hint(checkpoint)
     config, variables, run_info = lenet_checkpoint.load_lenet(checkpoint, how_to_make)
     resolve_filters(variables["params"], settings)  # bad --layer / --filters fail before any work
     config = lenet_checkpoint.with_data_overrides(config, args.data_dir, args.tfds_data_dir)
@@ -55,7 +64,7 @@ def run(args) -> int:
         shutil.rmtree(rundir.work, ignore_errors=True)  # nothing to resume here: leave no half-made folder
         raise
     summary["timing_seconds"]["data_loading"] = round(load_s, 2)
-    write_json(rundir.path(TOPK_JSON), summary)
+    atomic_write_json(rundir.path(TOPK_JSON), summary)
     final = rundir.commit()
     t = summary["timing_seconds"]
     print(f"deconv: top-{settings.top_k} search over {summary['split_size']} {settings.split} images "

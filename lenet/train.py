@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import functools
+import io
 import os
+import sys
+import zipfile
 
 import numpy as np
 
 from common import data as data_lib
-from common import fit
+from common import fit, outputs
 from lenet.config import LeNetConfig
 from lenet.model import LeNet5, l2_penalty
 
@@ -31,12 +34,19 @@ def _save_conv1_kernels(filter_epochs, workdir: str, epoch: int, state) -> None:
     if epoch not in filter_epochs:
         return
     path = os.path.join(workdir, FILTER_HISTORY)
-    saved = dict(np.load(path)) if os.path.exists(path) else {}
+    saved = {}
+    if os.path.exists(path):
+        try:
+            with np.load(path) as f:
+                saved = {k: f[k] for k in f.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # damaged (a kill, a full disk)
+            print(f"warning: {path} is unreadable ({e.__class__.__name__}); the conv1 filter history restarts at "
+                  f"epoch {epoch}", file=sys.stderr)
     kernel = np.asarray(state.params["conv1"]["kernel"])
     saved[f"epoch_{epoch}"] = kernel if kernel.ndim == 4 else kernel[0]  # first model when seeds are stacked
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **saved)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    np.savez(buffer, **saved)
+    outputs.atomic_write_bytes(path, buffer.getvalue())
 
 
 def data_name(config: LeNetConfig) -> str:

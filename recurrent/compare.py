@@ -235,7 +235,7 @@ def summary_text(rows: list[dict], target: float, shrunk: str | None) -> str:
 
 def write_tables(workdir: str, rows: list[dict], info: dict) -> None:
     """comparison.json (rows + how they were made), comparison.csv and comparison.md."""
-    outputs.write_json(os.path.join(workdir, TABLE + ".json"), {**info, "rows": rows})
+    outputs.atomic_write_json(os.path.join(workdir, TABLE + ".json"), {**info, "rows": rows})
     outputs.write_csv(os.path.join(workdir, TABLE + ".csv"), rows)
     target = info["target_accuracy"]
     key_e, key_s = f"epochs_to_{_pct(target)}", f"train_seconds_to_{_pct(target)}"

@@ -2,12 +2,17 @@
 
 Every configuration trains into its own subfolder `<out>/<cell>_h<hidden>/` (metrics.json, history.csv,
 fig_<cell>_h<hidden>.png, checkpoint/); the sweep then writes summary.csv, summary.json, fig_summary.png and
-fig_validation_by_size.png into `<out>`. The data are loaded once for the whole sweep.
+fig_validation_by_size.png into `<out>`. The data are loaded once for the whole sweep. The sweep is one unit: it
+works in `<out>.partial/`, keeps a member an earlier (killed) run finished there with the same config on the
+same data, and replaces `<out>` only when every member is done.
 """
 from __future__ import annotations
 
+import csv
+import json
 import os
 import sys
+import time
 
 from common import data as data_lib
 from common import distributed, fit, outputs
@@ -46,26 +51,102 @@ def train_and_evaluate(config: RNNConfig, workdir: str, dataset: data_lib.Datase
 
 
 def sweep(configs: list[RNNConfig], out: str, progress: bool = True, command: str | None = None) -> list[dict]:
-    """Trains every configuration (sharing one loaded dataset) and writes the summary table and figure."""
+    """Trains every configuration (sharing one loaded dataset) into `<out>.partial/<name>/`, skipping members
+    finished there earlier with the same config and data (`finished_member`), then writes the summary table and
+    figures once and moves the whole folder to `out` (common.outputs.RunDir)."""
     for config in configs:
         config.validate()
     dataset = data_lib.load_dataset(configs[0].data)
-    rows, curves = [], []
-    for config in configs:
-        result = train_and_evaluate(config, os.path.join(out, config.name), dataset, progress, command)
-        m = result.metrics
-        rows.append({"cell": config.cell, "hidden": config.hidden, "seeds": config.train.seeds,
-                     "test_accuracy": m["test_accuracy"], "test_accuracy_std": m.get("test_accuracy_std"),
-                     "val_accuracy": m["val_accuracy"], "train_accuracy": m["train_accuracy"],
-                     "param_count": m["param_count"], "seconds_per_epoch": m["seconds_per_epoch"],
-                     "train_seconds_per_epoch": m["train_seconds_per_epoch"],
-                     "train_images_per_sec": m["train_images_per_sec"], "epochs": m["epochs"]})
-        curves.append((config.cell, config.hidden, result.history))
-        print(f"{config.name}: test accuracy {m['test_accuracy']:.4f} ({m['param_count']} parameters, "
-              f"{m['seconds_per_epoch']:.1f} s/epoch)", file=sys.stdout, flush=True)
-    if len(rows) > 1 and distributed.is_writer():
-        outputs.write_csv(os.path.join(out, SUMMARY_CSV), rows)
-        outputs.write_json(os.path.join(out, SUMMARY_JSON), {"runs": rows, "environment": outputs.environment_info()})
-        plots.plot_sweep_summary(rows, os.path.join(out, SUMMARY_FIGURE))
-        plots.plot_validation_overlay(curves, os.path.join(out, VALIDATION_FIGURE))
+    fingerprint = data_lib.fingerprint(dataset)
+    run = outputs.RunDir(out, task="rnn", config={"sweep": [c.to_dict() for c in configs]})
+    try:
+        run.open()
+        rows, curves = [], []
+        for config in configs:
+            member = run.shared_path(config.name)  # process 0's folder: every process makes the same choice
+            kept = finished_member(member, config, dataset, fingerprint)
+            if kept is None:
+                result = train_and_evaluate(config, member, dataset, progress, command)
+                metrics, history = result.metrics, result.history
+            else:
+                metrics, history = kept
+                print(f"{config.name}: kept, finished {metrics.get('finished_at')} by an interrupted run of this "
+                      "sweep with the same config and data", file=sys.stderr, flush=True)
+            rows.append(summary_row(config, metrics))
+            curves.append((config.cell, config.hidden, history))
+            print(f"{config.name}: test accuracy {metrics['test_accuracy']:.4f} ({metrics['param_count']} "
+                  f"parameters, {metrics['seconds_per_epoch']:.1f} s/epoch)", file=sys.stdout, flush=True)
+        if distributed.is_writer():
+            _set_aside_strays(run, configs)
+            _write_summaries(run, rows, curves)
+        run.commit()
+    finally:
+        run.release()
     return rows
+
+
+def summary_row(config: RNNConfig, m: dict) -> dict:
+    """One line of summary.csv: the configuration and its selected epoch's numbers."""
+    return {"cell": config.cell, "hidden": config.hidden, "seeds": config.train.seeds,
+            "test_accuracy": m["test_accuracy"], "test_accuracy_std": m.get("test_accuracy_std"),
+            "val_accuracy": m["val_accuracy"], "train_accuracy": m["train_accuracy"],
+            "param_count": m["param_count"], "seconds_per_epoch": m["seconds_per_epoch"],
+            "train_seconds_per_epoch": m["train_seconds_per_epoch"],
+            "train_images_per_sec": m["train_images_per_sec"], "epochs": m["epochs"]}
+
+
+def finished_member(folder: str, config: RNNConfig, dataset: data_lib.Dataset,
+                    fingerprint: str) -> tuple[dict, list[dict]] | None:
+    """(metrics, history) of the finished result in `folder` when it was trained with `config` on the same
+    data (its `data_fingerprint`, or where it has none its source and split sizes), else None."""
+    metrics = outputs.read_json(os.path.join(folder, fit.METRICS_JSON))
+    if outputs.read_marker(folder) is None or metrics is None:
+        return None
+    same_config = metrics.get("config") == json.loads(json.dumps(config.to_dict(), default=outputs.jsonable))
+    sizes = (len(dataset.train), len(dataset.val), len(dataset.test))
+    same_data = (metrics.get("data_fingerprint", fingerprint) == fingerprint
+                 and metrics.get("data_source") == dataset.source
+                 and tuple(metrics.get(f"{s}_size", -1) for s in ("train", "val", "test")) == sizes)
+    if not (same_config and same_data):
+        return None
+    try:
+        return metrics, read_history(os.path.join(folder, fit.HISTORY_CSV))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def read_history(path: str) -> list[dict]:
+    """`fit`'s history rows back from history.csv: one row per epoch, and where several models trained together
+    (a `seed` column) each value a list over the models."""
+    with open(path, newline="") as f:
+        rows = [{k: None if v == "" else float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    by_epoch: dict[int, list[dict]] = {}
+    for r in rows:
+        by_epoch.setdefault(int(r["epoch"]), []).append(r)
+    several = bool(rows) and "seed" in rows[0]
+    return [{**{k: ([m[k] for m in models] if several else models[0][k]) for k in models[0]}, "epoch": epoch}
+            for epoch, models in by_epoch.items()]
+
+
+def _set_aside_strays(run: outputs.RunDir, configs: list[RNNConfig]) -> None:
+    """Moves what an earlier sweep with other members left in the working folder out of this result."""
+    keep = {n for c in configs for n in (c.name, c.name + ".partial", c.name + ".lock")}
+    keep |= {outputs.PARTIAL_MARKER, SUMMARY_CSV, SUMMARY_JSON, SUMMARY_FIGURE, VALIDATION_FIGURE}
+    strays = sorted(set(os.listdir(run.work)) - keep)
+    if strays:
+        aside = outputs.unused_name(f"{run.final}.set-aside-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.makedirs(aside)
+        for name in strays:
+            os.replace(run.path(name), os.path.join(aside, name))
+        print(f"note: {', '.join(strays[:3])} (from an earlier sweep with other members) moved to {aside}",
+              file=sys.stderr)
+
+
+def _write_summaries(run: outputs.RunDir, rows: list[dict], curves: list) -> None:
+    """summary.csv/json and the two sweep figures, once every member is done (none for a single member)."""
+    if len(rows) < 2:
+        return
+    outputs.write_csv(run.path(SUMMARY_CSV), rows)
+    outputs.atomic_write_json(run.path(SUMMARY_JSON), {"runs": rows, "environment": outputs.environment_info()})
+    plots.plot_sweep_summary(rows, run.path(SUMMARY_FIGURE))
+    plots.plot_validation_overlay(curves, run.path(VALIDATION_FIGURE))

@@ -8,6 +8,7 @@ subprocess. Data are generated (tests/conftest.py); nothing needs ../shared.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -37,13 +38,16 @@ def digest(folder) -> dict[str, str]:
     return out
 
 
-def earlier_result(folder) -> dict[str, str]:
-    """A stand-in for an earlier run's result folder; returns its digest."""
+def earlier_result(folder, task="lenet") -> dict[str, str]:
+    """A stand-in for an earlier run's result folder (marked as a finished `task` result); returns its digest."""
     os.makedirs(os.path.join(folder, "checkpoint"), exist_ok=True)
     with open(os.path.join(folder, "metrics.json"), "w") as f:
         f.write('{"test_accuracy": 0.5}\n')
     with open(os.path.join(folder, "checkpoint", "run.json"), "w") as f:
         f.write("{}\n")
+    with open(os.path.join(folder, outputs.MARKER), "w") as f:
+        json.dump({"project": outputs.PROJECT, "kind": "result", "task": task,
+                   "files": ["metrics.json", "checkpoint/run.json"]}, f)
     return digest(folder)
 
 
@@ -157,7 +161,8 @@ def test_claims_are_reentrant_and_nested_folders_do_not_deadlock(tmp_path):
         outer.commit()
         assert out + ".lock" in {p for p in locks.held()}
     assert locks.held() == set() and sorted(os.listdir(tmp_path)) == ["compare"]
-    assert sorted(os.listdir(out)) == ["lenet"] and os.listdir(os.path.join(out, "lenet")) == ["x.txt"]
+    assert sorted(os.listdir(out)) == [outputs.MARKER, "lenet"]
+    assert sorted(os.listdir(os.path.join(out, "lenet"))) == [outputs.MARKER, "x.txt"]
 
 
 def test_claim_releases_what_a_failed_task_left_claimed(tmp_path):
@@ -275,7 +280,7 @@ def test_damaged_tfds_dataset_through_the_cli(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(tf_quiet.tfds(), "builder", lambda name, data_dir=None: DamagedBuilder(tmp_path))
     out = str(tmp_path / "r")
-    before = earlier_result(out)
+    before = earlier_result(out, task="rnn")
     code, err = run_main(capsys, ["--task", "rnn", "--no-progress", "--epochs", "1", "--tfds-data-dir",
                                   str(tmp_path), "--out", out])
     assert_one_line_refusal(code, err, 2, ["is damaged: its train split", str(tmp_path)])
@@ -384,7 +389,7 @@ def test_consistent_checkpoint_loads(tmp_path, course):
 def test_inconsistent_checkpoint_through_the_cli(tmp_path, capsys, course, task):
     path = write_checkpoint(tmp_path / "ck", course, False, True)
     out = str(tmp_path / "r")
-    before = earlier_result(out)
+    before = earlier_result(out, task=task)
     code, err = run_main(capsys, ["--task", task, "--no-progress", "--checkpoint", path, "--out", out])
     assert_one_line_refusal(code, err, 2, ["do not match", "without batch norm"])
     assert digest(out) == before
@@ -411,7 +416,6 @@ def test_divergence_rule(losses, diverged):
 
 
 def test_exploding_but_finite_run_is_flagged_and_warned(tmp_path, capsys, course):
-    import json
 
     out = str(tmp_path / "r")
     code, err = run_main(capsys, TINY + ["--data-dir", course, "--lr", "1e3", "--out", out])
