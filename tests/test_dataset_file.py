@@ -149,12 +149,12 @@ def test_bad_dataset_files_are_one_line_and_exit_2(tmp_path, capsys, make, words
     path = make(tmp_path)
     out = tmp_path / "r"
     (out / "checkpoint").mkdir(parents=True)
-    (out / "metrics.json").write_text("earlier\n")
+    (out / "metrics.json").write_text('{"task": "lenet"}\n')  # an earlier lenet result: it may be replaced
     code, err = run_main(capsys, ["--task", "lenet", "--no-progress", "--epochs", "1", "--batch-size", "10",
                                   "--data-dir", path, "--out", str(out)])
     assert code == 2 and one_line(err, path, *words), err
     assert sorted(os.listdir(out)) == ["checkpoint", "metrics.json"]
-    assert (out / "metrics.json").read_text() == "earlier\n"
+    assert (out / "metrics.json").read_text() == '{"task": "lenet"}\n'
 
 
 def test_export_out_must_name_an_npz(tmp_path, capsys, folder):
