@@ -182,12 +182,12 @@ def to_html(blocks: list[Block], title: str, root: str) -> str:
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
             + "\n".join(body[:lead]) + _contents(blocks) + "\n".join(body[lead:])
-            + f'<div id="lightbox" hidden><img alt=""></div><script>{SCRIPT}</script></body></html>\n')
+            + f'<div id="lightbox" hidden></div><script>{SCRIPT}</script></body></html>\n')
 
 
 # Click a figure: its embedded image at full size in an overlay (scroll to pan); click again or Esc to close.
 SCRIPT = """
-const box = document.getElementById('lightbox'), big = box.querySelector('img');
+const box = document.getElementById('lightbox'), big = box.appendChild(document.createElement('img'));
 document.querySelectorAll('a.zoom').forEach(a => a.addEventListener('click', e => {
   e.preventDefault(); big.src = a.querySelector('img').src; box.hidden = false; }));
 box.addEventListener('click', () => { box.hidden = true; });

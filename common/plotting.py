@@ -37,9 +37,9 @@ def targets_for(title: str) -> tuple[tuple[float, float, str], ...]:
 
 def draw_targets(ax, lines: Sequence[tuple[float, float, str]]) -> None:
     """The assignment's numbers on an accuracy axis: dashed lines, or a shaded band for a range."""
-    for low, high, label in lines:
-        if low == high:
-            ax.axhline(low, label=label, **TARGET_STYLE)
+    for i, (low, high, label) in enumerate(lines):
+        if low == high:  # dashed, then dotted: two lines of one panel stay apart in the legend
+            ax.axhline(low, label=label, **{**TARGET_STYLE, "ls": ("--", ":")[i % 2]})
         else:
             ax.axhspan(low, high, color="0.5", alpha=0.18, lw=0, label=label)
 

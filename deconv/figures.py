@@ -13,6 +13,7 @@ Display conventions:
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib
@@ -136,8 +137,10 @@ def plot_layer(projections: np.ndarray, patches: np.ndarray, filter_ids: Sequenc
     mosaic, anchors, bw = layer_mosaic(projections, patches, per_row, label_band=label_band,
                                        block_gap=max(2, math.ceil(24 / zoom)))
     h, w = mosaic.shape[:2]
-    head, foot = 70, 10  # screen pixels for the title lines and the bottom margin
-    fig_w, fig_h = max(w * zoom + 20, 900), h * zoom + head + foot
+    fig_w = max(w * zoom + 20, 900)
+    lines = textwrap.wrap(subtitle, width=int(fig_w / 7.2))  # ~7 screen pixels a character at 10.5 pt
+    head, foot = 44 + 17 * len(lines), 10  # screen pixels for the title lines and the bottom margin
+    fig_h = h * zoom + head + foot
     fig = plt.figure(figsize=(fig_w / DPI, fig_h / DPI), dpi=DPI)
     ax = fig.add_axes([10 / fig_w, foot / fig_h, w * zoom / fig_w, h * zoom / fig_h])
     ax.imshow(mosaic, interpolation="nearest")
@@ -150,7 +153,7 @@ def plot_layer(projections: np.ndarray, patches: np.ndarray, filter_ids: Sequenc
             x, y = patch_tile_origin(anchors[f], bw, label_band, k, int(i), rf)
             ax.add_patch(plt.Rectangle((x - 1, y - 1), rf + 1, rf + 1, fill=False, ec=MARK, lw=1.6))
     fig.text(0.5, 1 - 22 / fig_h, title, ha="center", va="center", fontsize=15, weight="bold")
-    fig.text(0.5, 1 - 50 / fig_h, subtitle, ha="center", va="center", fontsize=10.5, wrap=True)
+    fig.text(0.5, 1 - 40 / fig_h, "\n".join(lines), ha="center", va="top", fontsize=10.5)
     return save(fig, path, dpi=DPI)
 
 
@@ -196,20 +199,19 @@ def plot_occlusion(images: np.ndarray, labels: np.ndarray, class_names: Sequence
         r0, r1, c0, c1 = boxes[i]
         a[2].add_patch(plt.Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0, r1 - r0, fill=False,
                                      ec="black" if gray else "red", lw=1.2))
-        a[2].set_title(f"filter {maps['feature'][i]}'s strongest activation\nprojected to pixels "
-                       "(box: receptive field" + ("; red +, blue -)" if gray else ")"), fontsize=9)
+        a[2].set_title(f"filter {maps['feature'][i]}'s top activation in pixels\n(box: its receptive field"
+                       + ("; red +, blue -)" if gray else ")"), fontsize=9)
         # Its own range per image: on a fixed 0-1 scale a map between 0.02 and 0.1 is one dark square.
         prob = maps["true_prob"][i]
         im = a[3].imshow(prob, cmap="magma", vmin=float(np.min(prob)), vmax=max(float(np.max(prob)),
                          float(np.min(prob)) + 1e-6), interpolation="nearest")
-        fig.colorbar(im, ax=a[3], shrink=0.85)
-        a[3].set_title(f"p({class_names[labels[i]]}) vs. occluder centre\n(colour range: this image's "
-                       f"{np.min(prob):.2f}-{np.max(prob):.2f})", fontsize=9)
+        fig.colorbar(im, ax=a[3], shrink=0.85).set_label("this image's own range", fontsize=8)
+        a[3].set_title(f"p({class_names[labels[i]]}) vs. occluder centre", fontsize=9)
         top = maps["top_class"][i]
         a[4].imshow(top, cmap=cmap_cls, vmin=-0.5, vmax=9.5, interpolation="nearest")
         present = [int(v) for v in np.unique(top)]
         handles = [plt.Rectangle((0, 0), 1, 1, color=cmap_cls(v)) for v in present]
-        a[4].legend(handles, [class_names[v] for v in present], fontsize=7, loc="center left",
+        a[4].legend(handles, [class_names[v] for v in present], fontsize=9, loc="center left",
                     bbox_to_anchor=(1.0, 0.5), frameon=False)
         a[4].set_title("most probable class vs. occluder centre", fontsize=9)
         for ax in a:
