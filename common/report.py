@@ -575,6 +575,8 @@ def write_report(root: str, sections: Sequence[Section], command_for: CommandFor
     figures, missing results)."""
     blocks, missing = build_report(root, sections, command_for, reference=reference)
     blocks = relative_blocks(blocks, root)
+    kind = run_kind(root, sections)[0]
+    title += {"quick (shrunk)": " (quick, shrunk run)", "nothing run": " (nothing run yet)"}.get(kind, "")
     atomic_write_text(os.path.join(root, MD_NAME), to_markdown(blocks, title))
     atomic_write_text(os.path.join(root, HTML_NAME), to_html(blocks, title, root))
     return sum(isinstance(b, Figure) for b in blocks), missing

@@ -235,37 +235,40 @@ def pick_occlusion_images(model, variables, test: data_lib.Split, n: int, seed: 
     return np.array(picks, np.int64)
 
 
+def _layer_entry(t: dict, rf, filter_ids, split) -> dict:
+    """topk.json's entry of one layer: its receptive field, dead filters, the padding-dominated share and, per
+    filter, the top-k values, images, labels, positions, boxes and padding marks."""
+    H, W = split.images.shape[1:3]
+    fractions = inside_fractions(rf, t["row"], t["col"], t["image"], (H, W))
+    marks = padding_dominated(fractions)
+    entries = []
+    for f in filter_ids:
+        imgs = [int(i) for i in t["image"][f]]
+        entries.append({
+            "filter": int(f),
+            "value": [float(v) if np.isfinite(v) else None for v in t["value"][f]],
+            "image": imgs,
+            "label": [int(split.labels[i]) if i >= 0 else None for i in imgs],
+            "row": [int(v) for v in t["row"][f]],
+            "col": [int(v) for v in t["col"][f]],
+            "box": [list(ops.receptive_box(rf, int(r), int(c), (H, W))) if i >= 0 else None
+                    for i, r, c in zip(imgs, t["row"][f], t["col"][f])],
+            "inside_fraction": [None if np.isnan(v) else round(float(v), 4) for v in fractions[f]],
+            "padding_dominated": [bool(v) for v in marks[f]],
+        })
+    found = [m for e in entries for m, i in zip(e["padding_dominated"], e["image"]) if i >= 0]
+    return {
+        "receptive_field": {"size": list(rf.size), "jump": list(rf.jump), "first": list(rf.first)},
+        "dead_filters": [e["filter"] for e in entries if (e["value"][0] or 0.0) <= 0.0],
+        "padding_dominated_fraction": float(np.mean(found)) if found else 0.0,
+        "filters": entries,
+    }
+
+
 def topk_summary(settings, k, layers, filters, top, rfs, split, dataset, timing, checkpoint, run_info, occ,
                  picks, written) -> dict:
     """The content of topk.json."""
-    layer_entries = {}
-    for layer in layers:
-        t, rf = top[layer], rfs[layer]
-        H, W = split.images.shape[1:3]
-        entries = []
-        fractions = inside_fractions(rf, t["row"], t["col"], t["image"], (H, W))
-        marks = padding_dominated(fractions)
-        for f in filters[layer]:
-            imgs = [int(i) for i in t["image"][f]]
-            entries.append({
-                "filter": int(f),
-                "value": [float(v) if np.isfinite(v) else None for v in t["value"][f]],
-                "image": imgs,
-                "label": [int(split.labels[i]) if i >= 0 else None for i in imgs],
-                "row": [int(v) for v in t["row"][f]],
-                "col": [int(v) for v in t["col"][f]],
-                "box": [list(ops.receptive_box(rf, int(r), int(c), (H, W))) if i >= 0 else None
-                        for i, r, c in zip(imgs, t["row"][f], t["col"][f])],
-                "inside_fraction": [None if np.isnan(v) else round(float(v), 4) for v in fractions[f]],
-                "padding_dominated": [bool(v) for v in marks[f]],
-            })
-        layer_entries[layer] = {
-            "receptive_field": {"size": list(rf.size), "jump": list(rf.jump), "first": list(rf.first)},
-            "dead_filters": [e["filter"] for e in entries if (e["value"][0] or 0.0) <= 0.0],
-            "padding_dominated_fraction": float(np.mean([m for e in entries for m, i in
-                                                         zip(e["padding_dominated"], e["image"]) if i >= 0] or [0])),
-            "filters": entries,
-        }
+    layer_entries = {layer: _layer_entry(top[layer], rfs[layer], filters[layer], split) for layer in layers}
     summary = {
         "description": (f"Top-{k} activations per filter of each conv layer over the {settings.split} split. The "
                         "activation is the conv layer's output after ReLU, before batch norm; each image counts "

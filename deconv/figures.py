@@ -157,6 +157,15 @@ def plot_layer(projections: np.ndarray, patches: np.ndarray, filter_ids: Sequenc
     return save(fig, path, dpi=DPI)
 
 
+def _true_prob_panel(fig, ax, prob: np.ndarray, name: str) -> None:
+    """p(true class) against occluder position on the map's own range: on a fixed 0-1 scale a map between
+    0.02 and 0.1 is one dark square."""
+    lo, hi = float(np.min(prob)), float(np.max(prob))
+    im = ax.imshow(prob, cmap="magma", vmin=lo, vmax=max(hi, lo + 1e-6), interpolation="nearest")
+    fig.colorbar(im, ax=ax, shrink=0.85).set_label("this image's own range", fontsize=8)
+    ax.set_title(f"p({name}) vs. occluder centre", fontsize=9)
+
+
 def plot_occlusion(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], maps: dict,
                    projections: np.ndarray, boxes: Sequence[tuple[int, int, int, int]], path: str, title: str) -> str:
     """Zeiler & Fergus Figure 7 for a few images: one row per image.
@@ -201,12 +210,7 @@ def plot_occlusion(images: np.ndarray, labels: np.ndarray, class_names: Sequence
                                      ec="black" if gray else "red", lw=1.2))
         a[2].set_title(f"filter {maps['feature'][i]}'s top activation in pixels\n(box: its receptive field"
                        + ("; red +, blue -)" if gray else ")"), fontsize=9)
-        # Its own range per image: on a fixed 0-1 scale a map between 0.02 and 0.1 is one dark square.
-        prob = maps["true_prob"][i]
-        im = a[3].imshow(prob, cmap="magma", vmin=float(np.min(prob)), vmax=max(float(np.max(prob)),
-                         float(np.min(prob)) + 1e-6), interpolation="nearest")
-        fig.colorbar(im, ax=a[3], shrink=0.85).set_label("this image's own range", fontsize=8)
-        a[3].set_title(f"p({class_names[labels[i]]}) vs. occluder centre", fontsize=9)
+        _true_prob_panel(fig, a[3], maps["true_prob"][i], class_names[labels[i]])
         top = maps["top_class"][i]
         a[4].imshow(top, cmap=cmap_cls, vmin=-0.5, vmax=9.5, interpolation="nearest")
         present = [int(v) for v in np.unique(top)]
