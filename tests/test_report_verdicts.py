@@ -180,3 +180,16 @@ def test_the_lenet_table_sets_the_highest_running_accuracy_against_up_to_080(tmp
     best = report.aggregate([0.60, 0.601])  # the last epoch's running accuracy is the highest in the history
     got = __import__("lenet.report", fromlist=["x"]).max_running_accuracy(root)
     assert got.values == pytest.approx(best.values)
+
+
+def test_padding_dominated_patches_are_those_mostly_outside_the_image():
+    import numpy as np
+
+    from deconv import experiment, ops
+    conv1 = ops.RFGeom("conv1", (5, 5), (1, 1), (-2, -2), (0.0, 0.0), (28, 28))  # 5x5 SAME on 28x28
+    rows, cols = np.array([[0, 0, 14, 27, 1]]), np.array([[0, 14, 14, 27, 1]])
+    images = np.array([[3, 4, 5, 6, -1]])  # the last slot is empty (no activation)
+    share = experiment.inside_fractions(conv1, rows, cols, images, (28, 28))
+    np.testing.assert_allclose(share[0, :4], [9 / 25, 15 / 25, 1.0, 9 / 25])  # corner, edge, inside, corner
+    assert np.isnan(share[0, 4])
+    assert experiment.padding_dominated(share).tolist() == [[True, False, False, True, False]]

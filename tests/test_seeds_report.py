@@ -146,12 +146,12 @@ def test_two_seeds_report_shows_intervals_and_no_absolute_path(image_folder, tmp
     for text in (page, md):
         assert "\u00b1 " in text and "(2 seeds" in text
         assert "running mean while training, dropout on" in text and "eval mode" in text
-    assert "show the first seed's model (seed 0) alone" in page and "Verdict on the claim, over 2 model(s)" in page
+    assert "show the first seed's model (seed 0) alone" in md and "Verdict on the claim, over 2 model(s)" in md
     stats_json = json.load(open(root / "visualize" / "activation_stats.json"))
     assert stats_json["models"] == 2 and len(stats_json["per_model"]) == 2  # Part 1c: over both seeds' models
     first, second = ([r["ks_normal"] for r in t] for t in stats_json["per_model"])
     assert first == [r["ks_normal"] for r in stats_json["table"]] and first != second  # model 0 is the figures'
-    assert "\u00b1" in page and "over the 2 models of the checkpoint" in page
+    assert "\u00b1" in page and "Over the 2 models of the checkpoint" in page
     assert "not judged: shrunk run" in page  # 1 epoch on 40 images
     assert str(tmp_path) not in _text_outside_images(page) and str(tmp_path) not in md
     assert os.getcwd() not in _text_outside_images(page)
