@@ -309,9 +309,11 @@ def compare_blocks(root: str) -> list[Block]:
                                 "own report hyperparameters, for the same number of epochs.")]
     comp = comparison(root)
     if comp:
-        blocks += [_compare_table(root, comp), Para("What the figures show: " + comp.get("summary", ""), "finding")]
+        shrunk = compare_shrunk(root)
+        lead = "What the figures show (a shrunk run: a description, not a finding): " if shrunk else \
+            "What the figures show: "
+        blocks += [_compare_table(root, comp), Para(lead + comp.get("summary", ""), "finding")]
         if comp.get("rows") and len(comp["rows"]) == 2:
-            shrunk = compare_shrunk(root)
             verdict = (f"{NOT_JUDGED} ({'; '.join(shrunk)})" if shrunk else compare.claim_verdict(comp["rows"]))
             blocks.append(Para("Verdict on the claim: " + verdict, "finding"))
     return blocks
