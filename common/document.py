@@ -214,6 +214,7 @@ th { background: #eef1f5; }
 tbody tr:nth-child(even) { background: #fafbfc; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.small { font-size: 12.5px; color: #333; }
+td.verdict { min-width: 11.5em; }
 td.judged { font-weight: 600; }
 td.missing, td.missing code { color: #a61b1b; background: #fdf0f0; }
 td.warn { background: #fff7e0; }

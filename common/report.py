@@ -333,7 +333,8 @@ def accuracy_claim(part: str, claim: str, estimate: Estimate | None, target: Tar
 def claim_row(c: Claim) -> list[CellLike]:
     css = "missing" if c.measured.startswith("missing") else ""
     judged = "" if c.verdict.startswith(("not judged", "n/a")) else "judged"
-    return [c.part, c.claim, Cell(c.measured, css or "small"), Cell(c.assignment, "small"), Cell(c.verdict, judged)]
+    return [c.part, c.claim, Cell(c.measured, css or "small"), Cell(c.assignment, "small"),
+            Cell(c.verdict, f"verdict {judged}".strip())]
 
 
 # ----------------------------------------------------------------------------------------------- contract
@@ -471,8 +472,8 @@ def kind_blocks(root: str, sections: Sequence[Section]) -> list[Block]:
     data = sorted({m["data_source"] for m in metrics if m.get("data_source")})
     seed_text = " or ".join(f"{n} seed{'s' if n > 1 else ''}" for n in seeds) or "no run"
     seed_text += " per configuration" if seeds else ""
-    lines = [f"Kind of run: **{kind}**; {seed_text}; data: "
-             + (", ".join(f"`{d}`" for d in data) or "none") + "."]
+    lines = [f"Kind of run: **{kind}**; {seed_text}; data: " + (", ".join(f"`{d}`" for d in data) or "none")
+             + (" (how it is shrunk: below the table)." if reasons else ".")]
     if reasons:
         lines.append("Shrunk (smaller than the assignment's settings, so no claim is judged and every verdict reads "
                      f"\u201c{NOT_JUDGED}\u201d; the numbers are still shown): " + "; ".join(reasons) + ".")
@@ -517,7 +518,8 @@ def build_report(root: str, sections: Sequence[Section], command_for: CommandFor
     meta = Para(f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from the results folder "
                 f"`{os.path.basename(os.path.abspath(root))}`; the assignment's report{where} is quoted beside each "
                 "measured number. " + results_note(root), "meta")
-    head = kind_blocks(root, sections) + [meta] + headline_blocks(root, sections, command_for)
+    kind = kind_blocks(root, sections)  # the kind of run on top; how it was shrunk below the headline
+    head = kind[:1] + headline_blocks(root, sections, command_for) + kind[1:] + [meta]
     head += missing_blocks(root, sections, missing)
     return number_figures(head + provenance_blocks(root) + body), missing
 
