@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=wrong-import-posi
 
 SPLIT_STYLE = {
     "train": dict(color="tab:blue", label="train (eval mode)"),
-    "train_running": dict(color="tab:blue", ls=":", alpha=0.8, label="train (running mean while training, dropout on)"),
+    "train_running": dict(color="tab:blue", ls=":", alpha=0.8, label="train (running mean while training)"),
     "val": dict(color="tab:orange", label="validation"),
     "test": dict(color="tab:green", label="test"),
 }
@@ -58,16 +58,16 @@ def _curve(ax, epochs, rows, per_model, key: str, style: dict, several: bool) ->
 def plot_history(rows: Sequence[dict[str, Any]], path: str, title: str, selected_epoch: int | None = None,
                  per_model: Sequence[Sequence[dict[str, Any]]] | None = None) -> str:
     """Accuracy, the eval-mode losses and the running training loss against epoch, each on its own axes so
-    that none flattens another (the running loss, with dropout on, is far above the others); the assignment's
-    numbers for this run (`targets_for(title)`) on the accuracy panel; a grey line marks the epoch whose model
-    is reported (the best validation accuracy). With `per_model` (each model's rows, when several trained
-    together) `rows` is their mean and a band spans their min-max. One legend, below the panels."""
+    that none flattens another (the running loss, in train mode: dropout on, is far above the others); the
+    assignment's numbers for this run (`targets_for(title)`) on the accuracy panel; a grey line marks the
+    epoch whose model is reported (the best validation accuracy). With `per_model` (each model's rows, when
+    several trained together) `rows` is their mean and a band spans their min-max. One legend, below."""
     epochs = [r["epoch"] for r in rows]
     several = per_model is not None and len(per_model) > 1
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.4), layout="constrained")
     panels = ((axes[0], "accuracy", ("train", "train_running", "val", "test"), "accuracy"),
               (axes[1], "loss", EVAL_SPLITS, "cross-entropy loss (eval mode)"),
-              (axes[2], "loss", ("train_running",), "running training loss (dropout on)"))
+              (axes[2], "loss", ("train_running",), "running training loss (train mode)"))
     for ax, metric, splits, ylabel in panels:
         for split in splits:
             _curve(ax, epochs, rows, per_model, f"{split}_{metric}", SPLIT_STYLE[split], several)
