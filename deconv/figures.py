@@ -138,7 +138,7 @@ def plot_layer(projections: np.ndarray, patches: np.ndarray, filter_ids: Sequenc
                                        block_gap=max(2, math.ceil(24 / zoom)))
     h, w = mosaic.shape[:2]
     fig_w = max(w * zoom + 20, 900)
-    lines = textwrap.wrap(subtitle, width=int(fig_w / 7.2))  # ~7 screen pixels a character at 10.5 pt
+    lines = textwrap.wrap(subtitle, width=int(fig_w / 8.6))  # at most ~8 screen pixels a character at 10.5 pt
     head, foot = 44 + 17 * len(lines), 10  # screen pixels for the title lines and the bottom margin
     fig_h = h * zoom + head + foot
     fig = plt.figure(figsize=(fig_w / DPI, fig_h / DPI), dpi=DPI)

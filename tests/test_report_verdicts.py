@@ -193,3 +193,18 @@ def test_padding_dominated_patches_are_those_mostly_outside_the_image():
     np.testing.assert_allclose(share[0, :4], [9 / 25, 15 / 25, 1.0, 9 / 25])  # corner, edge, inside, corner
     assert np.isnan(share[0, 4])
     assert experiment.padding_dominated(share).tolist() == [[True, False, False, True, False]]
+
+
+def test_padding_frames_sit_on_their_patch_tiles():
+    import numpy as np
+
+    from deconv import figures
+    F, k, rf = 7, 9, 5
+    patches = np.zeros((F, k, rf, rf, 1))
+    patches[5, 7] = 1.0  # one white patch tile: filter 5, slot 7
+    mosaic, anchors, bw = figures.layer_mosaic(np.zeros_like(patches), patches, per_row=3, label_band=4)
+    x, y = figures.patch_tile_origin(anchors[5], bw, 4, k, 7, rf)
+    np.testing.assert_allclose(mosaic[y:y + rf, x:x + rf], 1.0)  # the tile starts where the frame is drawn
+    assert (mosaic[y - 1, x:x + rf] == figures.BACKGROUND).all()  # and the gap above it is background
+    zoom, per_row = figures.layer_zoom(rf, k)
+    assert rf * zoom >= figures.MIN_TILE and per_row * (2 * (3 * rf + 2) + 3) * zoom <= figures.DISPLAY_WIDTH
