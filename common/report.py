@@ -423,6 +423,15 @@ def generic_caption(rel: str) -> str:
     return stem[:1].upper() + stem[1:] + (f" ({where})" if where else "") + "."
 
 
+def under_root(root: str, path: str | None) -> str:
+    """`path` relative to the results root, with a trailing '/', when it lies inside it (a checkpoint the chain
+    trained), else as it is."""
+    absroot = os.path.abspath(root)
+    if path and os.path.abspath(path).startswith(absroot + os.sep):
+        return os.path.relpath(os.path.abspath(path), absroot) + "/"
+    return str(path)
+
+
 def run_folders(root: str) -> list[str]:
     """Every folder under `root` that holds a finished run's metrics.json (root-relative, natural order)."""
     found = [os.path.relpath(os.path.dirname(p), root)

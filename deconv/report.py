@@ -51,7 +51,7 @@ def deconv_blocks(root: str) -> list[Block]:
         blocks.append(Para(
             f"Settings (`{DECONV_KEY}/{TOPK_JSON}`): top-{topk.get('top_k')} over the {topk.get('split')} split "
             f"({topk.get('split_size')} images of {topk.get('data_source')}), rule `{topk.get('mode')}`, batch "
-            f"norm passed back by `{topk.get('bn')}`, checkpoint `{topk.get('checkpoint')}`; "
+            f"norm passed back by `{topk.get('bn')}`, checkpoint `{report.under_root(root, topk.get('checkpoint'))}`; "
             f"{machine(topk.get('environment'))}."))
     return blocks
 

@@ -256,19 +256,13 @@ def visualize_blocks(root: str) -> list[Block]:
     nets = stats.get("networks") or {}
     if nets:
         blocks.append(Para("Networks: " + "; ".join(
-            f"`{key}` = {n.get('label', key)} (`{_under(root, n.get('checkpoint', '?'))}`), test accuracy of model 0 "
-            f"{fmt_acc(n.get('test_accuracy'))}" for key, n in nets.items()) + "."))
+            f"`{key}` = {n.get('label', key)} (`{report.under_root(root, n.get('checkpoint'))}`), test accuracy of "
+            f"model 0 {fmt_acc(n.get('test_accuracy'))}" for key, n in nets.items()) + "."))
     if stats.get("table"):
         blocks.append(_stats_table(stats))
     if len(tables) > 1:
         blocks.append(_ks_models_table(tables))
     return blocks
-
-
-def _under(root: str, path: str) -> str:
-    """`path` relative to the results root when it lies inside it (a checkpoint the chain trained)."""
-    absroot = os.path.abspath(root)
-    return os.path.relpath(path, absroot) + "/" if path.startswith(absroot + os.sep) else path
 
 
 def _stats_table(stats: dict) -> Table:

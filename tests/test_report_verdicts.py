@@ -135,7 +135,8 @@ def test_a_shrunk_two_seed_run_says_so_judges_nothing_and_lists_what_is_missing(
     assert "hidden sizes 64, 128 swept, not 16, 32" in plain
     for absolute in (str(tmp_path), "/tmp/"):
         assert absolute not in plain
-    assert "TFDS_DATA_DIR=" in plain and "$R/lenet" in plain  # copy-pasteable, with its environment
+    assert "TFDS_DATA_DIR=" in plain and "--out $R/rnn" in plain  # copy-pasteable, with its environment
+    assert "checkpoint lenet/" in plain  # a path inside the results folder: relative to it
 
 
 def test_a_run_with_every_epoch_the_configs_ask_gives_verdicts(tmp_path):
