@@ -120,14 +120,16 @@ def relative_paths(text: str, root: str) -> str:
     """`text` without the machine's absolute paths: the results root becomes its path relative to the working
     directory (the repository root, where the commands run) when it lies inside it, else `$R`; the working
     directory and each folder above it become relative paths ('.', '..', '../..'), so the course's data reads
-    `../shared/data/...`. A path must end at a separator, a space, a quote or the end, so '/tmp/a' is not
-    replaced inside '/tmp/ab'."""
+    `../shared/data/...`; a folder beside an outside results folder, `$R/../name`. A path must end at a
+    separator, a space, a quote or the end, so '/tmp/a' is not replaced inside '/tmp/ab'."""
     cwd, absroot = os.getcwd(), os.path.abspath(root)
     anchors = {absroot: os.path.relpath(absroot, cwd) if inside(absroot, cwd) else f"${RESULTS_VAR}"}
     folder = cwd
     while os.path.dirname(folder) != folder:
         anchors.setdefault(folder, os.path.relpath(folder, cwd))
         folder = os.path.dirname(folder)
+    if not inside(absroot, cwd) and os.path.dirname(absroot) != os.sep:
+        anchors.setdefault(os.path.dirname(absroot), f"${RESULTS_VAR}/..")  # beside the results folder
     for anchor in sorted(anchors, key=len, reverse=True):
         pattern = r"(?<![\w.~/$-])" + re.escape(anchor) + r"(?=[/\s`'\"<),;:]|$)"
         text = re.sub(pattern, lambda m, shown=anchors[anchor]: shown, text)

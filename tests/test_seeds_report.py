@@ -178,7 +178,9 @@ def test_relative_paths_replace_whole_path_components(tmp_path, monkeypatch):
     outside = tmp_path / "res"
     text = f"`{outside}/lenet` and {tmp_path}/work/shared/data, not {outside}x/y; {repo}/run.py"
     shown = report.relative_paths(text, str(outside))
-    assert shown == "`$R/lenet` and ../shared/data, not ../../resx/y; ./run.py", shown
+    assert shown == "`$R/lenet` and ../shared/data, not ../../resx/y; ./run.py", shown  # tmp_path: repo's ../..
+    beside = tmp_path / "elsewhere" / "res"
+    assert report.relative_paths(f"{tmp_path}/elsewhere/course", str(beside)) == "$R/../course"
     assert str(tmp_path) not in shown
     inside = repo / "results"
     assert report.relative_paths(f"--out {inside}/rnn", str(inside)) == "--out results/rnn"
