@@ -48,10 +48,10 @@ class Table:
 
 @dataclasses.dataclass
 class Figure:
-    path: str  # relative to the results root
+    path: str  # relative to the results root (and to the page, which is written there)
     caption: str
-    number: int = 0  # filled in by number_figures
-    half: bool = False  # shown two to a row in HTML (the many small per-run curves)
+    assignment: int | None = None  # the assignment's number of this figure, when it has one
+    label: str = ""  # filled in by number_figures: the assignment's number, or S1, S2, ... for the others
 
 
 @dataclasses.dataclass
@@ -67,12 +67,16 @@ Block = Heading | Para | Table | Figure | Missing
 
 
 def number_figures(blocks: list[Block]) -> list[Block]:
-    """Numbers the figures 1, 2, ... in document order (in place); returns `blocks`."""
+    """Labels the figures (in place): a figure of the assignment keeps its number there ('4' for the
+    assignment's Figure 4), every other one is S1, S2, ... in document order; returns `blocks`."""
     n = 0
     for b in blocks:
         if isinstance(b, Figure):
-            n += 1
-            b.number = n
+            if b.assignment is not None:
+                b.label = str(b.assignment)
+            else:
+                n += 1
+                b.label = f"S{n}"
     return blocks
 
 
@@ -92,8 +96,13 @@ def markdown_table(headers: list[str], rows: list[list[CellLike]]) -> str:
     return "\n".join(lines)
 
 
+def _figure_title(b: Figure) -> str:
+    return f"Figure {b.label}" + (" (the assignment's)" if b.assignment is not None else "")
+
+
 def to_markdown(blocks: list[Block], title: str) -> str:
-    """GitHub Markdown; figures are linked by `Figure.path` (so the file belongs beside the figures' root)."""
+    """GitHub Markdown with the same content as `to_html`; figures are linked by `Figure.path`, relative to the
+    page (so the file belongs in the figures' root, where GitHub shows them, each a link to the full size)."""
     out = [f"# {title}", ""]
     for b in blocks:
         if isinstance(b, Heading):
@@ -103,7 +112,8 @@ def to_markdown(blocks: list[Block], title: str) -> str:
         elif isinstance(b, Table):
             out += [markdown_table(b.headers, b.rows), ""] + ([f"*{b.caption}*", ""] if b.caption else [])
         elif isinstance(b, Figure):
-            out += [f"![Figure {b.number}]({b.path})", "", f"**Figure {b.number}.** {b.caption} (`{b.path}`)", ""]
+            out += [f"[![Figure {b.label}]({b.path})]({b.path})", "",
+                    f"**{_figure_title(b)}.** {b.caption} (`{b.path}`)", ""]
         elif isinstance(b, Missing):
             note = f" ({b.note})" if b.note else ""
             out += [f"- **Missing:** {b.what}{note}. Make it with: `{b.command}`", ""]
@@ -111,8 +121,10 @@ def to_markdown(blocks: list[Block], title: str) -> str:
 
 
 def _inline(text: str) -> str:
-    """Escapes HTML and turns `code` spans into <code>."""
-    return re.sub(r"`([^`]*)`", r"<code>\1</code>", html.escape(text))
+    """Escapes HTML, turns `code` spans into <code> and **bold** into <b> (outside code)."""
+    parts = re.split(r"(`[^`]*`)", text)
+    return "".join(f"<code>{html.escape(p[1:-1])}</code>" if p.startswith("`") and p.endswith("`") and len(p) > 1
+                   else re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", html.escape(p)) for p in parts)
 
 
 def _data_uri(path: str) -> str:
@@ -126,52 +138,72 @@ def _html_cell(c: CellLike, tag: str = "td") -> str:
     return f"<{tag}{cls}>{_inline(text)}</{tag}>"
 
 
-def to_html(blocks: list[Block], title: str, root: str) -> str:
-    """One self-contained HTML page: a table of contents of the headings, then the blocks; each figure is read
-    from `root`/`Figure.path` and embedded. Consecutive half-size figures share one grid row."""
+def _html_block(b: Block, root: str) -> str:
+    if isinstance(b, Heading):
+        top = ' <a class="top" href="#top">\u2191 contents</a>' if b.level == 2 else ""
+        return f'<h{b.level} id="{b.anchor}">{html.escape(b.text)}{top}</h{b.level}>'
+    if isinstance(b, Para):
+        return f'<p class="{b.css}">{_inline(b.text)}</p>' if b.css else f"<p>{_inline(b.text)}</p>"
+    if isinstance(b, Table):
+        head = "".join(_html_cell(h, "th") for h in b.headers)
+        rows = "".join("<tr>" + "".join(_html_cell(c) for c in row) + "</tr>" for row in b.rows)
+        # The caption goes below as a paragraph: a <caption> would wrap to the width of a narrow table.
+        cap = f'<p class="caption">{_inline(b.caption)}</p>' if b.caption else ""
+        return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{cap}</div>'
+    if isinstance(b, Figure):
+        # A link to the file beside the page; the script opens the embedded copy at full size instead, so a
+        # click works even when the page travels alone.
+        alt = html.escape(f"Figure {b.label}: {b.caption}", quote=True)
+        return (f'<figure id="figure-{b.label}"><a href="{html.escape(b.path, quote=True)}" class="zoom">'
+                f'<img src="{_data_uri(os.path.join(root, b.path))}" alt="{alt}"></a>'
+                f"<figcaption><b>{html.escape(_figure_title(b))}.</b> {_inline(b.caption)} "
+                f"<code>{html.escape(b.path)}</code> (click to enlarge)</figcaption></figure>")
+    note = f" ({_inline(b.note)})" if b.note else ""
+    return (f'<div class="missing-box"><b>Missing:</b> {_inline(b.what)}{note}.<br>Make it with: '
+            f"<code>{html.escape(b.command)}</code></div>")
+
+
+def _contents(blocks: list[Block]) -> str:
+    """The table of contents: every heading, then one line of links to the figures."""
     toc = "".join(f'<li><a href="#{b.anchor}">{html.escape(b.text)}</a></li>'
                   for b in blocks if isinstance(b, Heading))
-    body = []
-    for i, b in enumerate(blocks):
-        half = isinstance(b, Figure) and b.half
-        prev_half = i > 0 and isinstance(blocks[i - 1], Figure) and blocks[i - 1].half
-        if half and not prev_half:
-            body.append('<div class="grid">')
-        if prev_half and not half:
-            body.append("</div>")
-        if isinstance(b, Heading):
-            body.append(f'<h{b.level} id="{b.anchor}">{html.escape(b.text)}</h{b.level}>')
-        elif isinstance(b, Para):
-            body.append(f'<p class="{b.css}">{_inline(b.text)}</p>' if b.css else f"<p>{_inline(b.text)}</p>")
-        elif isinstance(b, Table):
-            head = "".join(_html_cell(h, "th") for h in b.headers)
-            rows = "".join("<tr>" + "".join(_html_cell(c) for c in row) + "</tr>" for row in b.rows)
-            # The caption goes below as a paragraph: a <caption> would wrap to the width of a narrow table.
-            cap = f'<p class="caption">{_inline(b.caption)}</p>' if b.caption else ""
-            body.append(f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody>'
-                        f"</table>{cap}</div>")
-        elif isinstance(b, Figure):
-            body.append(f'<figure id="figure-{b.number}"><img src="{_data_uri(os.path.join(root, b.path))}" '
-                        f'alt="Figure {b.number}"><figcaption><b>Figure {b.number}.</b> {_inline(b.caption)} '
-                        f"<code>{html.escape(b.path)}</code></figcaption></figure>")
-        elif isinstance(b, Missing):
-            note = f" ({_inline(b.note)})" if b.note else ""
-            body.append(f'<div class="missing-box"><b>Missing:</b> {_inline(b.what)}{note}.<br>Make it with: '
-                        f"<code>{html.escape(b.command)}</code></div>")
-    if blocks and isinstance(blocks[-1], Figure) and blocks[-1].half:
-        body.append("</div>")
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1><nav><ul>{toc}</ul></nav>"
-            + "\n".join(body) + "</body></html>\n")
+    figures = " ".join(f'<a href="#figure-{b.label}">{html.escape(b.label)}</a>'
+                       for b in blocks if isinstance(b, Figure))
+    figlist = f'<p class="figlist">Figures: {figures}</p>' if figures else ""
+    return f'<nav id="top"><ul>{toc}</ul>{figlist}</nav>'
 
+
+def to_html(blocks: list[Block], title: str, root: str) -> str:
+    """One self-contained HTML page: the blocks before the first heading (the page's lead), a table of
+    contents, then the rest; each figure is read from `root`/`Figure.path` and embedded."""
+    lead = next((i for i, b in enumerate(blocks) if isinstance(b, Heading)), len(blocks))
+    body = [_html_block(b, root) for b in blocks]
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+            + "\n".join(body[:lead]) + _contents(blocks) + "\n".join(body[lead:])
+            + f'<div id="lightbox" hidden></div><script>{SCRIPT}</script></body></html>\n')
+
+
+# Click a figure: its embedded image at full size in an overlay (scroll to pan); click again or Esc to close.
+SCRIPT = """
+const box = document.getElementById('lightbox'), big = box.appendChild(document.createElement('img'));
+document.querySelectorAll('a.zoom').forEach(a => a.addEventListener('click', e => {
+  e.preventDefault(); big.src = a.querySelector('img').src; box.hidden = false; }));
+box.addEventListener('click', () => { box.hidden = true; });
+document.addEventListener('keydown', e => { if (e.key === 'Escape') box.hidden = true; });
+"""
 
 CSS = """
 body { font: 15px/1.5 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; color: #222;
-       max-width: 1280px; margin: 2em auto; padding: 0 1.5em; }
+       max-width: 1240px; margin: 1.5em auto; padding: 0 1.2em; }
 h1 { font-size: 1.8em; margin-bottom: .2em; }
 h2 { margin-top: 2.2em; padding-bottom: .2em; border-bottom: 2px solid #e3e6ea; }
-nav ul { display: flex; flex-wrap: wrap; gap: .3em 1.2em; padding: 0; list-style: none; }
+h2 a.top { font-size: 12px; font-weight: normal; margin-left: .8em; color: #1a5fb4; text-decoration: none; }
+nav ul { display: flex; flex-wrap: wrap; gap: .2em 1.2em; padding: 0; margin: .6em 0 .2em; list-style: none; }
 nav a { color: #1a5fb4; text-decoration: none; }
+p.figlist { font-size: 13px; margin: .2em 0 1em; }
+p.figlist a { margin-right: .35em; }
 code { font: 12.5px/1.4 ui-monospace, Menlo, Consolas, monospace; background: #f3f4f6; padding: 0 .25em;
        border-radius: 3px; overflow-wrap: anywhere; }
 .scroll { overflow-x: auto; margin: 1em 0; }
@@ -181,14 +213,19 @@ th, td { border: 1px solid #d8dbe0; padding: .35em .6em; vertical-align: top; te
 th { background: #eef1f5; }
 tbody tr:nth-child(even) { background: #fafbfc; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-td.small { font-size: 12px; color: #444; }
+td.small { font-size: 12.5px; color: #333; }
+td.verdict { min-width: 11.5em; }
+td.judged { font-weight: 600; }
 td.missing, td.missing code { color: #a61b1b; background: #fdf0f0; }
 td.warn { background: #fff7e0; }
 figure { margin: 1.5em 0; }
-.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap: 0 1.5em; }
-figure img { max-width: 100%; border: 1px solid #e3e6ea; }
+figure img { max-width: 100%; height: auto; border: 1px solid #e3e6ea; cursor: zoom-in; }
 figcaption { color: #444; font-size: 13.5px; margin-top: .3em; }
+#lightbox { position: fixed; inset: 0; background: rgba(0, 0, 0, .85); overflow: auto; z-index: 10;
+            cursor: zoom-out; }
+#lightbox img { display: block; margin: 1em auto; max-width: none; background: white; }
 .missing-box { border-left: 4px solid #c01c28; background: #fdf0f0; padding: .5em .8em; margin: .6em 0; }
 p.finding { border-left: 4px solid #1a5fb4; background: #f0f5fc; padding: .6em .9em; }
-p.meta { color: #555; }
+p.lead { font-size: 15.5px; margin: .4em 0; }
+p.meta { color: #555; font-size: 13.5px; }
 """

@@ -89,22 +89,48 @@ def provenance(metrics: dict) -> list[CellLike]:
             Cell(metrics.get("finished_at", "n/a"), "small")]
 
 
-def path_base(root: str) -> str:
-    """What the report's paths are relative to: the working directory (where run.py runs, so the commands
-    shown run as they are) when the results root lies inside it, else the results root itself."""
-    root, cwd = os.path.abspath(root), os.getcwd()
-    return cwd if os.path.commonpath([root, cwd]) == cwd else root
+RESULTS_VAR = "R"  # stands for the results folder in commands when it lies outside the working directory
+VERSIONED = ("jax", "jaxlib", "flax", "optax", "numpy")  # the versions the report shows, with Python's
+
+
+def versions_text(env: dict | None) -> str:
+    """'jax 0.4.30, jaxlib 0.4.30, flax 0.8.5, optax 0.2.3, numpy 1.26.4, Python 3.11.9' from an environment."""
+    if not env:
+        return "n/a"
+    versions = env.get("versions") or {}
+    shown = [f"{k} {versions[k]}" for k in VERSIONED if versions.get(k)]
+    return ", ".join(shown + ([f"Python {env['python']}"] if env.get("python") else [])) or "n/a"
+
+
+def inside(path: str, folder: str) -> bool:
+    path, folder = os.path.abspath(path), os.path.abspath(folder)
+    return os.path.commonpath([path, folder]) == folder
+
+
+def results_note(root: str) -> str:
+    """How to read the paths of a report on `root` (see `relative_paths`)."""
+    where = (f"`{os.path.relpath(os.path.abspath(root))}` stands for this results folder in them"
+             if inside(root, os.getcwd()) else
+             f"`${RESULTS_VAR}` stands for this results folder in them: set it first, e.g. `{RESULTS_VAR}=results`")
+    return ("Commands run from the repository root (where run.py is), with paths relative to it; " + where
+            + ". Every other file and figure path is relative to this report's folder.")
 
 
 def relative_paths(text: str, root: str) -> str:
-    """`text` with the machine's absolute paths made relative to `path_base(root)`: the root, its parent, the
-    working directory and its parent (where the code and the course's data sit), longest first. A path must
-    end at a separator, a space, a quote or the end, so '/tmp/a' is not replaced inside '/tmp/ab'."""
-    base = path_base(root)
-    anchors = {os.path.abspath(root), os.path.dirname(os.path.abspath(root)), os.getcwd(),
-               os.path.dirname(os.getcwd())} - {os.sep}
+    """`text` without the machine's absolute paths: the results root becomes its path relative to the working
+    directory (the repository root, where the commands run) when it lies inside it, else `$R`; the working
+    directory and each folder above it become relative paths ('.', '..', '../..'), so the course's data reads
+    `../shared/data/...`; a folder beside an outside results folder, `$R/../name`. A path must end at a
+    separator, a space, a quote or the end, so '/tmp/a' is not replaced inside '/tmp/ab'."""
+    cwd, absroot = os.getcwd(), os.path.abspath(root)
+    anchors = {absroot: os.path.relpath(absroot, cwd) if inside(absroot, cwd) else f"${RESULTS_VAR}"}
+    folder = cwd
+    while os.path.dirname(folder) != folder:
+        anchors.setdefault(folder, os.path.relpath(folder, cwd))
+        folder = os.path.dirname(folder)
+    if not inside(absroot, cwd) and os.path.dirname(absroot) != os.sep:
+        anchors.setdefault(os.path.dirname(absroot), f"${RESULTS_VAR}/..")  # beside the results folder
     for anchor in sorted(anchors, key=len, reverse=True):
-        shown = os.path.relpath(anchor, base)
-        pattern = r"(?<![\w.~/-])" + re.escape(anchor) + r"(?=[/\s`'\"<),;:]|$)"
-        text = re.sub(pattern, lambda m, shown=shown: shown, text)
+        pattern = r"(?<![\w.~/$-])" + re.escape(anchor) + r"(?=[/\s`'\"<),;:]|$)"
+        text = re.sub(pattern, lambda m, shown=anchors[anchor]: shown, text)
     return text

@@ -2,17 +2,21 @@
 
 The root holds one folder per task (`<root>/<Section.key>/`, plus run_all.json when `--task all` made it).
 What a task's part of the report says is its experiment package's business: each package describes its part
-as a `Section` (title, the files that show the part was run, the figures it makes with their captions, its
-text and tables, its rows of the headline table). This module knows no experiment: it takes the sections, in
-the order to show them, and `command_for(key)`, the command that makes the part `key` under the root.
+as a `Section` (title, the files that show the part was run, the figures it makes with their captions and
+the assignment's figure numbers, its text and tables, its claims of the assignment with their verdicts, and
+how its runs were shrunk). This module knows no experiment: it takes the sections, in the order to show
+them, and `command_for(key)`, the command that makes the part `key` under the root.
 
-The report is built once as a list of blocks (common.document) and rendered twice. Figures are found by
-globbing each part's folders, so a new figure shows up without a change here; known names get their part's
-caption, others a generic one. A part that has not been run is listed as missing with the command that
-makes it.
+The page, top to bottom: what kind of run this is (full or shrunk, seeds, data), the headline table (one
+line per claim of the assignment: the measured numbers with their 95% Student-t interval, the assignment's
+number, the verdict), what is missing and why, how the results were made (commands with their environment,
+machine, versions, every time on its named basis), then one section per part. It is built once as a list of
+blocks (common.document) and rendered twice. Figures are found by globbing each part's folders, so a new
+figure shows up without a change here. On a shrunk run no claim is judged: every verdict reads NOT_JUDGED.
 """
 from __future__ import annotations
 
+import csv
 import dataclasses
 import fnmatch
 import glob
@@ -21,6 +25,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 
+from common import stats
 from common.document import (
     Block,
     Cell,
@@ -36,31 +41,31 @@ from common.document import (
     to_markdown,
 )
 from common.errors import UserError
-from common.outputs import atomic_write_text, read_json
+from common.outputs import METRICS_JSON, atomic_write_text, read_json
 from common.provenance import (  # noqa: F401
-    PROVENANCE_HEADERS,
     command_line,
     fmt_acc,
     fmt_lr,
     fmt_seconds,
     machine,
-    path_base,
-    provenance,
     relative_paths,
+    results_note,
     settings,
-    settings_cell,
+    versions_text,
 )
 
 HTML_NAME = "report.html"
 MD_NAME = "REPORT.md"
 RUN_ALL_JSON = "run_all.json"  # written by `--task all` into the root; read here for "How these results were made"
+HISTORY_CSV = "history.csv"  # common.fit's per-epoch rows, beside each run's metrics.json
 SKIP_DIRS = ("checkpoint",)  # model weights, never figures of the report
 DEFAULT_TITLE = "Results"
+NOT_JUDGED = "not judged: shrunk run"  # the verdict of every claim on a run smaller than the assignment's
 
 CommandFor = Callable[[str], str]  # a section's key -> the full command that makes that part under the root
 
 
-# ---------------------------------------------------------------------------------------------- contract
+# ---------------------------------------------------------------------------------------------- numbers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,12 +90,12 @@ class Target:
 
 
 NO_TARGET = Target(None, None, "not in the assignment")
-INTERVAL_RULE = "mean \u00b1 2\u00b7std/\u221aN"  # how `aggregate` draws its interval (std: sample, ddof=1)
+INTERVAL_RULE = "95% Student-t interval, mean \u00b1 t(0.975, N\u22121)\u00b7std/\u221aN"  # how `aggregate` draws it
 
 
 @dataclasses.dataclass(frozen=True)
 class Estimate:
-    """A measured quantity over N seeds: mean, sample std, the interval mean +- 2 std/sqrt(N), the values."""
+    """A measured quantity over N seeds: mean, sample std, the 95% t-interval (the value when N = 1), values."""
 
     mean: float
     std: float
@@ -105,11 +110,8 @@ class Estimate:
 
 def aggregate(values) -> Estimate:
     """Mean, sample std (ddof=1; 0 for one value) and the interval INTERVAL_RULE of per-seed values."""
-    v = [float(x) for x in (values if isinstance(values, (list, tuple)) else [values])]
-    mean = sum(v) / len(v)
-    std = (sum((x - mean) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
-    half = 2 * std / len(v) ** 0.5
-    return Estimate(mean, std, mean - half, mean + half, tuple(v))
+    v = tuple(float(x) for x in (values if isinstance(values, (list, tuple)) else [values]))
+    return Estimate(*stats.t_interval(v), v)
 
 
 def target_band(target: Target) -> tuple[float, float]:
@@ -138,36 +140,212 @@ def estimate_of(metrics: dict | None, key: str) -> Estimate | None:
     return aggregate(metrics.get(f"{key}_per_model") or [metrics[key]])
 
 
-def fmt_estimate(estimate: Estimate | None, per_seed: bool = True) -> str:
-    """'0.6012' (N = 1) or '0.6012 \u00b1 0.0040 (3 seeds: 0.5970, 0.6010, 0.6050)'."""
+def fmt_estimate(estimate: Estimate | None, per_seed: bool = True, digits: int = 4) -> str:
+    """'0.6012 (1 seed)' or '0.6012 \u00b1 0.0040 (3 seeds: 0.5970, 0.6010, 0.6050)' (\u00b1 the sample std)."""
     if estimate is None:
         return "n/a"
     if estimate.n == 1:
-        return fmt_acc(estimate.mean)
-    values = ": " + ", ".join(f"{v:.4f}" for v in estimate.values) if per_seed else ""
-    return f"{estimate.mean:.4f} \u00b1 {estimate.std:.4f} ({estimate.n} seeds{values})"
+        return f"{estimate.mean:.{digits}f} (1 seed)"
+    values = ": " + ", ".join(f"{v:.{digits}f}" for v in estimate.values) if per_seed else ""
+    return f"{estimate.mean:.{digits}f} \u00b1 {estimate.std:.{digits}f} ({estimate.n} seeds{values})"
 
 
-def verdict_line(estimate: Estimate | None, target: Target) -> str:
-    """'consistent: 0.598-0.606 (mean ± 2·std/√N, 3 seeds) overlaps the assignment's 0.580-0.620', or with
-    N = 1 the point value."""
+def fmt_interval(estimate: Estimate | None, digits: int = 3) -> str:
+    """'95% t-interval 0.506-0.686' or, with one seed, 'one seed: the point value, no interval'."""
+    if estimate is None:
+        return "n/a"
+    if estimate.n == 1:
+        return "one seed: the point value, no interval"
+    return f"95% t-interval {estimate.low:.{digits}f}-{estimate.high:.{digits}f}"
+
+
+def fmt_measured(estimate: Estimate | None, digits: int = 4) -> str:
+    """The headline's measured cell: '0.6000 \u00b1 0.0141 (2 seeds); 95% t-interval 0.473-0.727'."""
+    if estimate is None:
+        return "n/a"
+    return f"{fmt_estimate(estimate, per_seed=False, digits=digits)}; {fmt_interval(estimate)}"
+
+
+def verdict_line(estimate: Estimate | None, target: Target, shrunk: bool = False) -> str:
+    """'consistent: 0.598-0.606 (95% t-interval, 3 seeds) overlaps the assignment's 0.580-0.620', with N = 1
+    the point value, NOT_JUDGED on a shrunk run."""
     word = verdict(estimate, target)
     if word == "n/a":
         return word
+    if shrunk:
+        return NOT_JUDGED
     lo, hi = target_band(target)
     wanted = f"{lo:.3f}" if lo == hi else f"{lo:.3f}-{hi:.3f}"
-    measured = (f"{estimate.mean:.3f} (1 seed)" if estimate.n == 1 else
-                f"{estimate.low:.3f}-{estimate.high:.3f} ({INTERVAL_RULE}, {estimate.n} seeds)")
+    measured = (f"{estimate.mean:.3f} (1 seed: the point value)" if estimate.n == 1 else
+                f"{estimate.low:.3f}-{estimate.high:.3f} (95% t-interval, {estimate.n} seeds)")
     relation = {"consistent": "overlaps", "below": "is below", "above": "is above"}[word]
     return f"{word}: {measured} {relation} the assignment's {wanted}"
+
+
+def separation(a: Estimate, b: Estimate) -> str:
+    """'higher' when a's interval lies above b's, 'lower' when below, else 'overlap' (N = 1: the values)."""
+    if a.low > b.high:
+        return "higher"
+    if a.high < b.low:
+        return "lower"
+    return "overlap"
+
+
+# ------------------------------------------------------------------------------------------------ times
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """One run's times, each on one named basis: the epochs after the first (which compiles), or the only
+    epoch, compilation included. Seconds are the median over those epochs; images/s count every model."""
+
+    epochs: tuple[int, ...]  # the epochs the medians are over
+    total_epochs: int
+    train_seconds: float  # training only, evaluation left out
+    epoch_seconds: float  # training and evaluation of the three splits
+    images_per_sec: float  # all models together
+    n_models: int
+    wall_seconds: float | None  # the whole run (RUN_WALL)
+
+    @property
+    def basis(self) -> str:
+        if self.total_epochs == 1:
+            return "1 epoch, includes compilation"
+        first, last = self.epochs[0], self.epochs[-1]
+        span = f"epoch {first}" if first == last else f"median of epochs {first}-{last}"
+        return f"{span}; epoch 1 (compiling) left out"
+
+    @property
+    def images_per_model(self) -> float:
+        return self.images_per_sec / self.n_models
+
+
+TRAIN_TIME = "training s/epoch"  # the name of the training time everywhere in the report
+EPOCH_TIME = "epoch s with evaluation"
+IMAGES_PER_SEC = "training images/s"
+RUN_WALL = ("every epoch's training and evaluation, compilation included; loading the data "
+            "and writing the results left out")
+
+
+def history_by_model(path: str) -> list[list[dict]]:
+    """history.csv split into one history per model (its rows come epoch by epoch, the models of an epoch in
+    order), numbers as floats; [] when there is none."""
+    if not os.path.isfile(path):
+        return []
+    by_epoch: dict[int, list[dict]] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            parsed = {k: _number(v) for k, v in row.items()}
+            by_epoch.setdefault(int(parsed["epoch"]), []).append(parsed)
+    epochs = sorted(by_epoch)
+    n = min(len(by_epoch[e]) for e in epochs) if epochs else 0
+    return [[by_epoch[e][i] for e in epochs] for i in range(n)]
+
+
+def read_history(path: str) -> list[dict]:
+    """The first model's history (the times are the run's, the same in every model's rows)."""
+    models = history_by_model(path)
+    return models[0] if models else []
+
+
+def _number(text: str):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return text
+
+
+def _median(values: list[float]) -> float:
+    s = sorted(values)
+    mid = len(s) // 2
+    return s[mid] if len(s) % 2 else 0.5 * (s[mid - 1] + s[mid])
+
+
+def run_timing(folder: str, metrics: dict | None = None) -> Timing | None:
+    """The Timing of the run in `folder` (its metrics.json and history.csv); None without metrics.json.
+    Without a history the medians fall back to metrics.json's fields on the same rule."""
+    metrics = metrics if metrics is not None else read_json(os.path.join(folder, METRICS_JSON))
+    if not metrics:
+        return None
+    n_models = len(metrics.get("models") or metrics.get("seeds") or [0])
+    history = [r for r in read_history(os.path.join(folder, HISTORY_CSV)) if r.get("train_seconds") is not None]
+    steady = history[1:] or history
+    if not steady:
+        total = int(metrics.get("epochs") or 1)
+        return Timing(tuple(range(min(2, total), total + 1)), total, metrics.get("train_seconds_per_epoch") or 0.0,
+                      metrics.get("seconds_per_epoch") or 0.0, metrics.get("train_images_per_sec") or 0.0,
+                      n_models, metrics.get("wall_seconds"))
+    return Timing(tuple(int(r["epoch"]) for r in steady), len(history),
+                  _median([r["train_seconds"] for r in steady]), _median([r["epoch_seconds"] for r in steady]),
+                  _median([r["train_images_per_sec"] for r in steady]), n_models, metrics.get("wall_seconds"))
+
+
+def fmt_train_time(t: Timing | None) -> str:
+    """'0.52 s (median of epochs 2-10; epoch 1 (compiling) left out)' or '12.6 s (1 epoch, includes
+    compilation)'."""
+    return "n/a" if t is None else f"{t.train_seconds:.2f} s ({t.basis})"
+
+
+def fmt_images(t: Timing | None) -> str:
+    """'93 per model, 186 for the 2 models together' (or '186' for one model)."""
+    if t is None:
+        return "n/a"
+    if t.n_models == 1:
+        return f"{t.images_per_sec:.0f} (1 model)"
+    return f"{t.images_per_model:.0f} per model, {t.images_per_sec:.0f} for the {t.n_models} models together"
+
+
+def timing_sentence(t: Timing | None) -> str:
+    """Every time of one run, each named with its basis (for a table's caption)."""
+    if t is None:
+        return ""
+    wall = f"; {fmt_seconds(t.wall_seconds)} for the whole run (epochs with evaluation)" if t.wall_seconds else ""
+    return (f"{TRAIN_TIME} {fmt_train_time(t)}; {EPOCH_TIME} {t.epoch_seconds:.2f} s (same epochs); "
+            f"{IMAGES_PER_SEC} {fmt_images(t)} (same epochs){wall}")
+
+
+# ----------------------------------------------------------------------------------------------- claims
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """One claim of the assignment and how this run measures against it: a line of the headline table."""
+
+    part: str  # '1b'
+    claim: str  # what the assignment says, in a few words
+    measured: str  # the numbers, with their interval
+    assignment: str  # the assignment's number ('about 0.60')
+    verdict: str  # in words; NOT_JUDGED on a shrunk run
+
+
+HEADLINE_HEADERS = ["part", "claim of the assignment", "measured (mean \u00b1 std over seeds; 95% t-interval)",
+                    "assignment", "verdict"]
+
+
+def accuracy_claim(part: str, claim: str, estimate: Estimate | None, target: Target, shrunk: bool,
+                   command: str = "") -> Claim:
+    """A claim that one accuracy is near the assignment's; 'missing' (with the command) when not measured."""
+    if estimate is None:
+        return Claim(part, claim, "missing" + (f": run `{command}`" if command else ""), target.text, "n/a")
+    return Claim(part, claim, fmt_measured(estimate), target.text, verdict_line(estimate, target, shrunk))
+
+
+def claim_row(c: Claim) -> list[CellLike]:
+    css = "missing" if c.measured.startswith("missing") else ""
+    judged = "" if c.verdict.startswith(("not judged", "n/a")) else "judged"
+    return [c.part, c.claim, Cell(c.measured, css or "small"), Cell(c.assignment, "small"),
+            Cell(c.verdict, f"verdict {judged}".strip())]
+
+
+# ----------------------------------------------------------------------------------------------- contract
 
 
 @dataclasses.dataclass(frozen=True)
 class Section:
     """One part of the report, filled in by the experiment package whose task makes it.
 
-    Paths in `captions` are relative to the results root ('lenet/fig1_curves.png'); `required` and `expected`
-    are relative to the part's folder `<root>/<key>`."""
+    Paths in `captions` and `figure_number` are relative to the results root ('lenet/fig1_curves.png');
+    `required` and `expected` are relative to the part's folder `<root>/<key>`."""
 
     key: str  # the task name = its folder under the results root
     title: str
@@ -176,7 +354,10 @@ class Section:
     expected: tuple[str, ...]  # figures the task makes; absent ones are listed as missing
     captions: tuple[tuple[str, Callable[[str], str]], ...]  # (glob on the root-relative path, caption(path))
     blocks: Callable[[str], list[Block]]  # root -> the section's text and tables (also shown when missing)
-    summary: Callable[[str, str], list[list[CellLike]]] | None = None  # (root, command) -> headline-table rows
+    claims: Callable[[str, str], list[Claim]] | None = None  # (root, command) -> the part's claims
+    shrunk: Callable[[str], list[str]] | None = None  # root -> how each of its runs is smaller than the assignment's
+    gaps: Callable[[str, str], list[Missing]] | None = None  # (root, command) -> what else is missing, and why
+    figure_number: Callable[[str], int | None] = lambda path: None  # the assignment's number of a figure
     also: tuple[str, ...] = ()  # other folders the task writes figures into (shown in this section too)
     hint: str = ""  # added to the list of missing results (e.g. where the course's data is)
 
@@ -186,27 +367,22 @@ def fixed_caption(text: str) -> Callable[[str], str]:
     return lambda path: text
 
 
-SUMMARY_HEADERS = ["part", "experiment", "train acc (eval mode)", "val acc", "test acc (best-validation epoch)",
-                   "assignment", "test vs assignment (verdict)", "settings", *PROVENANCE_HEADERS]
+def shrunk_parts(config: dict, epochs: int | None, defaults: dict) -> str | None:
+    """'2 epochs instead of 25, first 1000 training examples instead of all' when the run's flat `config` (and
+    the `epochs` it ran) is smaller than the assignment's `defaults` (a config's to_dict()); else None."""
+    parts = []
+    ran = epochs if epochs is not None else config.get("epochs")
+    if ran is not None and ran < defaults["epochs"]:
+        parts.append(f"{ran} epoch{'' if ran == 1 else 's'} instead of {defaults['epochs']}")
+    if config.get("limit") is not None and config.get("limit") != defaults.get("limit"):
+        parts.append(f"first {config['limit']} training examples instead of all")
+    return ", ".join(parts) or None
 
 
-def estimate_cell(metrics: dict | None, key: str, per_seed: bool = False) -> Cell:
-    """metrics[key] as 'mean \u00b1 std (N seeds)' (just the value when N = 1), right-aligned."""
-    return Cell(fmt_estimate(estimate_of(metrics, key), per_seed), "num")
-
-
-def summary_row(part: str, name: str, folder: str, metrics: dict | None, target: Target, default_epochs: int,
-                command: str) -> list[CellLike]:
-    """One row of the headline table (SUMMARY_HEADERS) for the run whose metrics.json is `metrics`; a 'missing'
-    row naming `command` when there is none."""
-    if metrics is None:
-        return [part, name, *[Cell("missing", "missing")] * 3, target.text, "n/a",
-                Cell(f"missing: run `{command}`", "missing"), "", "", "", ""]
-    test = estimate_of(metrics, "test_accuracy")
-    return [part, f"{name} (`{folder}`)", estimate_cell(metrics, "train_accuracy"),
-            estimate_cell(metrics, "val_accuracy"), estimate_cell(metrics, "test_accuracy", per_seed=True),
-            target.text, Cell(verdict_line(test, target), "small"),
-            settings_cell(metrics, default_epochs), *provenance(metrics)]
+def shrunk_text(label: str, config: dict, epochs: int | None, defaults: dict) -> str | None:
+    """'`lenet`: 2 epochs instead of 25, ...' (see `shrunk_parts`), or None for a run of the full size."""
+    parts = shrunk_parts(config, epochs, defaults)
+    return f"{label}: {parts}" if parts else None
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -218,9 +394,8 @@ def is_present(root: str, section: Section) -> bool:
 
 
 def discover_figures(root: str, section: Section) -> list[Figure]:
-    """Every PNG under the section's folders (checkpoints excluded), known captions first, in caption order.
-
-    Figures of sub-runs (one per configuration) and of the `also` folders are shown half size."""
+    """Every PNG under the section's folders (checkpoints excluded), known captions first, in caption order,
+    each with the assignment's figure number where it has one."""
     figures = []
     for folder in (section.key,) + section.also:
         for path in glob.glob(os.path.join(root, folder, "**", "*.png"), recursive=True):
@@ -228,8 +403,7 @@ def discover_figures(root: str, section: Section) -> list[Figure]:
             if any(d in SKIP_DIRS for d in rel.split(os.sep)[:-1]):
                 continue
             order, caption = caption_for(section, rel)
-            half = folder != section.key or rel.count(os.sep) > 1
-            figures.append((order, natural_key(rel), Figure(rel, caption, half=half)))
+            figures.append((order, natural_key(rel), Figure(rel, caption, assignment=section.figure_number(rel))))
     return [f for _, _, f in sorted(figures, key=lambda t: (t[0], t[1]))]
 
 
@@ -249,6 +423,23 @@ def generic_caption(rel: str) -> str:
     return stem[:1].upper() + stem[1:] + (f" ({where})" if where else "") + "."
 
 
+def under_root(root: str, path: str | None) -> str:
+    """`path` relative to the results root, with a trailing '/', when it lies inside it (a checkpoint the chain
+    trained), else as it is."""
+    absroot = os.path.abspath(root)
+    if path and os.path.abspath(path).startswith(absroot + os.sep):
+        return os.path.relpath(os.path.abspath(path), absroot) + "/"
+    return str(path)
+
+
+def run_folders(root: str) -> list[str]:
+    """Every folder under `root` that holds a finished run's metrics.json (root-relative, natural order)."""
+    found = [os.path.relpath(os.path.dirname(p), root)
+             for p in glob.glob(os.path.join(root, "**", METRICS_JSON), recursive=True)]
+    return sorted((f for f in found if not any(d.endswith(".partial") or d in SKIP_DIRS for d in f.split(os.sep))),
+                  key=natural_key)
+
+
 # ------------------------------------------------------------------------------------------------ build
 
 
@@ -258,13 +449,14 @@ def section_blocks(root: str, section: Section, command: str) -> tuple[list[Bloc
     folder = os.path.join(root, section.key)
     if not is_present(root, section):
         note = (f"an unfinished run is in `{section.key}.partial/`: the same command resumes it"
-                if os.path.isdir(folder + ".partial") else "")
+                if os.path.isdir(folder + ".partial") else "the task was not run")
         missing = [Missing(f"{section.title}: no results in `{section.key}/`", command, note)]
         return head + missing, missing
     figures = discover_figures(root, section)
     found = {os.path.relpath(f.path, section.key) for f in figures}
-    missing = [Missing(f"{section.title}: figure `{section.key}/{name}`", command)
+    missing = [Missing(f"{section.title}: figure `{section.key}/{name}`", command, "the task did not write it")
                for name in section.expected if name not in found]
+    missing += section.gaps(root, command) if section.gaps else []
     data_files = sorted(os.path.relpath(p, root) for ext in ("json", "csv", "md")
                         for p in glob.glob(os.path.join(folder, f"*.{ext}")))
     if data_files:
@@ -272,66 +464,154 @@ def section_blocks(root: str, section: Section, command: str) -> tuple[list[Bloc
     return head + figures + missing, missing
 
 
-def run_all_blocks(root: str) -> list[Block]:
-    """How `--task all` made this folder, when it did (RUN_ALL_JSON): each task's status, time and command."""
-    info = read_json(os.path.join(root, RUN_ALL_JSON))
-    if not info:
+def run_kind(root: str, sections: Sequence[Section]) -> tuple[str, list[str]]:
+    """('full' | 'quick (shrunk)' | 'nothing run', how each shrunk run is smaller) over the present parts."""
+    present = [s for s in sections if is_present(root, s)]
+    reasons = [r for s in present if s.shrunk for r in s.shrunk(root)]
+    if not present:
+        return "nothing run", []
+    return ("quick (shrunk)" if reasons else "full"), reasons
+
+
+def kind_blocks(root: str, sections: Sequence[Section]) -> list[Block]:
+    """The first lines of the page: the kind of run, its seeds and data, and how to read it."""
+    kind, reasons = run_kind(root, sections)
+    metrics = [read_json(os.path.join(root, f, METRICS_JSON)) or {} for f in run_folders(root)]
+    seeds = sorted({len(m.get("seeds") or [0]) for m in metrics})
+    data = sorted({m["data_source"] for m in metrics if m.get("data_source")})
+    seed_text = " or ".join(f"{n} seed{'s' if n > 1 else ''}" for n in seeds) or "no run"
+    seed_text += " per configuration" if seeds else ""
+    lines = [f"Kind of run: **{kind}**; {seed_text}; data: " + (", ".join(f"`{d}`" for d in data) or "none")
+             + (" (how it is shrunk: below the table)." if reasons else ".")]
+    if reasons:
+        lines.append("Shrunk (smaller than the assignment's settings, so no claim is judged and every verdict reads "
+                     f"\u201c{NOT_JUDGED}\u201d; the numbers are still shown): " + "; ".join(reasons) + ".")
+    elif kind == "full":
+        lines.append("Every part present ran with the assignment's settings, so its claims are judged: a verdict "
+                     f"compares the {INTERVAL_RULE} of the measured value over the seeds (one seed: the value "
+                     "itself) with the assignment's number.")
+    return [Para(line, "lead") for line in lines]
+
+
+def headline_blocks(root: str, sections: Sequence[Section], command_for: CommandFor) -> list[Block]:
+    """The headline table: one line per claim of the assignment, in section order."""
+    claims = [c for s in sections if s.claims for c in s.claims(root, command_for(s.key))]
+    return [Heading("Claims of the assignment, measured", "summary"),
+            Table(HEADLINE_HEADERS, [claim_row(c) for c in claims],
+                  "Measured: mean \u00b1 sample std over the seeds, then the 95% Student-t interval of the mean "
+                  "(with one seed the value itself, no interval). Verdict: consistent when that interval overlaps "
+                  "the assignment's number (a point such as 'about 0.60' counts within \u00b10.02), below/above "
+                  "when it lies wholly on one side; comparisons are 'separated' only when the two intervals do "
+                  "not overlap. Commands, machine and times are under \u201cHow these results were made\u201d.")]
+
+
+def missing_blocks(root: str, sections: Sequence[Section], missing: list[Missing]) -> list[Block]:
+    if not missing:
         return []
-    rows = [[t["task"], Cell(t["status"], "" if t["status"] == "ok" else "missing"),
-             Cell(fmt_seconds(t.get("seconds")), "num"), Cell(f"`{t.get('command', '')}`", "small")]
-            for t in info.get("tasks", [])]
-    return [Heading("How these results were made", "made"),
-            Table(["task", "status", "time", "command"], rows,
-                  f"`{info.get('command')}` on {machine(info.get('environment'))}: "
-                  f"{fmt_seconds(info.get('wall_seconds'))} in all, finished {info.get('finished_at')}.")]
-
-
-def head_blocks(root: str, sections: Sequence[Section], command_for: CommandFor, missing: list[Missing],
-                reference: str = "") -> list[Block]:
-    """What comes before the sections: when and from where, the headline table, the list of missing results."""
-    where = f" (`{reference}`)" if reference else ""
-    rows = [row for s in sections if s.summary for row in s.summary(root, command_for(s.key))]
-    head: list[Block] = [
-        Para(f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from the results folder "
-             f"`{os.path.basename(os.path.abspath(root))}`; paths are relative to "
-             + ("the repository, where the commands run" if path_base(root) == os.getcwd()
-                else "the results folder") + ". Each measured "
-             f"number sits beside the assignment's{where}, with the command, seed(s), machine and time that "
-             "produced it; with several seeds, as mean \u00b1 std (sample std) and a verdict on the interval "
-             f"{INTERVAL_RULE}.", "meta"),
-        Heading("Measured against the assignment", "summary"),
-        Table(SUMMARY_HEADERS, rows),
-    ]
-    if missing:
-        hints = "; ".join(s.hint for s in sections if s.hint)
-        head += [Heading("Missing results", "missing"),
-                 Para(f"{len(missing)} result(s) are not in `{root}`; each line gives the command that makes it"
-                      + (f" ({hints})" if hints else "") + ".")] + missing
-    return head
+    hints = "; ".join(s.hint for s in sections if s.hint)
+    return [Heading("Missing results", "missing"),
+            Para(f"{len(missing)} result(s) are missing from this folder; each line says why and gives the "
+                 "command that makes it" + (f" ({hints})" if hints else "") + ".")] + missing
 
 
 def build_report(root: str, sections: Sequence[Section], command_for: CommandFor, *,
                  reference: str = "") -> tuple[list[Block], list[Missing]]:
-    """All the report's blocks, in order (meta line, headline table, missing list, how it was made, then one
-    section per entry of `sections`), figures numbered; and the missing results (each also shown in its
-    section). `reference` names the assignment's text in the meta line."""
+    """All the report's blocks, in order (kind of run, headline, missing, how it was made, then one section
+    per entry of `sections`), figures numbered; and the missing results (each also shown in its section)."""
     body, missing = [], []
     for section in sections:
         blocks, miss = section_blocks(root, section, command_for(section.key))
         body += blocks
         missing += miss
-    head = head_blocks(root, sections, command_for, missing, reference)
-    return number_figures(head + run_all_blocks(root) + body), missing
+    where = f" (`{reference}`)" if reference else ""
+    meta = Para(f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from the results folder "
+                f"`{os.path.basename(os.path.abspath(root))}`; the assignment's report{where} is quoted beside each "
+                "measured number. " + results_note(root), "meta")
+    kind = kind_blocks(root, sections)  # the kind of run on top; how it was shrunk below the headline
+    head = kind[:1] + headline_blocks(root, sections, command_for) + kind[1:] + [meta]
+    head += missing_blocks(root, sections, missing)
+    return number_figures(head + provenance_blocks(root) + body), missing
+
+
+# ------------------------------------------------------------------------------------------- provenance
+
+
+def provenance_blocks(root: str) -> list[Block]:
+    """How the results were made: versions and machine, the commands of `--task all` with the environment
+    each needs, and every run's times on their named bases."""
+    info = read_json(os.path.join(root, RUN_ALL_JSON)) or {}
+    folders = run_folders(root)
+    if not info and not folders:
+        return []
+    first = read_json(os.path.join(root, folders[0], METRICS_JSON)) if folders else {}
+    env = info.get("environment") or (first or {}).get("environment")
+    blocks: list[Block] = [Heading("How these results were made", "made"),
+                           Para(f"Machine: {machine(env)}. Versions: {versions_text(env)}.")]
+    if info:
+        rows = [[t["task"], Cell(t["status"], "" if t["status"] == "ok" else "missing"),
+                 Cell(fmt_seconds(t.get("seconds")), "num"),
+                 Cell(f"`{command_line({'command': t.get('command'), 'environment': env})}`", "small")]
+                for t in info.get("tasks", [])]
+        blocks.append(Table(["task", "status", "task time (the whole command)", "command"], rows,
+                            f"`{command_line(info)}`: {fmt_seconds(info.get('wall_seconds'))} in all, finished "
+                            f"{info.get('finished_at')}. Task time: everything the command did (loading data, "
+                            "compiling, training, evaluating, figures)."))
+    if folders:
+        blocks.append(runs_table(root, folders))
+    return blocks
+
+
+def runs_table(root: str, folders: list[str]) -> Table:
+    """One line per training run: seeds, its times on their bases, wall time, when it finished."""
+    rows = []
+    for folder in folders:
+        m = read_json(os.path.join(root, folder, METRICS_JSON)) or {}
+        t = run_timing(os.path.join(root, folder), m)
+        seeds = m.get("seeds") or [m.get("config", {}).get("seed")]
+        rows.append([f"`{folder}`", ", ".join(map(str, seeds)), Cell(fmt_train_time(t), "small"),
+                     Cell("n/a" if t is None else f"{t.epoch_seconds:.2f} s", "num"), Cell(fmt_images(t), "small"),
+                     Cell(fmt_seconds(m.get("wall_seconds")), "num"), Cell(m.get("finished_at", "n/a"), "small")])
+    return Table(["run", "seed(s)", f"{TRAIN_TIME} (basis)", f"{EPOCH_TIME} (same epochs)",
+                  f"{IMAGES_PER_SEC} (same epochs)", "wall time of the run", "finished"], rows,
+                 f"Every training run. {TRAIN_TIME}: training only, evaluation left out, the median over the epochs "
+                 "after the first (whose first steps compile); a run of one epoch has only that epoch, compilation "
+                 f"included, and says so. Several seeds train together as one vmapped model: {IMAGES_PER_SEC} is "
+                 f"given per model and for all of them. Wall time of the run: {RUN_WALL}.")
 
 
 def write_report(root: str, sections: Sequence[Section], command_for: CommandFor, *, title: str = DEFAULT_TITLE,
                  reference: str = "") -> tuple[int, list[Missing]]:
-    """Writes <root>/report.html (figures embedded) and <root>/REPORT.md (figures linked), each atomically;
-    returns (number of figures, missing results)."""
+    """Writes <root>/report.html (figures embedded, each a link to its file) and <root>/REPORT.md (figures
+    linked relative to it), each atomically, with no absolute path of this machine; returns (number of
+    figures, missing results)."""
     blocks, missing = build_report(root, sections, command_for, reference=reference)
-    atomic_write_text(os.path.join(root, MD_NAME), relative_paths(to_markdown(blocks, title), root))
-    atomic_write_text(os.path.join(root, HTML_NAME), relative_paths(to_html(blocks, title, root), root))
+    blocks = relative_blocks(blocks, root)
+    kind = run_kind(root, sections)[0]
+    title += {"quick (shrunk)": " (quick, shrunk run)", "nothing run": " (nothing run yet)"}.get(kind, "")
+    atomic_write_text(os.path.join(root, MD_NAME), to_markdown(blocks, title))
+    atomic_write_text(os.path.join(root, HTML_NAME), to_html(blocks, title, root))
     return sum(isinstance(b, Figure) for b in blocks), missing
+
+
+def relative_blocks(blocks: list[Block], root: str) -> list[Block]:
+    """The blocks with `relative_paths` applied to every text (figure files are already root-relative)."""
+    rel = lambda text: relative_paths(text, root)  # noqa: E731
+
+    def cell(c: CellLike) -> CellLike:
+        return Cell(rel(c.text), c.css) if isinstance(c, Cell) else rel(str(c))
+
+    out = []
+    for b in blocks:
+        if isinstance(b, (Heading, Para)):
+            b = dataclasses.replace(b, text=rel(b.text))
+        elif isinstance(b, Table):
+            b = Table([rel(h) for h in b.headers], [[cell(c) for c in row] for row in b.rows], rel(b.caption))
+        elif isinstance(b, Figure):
+            b = dataclasses.replace(b, caption=rel(b.caption))
+        elif isinstance(b, Missing):
+            b = Missing(rel(b.what), rel(b.command), rel(b.note))
+        out.append(b)
+    return out
 
 
 def run(args, sections: Sequence[Section], command_for: CommandFor, *, title: str = DEFAULT_TITLE,

@@ -269,3 +269,33 @@ def _num(x) -> float | None:
     """A JSON-safe float: NaN and infinities (undefined statistics) become None."""
     x = float(x)
     return x if math.isfinite(x) else None
+
+
+# ------------------------------------------------------------------------------ intervals over N models
+
+
+T_CONFIDENCE = 0.95  # two-sided coverage of `t_interval`
+
+
+def t_quantile(n: int, confidence: float = T_CONFIDENCE) -> float:
+    """Student's t quantile t((1 + confidence) / 2, n - 1) for n >= 2 values (12.706 for n = 2)."""
+    if n < 2:
+        raise ValueError(f"a t quantile needs at least 2 values, got {n}")
+    from scipy import stats as sps  # the module's other users need only scipy.special
+
+    return float(sps.t.ppf(0.5 + confidence / 2, n - 1))
+
+
+def t_interval(values, confidence: float = T_CONFIDENCE) -> tuple[float, float, float, float]:
+    """(mean, sample std with ddof=1, low, high) of `values`, the interval mean +- t(0.975, N-1) std / sqrt(N):
+    with N values from independent seeds it covers the true mean 95% of the time (normal errors). One value:
+    (value, 0, value, value), the point value, no interval."""
+    v = np.asarray(values, np.float64).reshape(-1)
+    if v.size == 0:
+        raise ValueError("no values")
+    mean = float(v.mean())
+    if v.size == 1:
+        return mean, 0.0, mean, mean
+    std = float(v.std(ddof=1))
+    half = t_quantile(v.size, confidence) * std / math.sqrt(v.size)
+    return mean, std, mean - half, mean + half

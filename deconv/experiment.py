@@ -149,15 +149,18 @@ def _write_figures(out_dir, settings: DeconvSettings, k, split, top, arrays, fil
     written = []
     split_text = f"{'validation' if settings.split == 'val' else 'test'} split ({len(split)} images)"
     for layer, f_ids in filters.items():
-        a, rf = arrays[layer], rfs[layer]
+        a, rf, t = arrays[layer], rfs[layer], top[layer]
         path = os.path.join(out_dir, FIG_LAYER.format(layer=layer))
+        ids = list(f_ids)
+        marks = padding_dominated(inside_fractions(rf, t["row"][ids], t["col"][ids], t["image"][ids],
+                                                   split.images.shape[1:3]))
         figures.plot_layer(
-            a["projection"], a["patch"], f_ids, top[layer]["value"][list(f_ids), 0], path,
+            a["projection"], a["patch"], f_ids, t["value"][ids, 0], path, marks=marks,
             title=f"LeNet5 {layer}: top-{k} activations per filter over the {split_text}",
             subtitle=(f"each block: left, the {k} activations projected to pixel space by {MODE_TEXT[settings.mode]}"
                       f", BN {settings.bn}; right, the image patches. Both cropped to the "
-                      f"{rf.size[0]}x{rf.size[1]} receptive field (blue: outside the image); projections "
-                      "stretched per tile, grey = 0."))
+                      f"{rf.size[0]}x{rf.size[1]} receptive field (blue: outside the image; red frame: padding-"
+                      f"dominated, {marks.sum()} of {marks.size}); projections stretched per tile, grey = 0."))
         written.append(os.path.basename(path))
     occ = occlusion_study["maps"]
     if occ is not None:
@@ -169,6 +172,27 @@ def _write_figures(out_dir, settings: DeconvSettings, k, split, top, arrays, fil
                                      "different classes, correctly classified ones first")
         written.append(FIG_OCCLUSION)
     return written
+
+
+PADDING_DOMINATED = 0.5  # a patch is padding-dominated when less than this share of its receptive field is image
+
+
+def inside_fractions(rf, rows, cols, images, image_hw) -> np.ndarray:
+    """Share of each top-k unit's receptive field that lies inside the image: rows, cols, images [F, k] (image
+    -1: no activation, share NaN) -> [F, k] in [0, 1]. A unit in a corner of conv1 sees a 3x3 of its 5x5 field
+    (0.36): the rest is the convolutions' zero padding."""
+    rows, cols, images = (np.asarray(a) for a in (rows, cols, images))
+    out = np.full(rows.shape, np.nan)
+    for idx in np.ndindex(rows.shape):
+        if images[idx] >= 0:
+            r0, r1, c0, c1 = ops.receptive_box(rf, int(rows[idx]), int(cols[idx]), image_hw)
+            out[idx] = (r1 - r0) * (c1 - c0) / (rf.size[0] * rf.size[1])
+    return out
+
+
+def padding_dominated(fractions: np.ndarray) -> np.ndarray:
+    """[F, k] bool: most of the unit's receptive field is padding (see `inside_fractions`)."""
+    return np.nan_to_num(fractions, nan=1.0) < PADDING_DOMINATED
 
 
 def resolve_filters(params: dict, settings: DeconvSettings) -> dict[str, tuple[int, ...]]:
@@ -211,37 +235,48 @@ def pick_occlusion_images(model, variables, test: data_lib.Split, n: int, seed: 
     return np.array(picks, np.int64)
 
 
+def _layer_entry(t: dict, rf, filter_ids, split) -> dict:
+    """topk.json's entry of one layer: its receptive field, dead filters, the padding-dominated share and, per
+    filter, the top-k values, images, labels, positions, boxes and padding marks."""
+    H, W = split.images.shape[1:3]
+    fractions = inside_fractions(rf, t["row"], t["col"], t["image"], (H, W))
+    marks = padding_dominated(fractions)
+    entries = []
+    for f in filter_ids:
+        imgs = [int(i) for i in t["image"][f]]
+        entries.append({
+            "filter": int(f),
+            "value": [float(v) if np.isfinite(v) else None for v in t["value"][f]],
+            "image": imgs,
+            "label": [int(split.labels[i]) if i >= 0 else None for i in imgs],
+            "row": [int(v) for v in t["row"][f]],
+            "col": [int(v) for v in t["col"][f]],
+            "box": [list(ops.receptive_box(rf, int(r), int(c), (H, W))) if i >= 0 else None
+                    for i, r, c in zip(imgs, t["row"][f], t["col"][f])],
+            "inside_fraction": [None if np.isnan(v) else round(float(v), 4) for v in fractions[f]],
+            "padding_dominated": [bool(v) for v in marks[f]],
+        })
+    found = [m for e in entries for m, i in zip(e["padding_dominated"], e["image"]) if i >= 0]
+    return {
+        "receptive_field": {"size": list(rf.size), "jump": list(rf.jump), "first": list(rf.first)},
+        "dead_filters": [e["filter"] for e in entries if (e["value"][0] or 0.0) <= 0.0],
+        "padding_dominated_fraction": float(np.mean(found)) if found else 0.0,
+        "filters": entries,
+    }
+
+
 def topk_summary(settings, k, layers, filters, top, rfs, split, dataset, timing, checkpoint, run_info, occ,
                  picks, written) -> dict:
     """The content of topk.json."""
-    layer_entries = {}
-    for layer in layers:
-        t, rf = top[layer], rfs[layer]
-        H, W = split.images.shape[1:3]
-        entries = []
-        for f in filters[layer]:
-            imgs = [int(i) for i in t["image"][f]]
-            entries.append({
-                "filter": int(f),
-                "value": [float(v) if np.isfinite(v) else None for v in t["value"][f]],
-                "image": imgs,
-                "label": [int(split.labels[i]) if i >= 0 else None for i in imgs],
-                "row": [int(v) for v in t["row"][f]],
-                "col": [int(v) for v in t["col"][f]],
-                "box": [list(ops.receptive_box(rf, int(r), int(c), (H, W))) if i >= 0 else None
-                        for i, r, c in zip(imgs, t["row"][f], t["col"][f])],
-            })
-        layer_entries[layer] = {
-            "receptive_field": {"size": list(rf.size), "jump": list(rf.jump), "first": list(rf.first)},
-            "dead_filters": [e["filter"] for e in entries if (e["value"][0] or 0.0) <= 0.0],
-            "filters": entries,
-        }
+    layer_entries = {layer: _layer_entry(top[layer], rfs[layer], filters[layer], split) for layer in layers}
     summary = {
         "description": (f"Top-{k} activations per filter of each conv layer over the {settings.split} split. The "
                         "activation is the conv layer's output after ReLU, before batch norm; each image counts "
                         "once per filter (its strongest position). 'image' indexes the split as "
                         "common.data.load_dataset returns it, 'row'/'col' the position in the layer's map, "
-                        "'box' the receptive field in the image as (r0, r1, c0, c1), half-open, clipped."),
+                        "'box' the receptive field in the image as (r0, r1, c0, c1), half-open, clipped; "
+                        "'inside_fraction' the share of the receptive field inside the image, 'padding_dominated' "
+                        f"true when it is below {PADDING_DOMINATED} (the patch is mostly zero padding)."),
         "checkpoint": os.path.abspath(checkpoint) if checkpoint else None,
         "data_source": dataset.source,
         "split": settings.split,

@@ -13,6 +13,7 @@ Display conventions:
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib
@@ -94,25 +95,52 @@ def layer_mosaic(projections: np.ndarray, patches: np.ndarray, per_row: int, *, 
     return mosaic, anchors, bw
 
 
+def patch_tile_origin(anchor: tuple[float, float], block_width: int, label_band: int, k: int, i: int, rf: int,
+                      tile_gap: int = 1) -> tuple[int, int]:
+    """(x, y) in mosaic pixels of the top-left of image patch i of the block labelled at `anchor` (its
+    layer_mosaic anchor): the right-hand grid of the block."""
+    _, gcols = grid_shape(k)
+    x0 = anchor[0] - block_width / 2 + block_width - (gcols * rf + (gcols - 1) * tile_gap)
+    y0 = anchor[1] + label_band / 2
+    r, c = divmod(i, gcols)
+    return int(round(x0)) + c * (rf + tile_gap), int(round(y0)) + r * (rf + tile_gap)
+
+
+DISPLAY_WIDTH = 1180  # screen pixels the report's column shows a figure at without shrinking it
+MIN_TILE = 24  # screen pixels of one receptive-field tile, at the least
+MARK = "#d01c1c"  # the frame of a padding-dominated patch
+
+
+def layer_zoom(rf: int, k: int) -> tuple[int, int]:
+    """(integer zoom, blocks per row) for receptive fields of `rf` pixels and top-k grids: every tile at
+    least MIN_TILE screen pixels, the figure at most DISPLAY_WIDTH wide (so it is shown unshrunk)."""
+    _, gcols = grid_shape(k)
+    zoom = max(2, math.ceil(MIN_TILE / rf))
+    block = 2 * (gcols * rf + gcols - 1) + 3
+    gap = max(2, math.ceil(24 / zoom))
+    return zoom, max(1, (DISPLAY_WIDTH // zoom + gap) // (block + gap))
+
+
 def plot_layer(projections: np.ndarray, patches: np.ndarray, filter_ids: Sequence[int], top_values: np.ndarray,
-               path: str, title: str, subtitle: str, per_row: int = 8) -> str:
-    """The paper-style figure of one layer (see the module docstring).
+               path: str, title: str, subtitle: str, per_row: int | None = None,
+               marks: np.ndarray | None = None) -> str:
+    """The paper-style figure of one layer (see the module docstring), drawn at its display size: tiles of at
+    least MIN_TILE screen pixels, at most DISPLAY_WIDTH wide, as many rows of blocks as that takes.
 
     projections, patches: [F, k, h, w, C]; filter_ids [F]; top_values [F] (each filter's strongest
-    activation, printed beside its number).
+    activation, printed beside its number); marks [F, k] bool: patches framed in MARK (padding-dominated).
     """
-    rf = projections.shape[2]
-    # Zoom so that a block is ~270 screen pixels wide whatever the receptive field (5 px for conv1, 14 for
-    # conv2), and the labels get a band of ~18 screen pixels.
-    _, gcols = grid_shape(projections.shape[1])
-    block_px = 2 * (gcols * rf + gcols - 1) + 3
-    zoom = max(2, round(270 / block_px))
+    rf, k = projections.shape[2], projections.shape[1]
+    zoom, fit = layer_zoom(rf, k)
+    per_row = per_row or fit
     label_band = math.ceil(20 / zoom)
-    mosaic, anchors, _ = layer_mosaic(projections, patches, per_row, label_band=label_band,
-                                      block_gap=max(2, math.ceil(24 / zoom)))
+    mosaic, anchors, bw = layer_mosaic(projections, patches, per_row, label_band=label_band,
+                                       block_gap=max(2, math.ceil(24 / zoom)))
     h, w = mosaic.shape[:2]
-    head, foot = 70, 10  # screen pixels for the title lines and the bottom margin
-    fig_w, fig_h = w * zoom + 20, h * zoom + head + foot
+    fig_w = max(w * zoom + 20, 900)
+    lines = textwrap.wrap(subtitle, width=int(fig_w / 8.6))  # at most ~8 screen pixels a character at 10.5 pt
+    head, foot = 44 + 17 * len(lines), 10  # screen pixels for the title lines and the bottom margin
+    fig_h = h * zoom + head + foot
     fig = plt.figure(figsize=(fig_w / DPI, fig_h / DPI), dpi=DPI)
     ax = fig.add_axes([10 / fig_w, foot / fig_h, w * zoom / fig_w, h * zoom / fig_h])
     ax.imshow(mosaic, interpolation="nearest")
@@ -120,9 +148,22 @@ def plot_layer(projections: np.ndarray, patches: np.ndarray, filter_ids: Sequenc
     for fid, value, (x, y) in zip(filter_ids, top_values, anchors):
         ax.text(x, y, f"filter {fid}   max {value:.2f}" if np.isfinite(value) else f"filter {fid}",
                 ha="center", va="center", fontsize=10)
+    if marks is not None:
+        for f, i in zip(*np.nonzero(marks)):
+            x, y = patch_tile_origin(anchors[f], bw, label_band, k, int(i), rf)
+            ax.add_patch(plt.Rectangle((x - 1, y - 1), rf + 1, rf + 1, fill=False, ec=MARK, lw=1.6))
     fig.text(0.5, 1 - 22 / fig_h, title, ha="center", va="center", fontsize=15, weight="bold")
-    fig.text(0.5, 1 - 50 / fig_h, subtitle, ha="center", va="center", fontsize=10.5)
+    fig.text(0.5, 1 - 40 / fig_h, "\n".join(lines), ha="center", va="top", fontsize=10.5)
     return save(fig, path, dpi=DPI)
+
+
+def _true_prob_panel(fig, ax, prob: np.ndarray, name: str) -> None:
+    """p(true class) against occluder position on the map's own range: on a fixed 0-1 scale a map between
+    0.02 and 0.1 is one dark square."""
+    lo, hi = float(np.min(prob)), float(np.max(prob))
+    im = ax.imshow(prob, cmap="magma", vmin=lo, vmax=max(hi, lo + 1e-6), interpolation="nearest")
+    fig.colorbar(im, ax=ax, shrink=0.85).set_label("this image's own range", fontsize=8)
+    ax.set_title(f"p({name}) vs. occluder centre", fontsize=9)
 
 
 def plot_occlusion(images: np.ndarray, labels: np.ndarray, class_names: Sequence[str], maps: dict,
@@ -167,16 +208,14 @@ def plot_occlusion(images: np.ndarray, labels: np.ndarray, class_names: Sequence
         r0, r1, c0, c1 = boxes[i]
         a[2].add_patch(plt.Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0, r1 - r0, fill=False,
                                      ec="black" if gray else "red", lw=1.2))
-        a[2].set_title(f"filter {maps['feature'][i]}'s strongest activation\nprojected to pixels "
-                       "(box: receptive field" + ("; red +, blue -)" if gray else ")"), fontsize=9)
-        im = a[3].imshow(maps["true_prob"][i], cmap="magma", vmin=0, vmax=1, interpolation="nearest")
-        fig.colorbar(im, ax=a[3], shrink=0.85)
-        a[3].set_title(f"p({class_names[labels[i]]}) vs. occluder centre", fontsize=9)
+        a[2].set_title(f"filter {maps['feature'][i]}'s top activation in pixels\n(box: its receptive field"
+                       + ("; red +, blue -)" if gray else ")"), fontsize=9)
+        _true_prob_panel(fig, a[3], maps["true_prob"][i], class_names[labels[i]])
         top = maps["top_class"][i]
         a[4].imshow(top, cmap=cmap_cls, vmin=-0.5, vmax=9.5, interpolation="nearest")
         present = [int(v) for v in np.unique(top)]
         handles = [plt.Rectangle((0, 0), 1, 1, color=cmap_cls(v)) for v in present]
-        a[4].legend(handles, [class_names[v] for v in present], fontsize=7, loc="center left",
+        a[4].legend(handles, [class_names[v] for v in present], fontsize=9, loc="center left",
                     bbox_to_anchor=(1.0, 0.5), frameon=False)
         a[4].set_title("most probable class vs. occluder centre", fontsize=9)
         for ax in a:

@@ -1,31 +1,73 @@
-"""The report's Part 2 (`--task deconv`): the deconvnet's settings and the captions of its figures."""
+"""The report's Part 2 (`--task deconv`): the deconvnet's settings, what its figures show beside Zeiler & Fergus's
+layer-1 and layer-2 findings, the padding-dominated patches, its claim line and the captions of its figures."""
 from __future__ import annotations
 
 import os
 
+from common import report
 from common.document import Block, Para
-from common.outputs import read_json
-from common.report import Section, fixed_caption, generic_caption, machine
-from deconv.experiment import FIG_LAYER, FIG_OCCLUSION, TOPK_JSON, DeconvSettings
+from common.report import NOT_JUDGED, Claim, Section, fixed_caption, generic_caption, machine
+from deconv.experiment import FIG_LAYER, FIG_OCCLUSION, PADDING_DOMINATED, TOPK_JSON, DeconvSettings
+from lenet.report import lenet_shrunk
 
 DECONV_KEY = "deconv"  # the task, and its folder under the results root
 LAYERS = DeconvSettings().layers  # the layers the task shows by default: one figure each
+ZF_FINDINGS = {  # what Zeiler & Fergus found, as the assignment summarises it
+    "conv1": "edges of various frequencies and colours, or patches of one solid colour",
+    "conv2": "combinations of layer-1 structures (parallel lines, blobs, circles)",
+}
+
+
+def read_topk(root: str) -> dict:
+    return report.read_json(os.path.join(root, DECONV_KEY, TOPK_JSON)) or {}
+
+
+def padding_shares(topk: dict) -> dict[str, float]:
+    """{layer: share of its top-k patches that are padding-dominated} (topk.json's padding_dominated_fraction)."""
+    return {layer: entry["padding_dominated_fraction"] for layer, entry in (topk.get("layers") or {}).items()
+            if entry.get("padding_dominated_fraction") is not None}
 
 
 def deconv_blocks(root: str) -> list[Block]:
-    """What the figures show, then the settings recorded in topk.json."""
+    """What the figures show beside the paper, the padding-dominated share, then the settings."""
     blocks: list[Block] = [Para(
-        "Zeiler & Fergus's deconvnet on the trained LeNet5: for each filter of each conv layer, the images that "
-        "activate it most strongly, and those activations projected back to pixel space through ReLU, "
-        "unpooling with the max-pool switches and transposed convolutions.")]
-    topk = read_json(os.path.join(root, DECONV_KEY, TOPK_JSON))
+        "Zeiler & Fergus's deconvnet on the trained LeNet5 (the first seed's model, seed 0): for each filter of "
+        "each conv layer, the images that activate it most strongly, and those activations projected back to pixel "
+        "space through ReLU, unpooling with the max-pool switches and transposed convolutions. The paper found "
+        f"layer 1 to detect {ZF_FINDINGS['conv1']}, layer 2 {ZF_FINDINGS['conv2']}; compare the conv1 and conv2 "
+        "figures below. LeNet5's conv1 sees a 5x5 patch of a 28x28 grey image and conv2 a 14x14 one, far smaller "
+        "than the paper's ImageNet layers, so only layer-1/layer-2 kinds of structure can appear.")]
+    topk = read_topk(root)
+    shares = padding_shares(topk)
+    if shares:
+        blocks.append(Para(
+            "Padding: a top-9 patch whose receptive field lies mostly outside the image (less than "
+            f"{PADDING_DOMINATED:.0%} of it inside: the units at the corners, whose input is mostly the convolutions' "
+            "zero padding) is framed in red in the figures and marked `padding_dominated` in "
+            f"`{DECONV_KEY}/{TOPK_JSON}`: " + ", ".join(f"{layer} {share:.0%} of its top-{topk.get('top_k')} patches"
+                                                        for layer, share in shares.items())
+            + ". Such a filter responds to the image's border, not to a structure inside it.", "finding"))
     if topk:
         blocks.append(Para(
             f"Settings (`{DECONV_KEY}/{TOPK_JSON}`): top-{topk.get('top_k')} over the {topk.get('split')} split "
             f"({topk.get('split_size')} images of {topk.get('data_source')}), rule `{topk.get('mode')}`, batch "
-            f"norm passed back by `{topk.get('bn')}`, checkpoint `{topk.get('checkpoint')}`; "
+            f"norm passed back by `{topk.get('bn')}`, checkpoint `{report.under_root(root, topk.get('checkpoint'))}`; "
             f"{machine(topk.get('environment'))}."))
     return blocks
+
+
+def deconv_claims(root: str, command: str) -> list[Claim]:
+    """Part 2's claim line: the paper's layer-1/layer-2 findings are visual, so the report shows the figures and
+    the padding-dominated share and leaves the judgement to the reader (said so)."""
+    topk = read_topk(root)
+    shares = padding_shares(topk)
+    measured = ("missing" + (f": run `{command}`" if command else "") if not topk else
+                "padding-dominated top-9 patches: " + ", ".join(f"{layer} {v:.0%}" for layer, v in shares.items())
+                if shares else "figures only")
+    verdict = (NOT_JUDGED if lenet_shrunk(root, ("lenet",)) else
+               "not judged: a visual claim with no number; compare the conv1 and conv2 figures of Part 2")
+    return [Claim("2", "layer 1 detects edges and solid colours, layer 2 combinations of them (Zeiler & Fergus)",
+                  measured, "visual (no number)", verdict if topk else "n/a")]
 
 
 def _in_folder(name: str) -> str:
@@ -40,13 +82,13 @@ DECONV_SECTION = Section(
         (_in_folder(FIG_LAYER.format(layer="conv1")), fixed_caption(
             "Deconvnet (Zeiler & Fergus): for each conv1 filter, its strongest activations projected back to pixel "
             "space (left) beside the image patches that caused them (right), both cropped to the filter's "
-            "receptive field.")),
+            "receptive field; red frame: a padding-dominated patch.")),
         (_in_folder(FIG_LAYER.format(layer="conv2")), fixed_caption(
             "The same for each conv2 filter: projections of its strongest activations beside their image patches "
-            "(receptive fields).")),
+            "(receptive fields); red frame: a padding-dominated patch.")),
         (_in_folder(FIG_LAYER.format(layer="*")), lambda p: "Deconvnet projections: " + generic_caption(p)),
         (_in_folder(FIG_OCCLUSION.replace(".png", "*.png")), fixed_caption(
             "Occlusion sensitivity: how the correct class's probability falls as a grey square covers each part "
-            "of the image.")),
+            "of the image (each map on its own colour range).")),
     ),
-    blocks=deconv_blocks)
+    blocks=deconv_blocks, claims=deconv_claims)

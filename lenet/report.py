@@ -1,13 +1,13 @@
-"""The report's Part 1b (`--task lenet`) and Part 1c (`--task visualize`): what the assignment says, how the
-measured numbers are shown beside it, and the captions of the figures these tasks write."""
+"""The report's Part 1b (`--task lenet`) and Part 1c (`--task visualize`): what the assignment says, its claims
+with their verdicts, how the measured numbers are shown beside them, and the captions of these tasks' figures."""
 from __future__ import annotations
 
 import os
 
-from common import report
-from common.document import Block, Cell, CellLike, Para, Table
+from common import plotting, report
+from common.document import Block, Cell, Para, Table
 from common.outputs import METRICS_JSON, read_json
-from common.report import Section, Target, fixed_caption, fmt_acc, fmt_seconds
+from common.report import NOT_JUDGED, Claim, Estimate, Section, Target, fixed_caption, fmt_acc
 from lenet.config import LeNetConfig
 from lenet.train import FIGURE
 from lenet.visualize import (
@@ -24,8 +24,8 @@ LENET_KEY, VISUALIZE_KEY = "lenet", "visualize"  # the tasks, and their folders 
 NOBN_KEY = LENET_KEY + NOBN_SUFFIX  # where `--task visualize --compare-batchnorm` trains the comparison net
 CIFAR_FOLDER = "../shared/data/elec576/CIFAR10"  # the course's image folder, relative to the repository
 # 'about': a point target, met within 0.02
-LENET_TARGET = Target(0.60, 0.60, "about 0.60 (60%) validation and test; train up to about 0.80", 0.02)
-TRAIN_TARGET = Target(0.80, 0.80, "up to about 0.80 (Keras's running accuracy, dropout on)", 0.02)
+LENET_TARGET = Target(0.60, 0.60, "about 0.60 (60%)", 0.02)
+TRAIN_TARGET = Target(0.80, 0.80, "up to about 0.80 (80%)", 0.02)
 CLAIM_1C = ("batch normalization (before max pooling) significantly helped the output of the first "
             "convolutional layer to be more normally distributed, but only slightly affected the distribution "
             "of the output of the second convolutional layer")
@@ -33,58 +33,97 @@ CLAIM_1C = ("batch normalization (before max pooling) significantly helped the o
 STATS_COLUMNS = (("network", "{}"), ("layer", "{}"), ("stage", "{}"), ("mean", "{:.3f}"), ("std", "{:.3f}"),
                  ("zero_fraction", "{:.1%}"), ("skewness", "{:.2f}"), ("excess_kurtosis", "{:.2f}"),
                  ("ks_normal", "{:.3f}"))
+# The assignment's figures made by these tasks (root-relative path -> its number there)
+# The assignment's numbers on Figure 1's accuracy panel (runs on CIFAR10 with batch norm: lenet.train's titles)
+plotting.register_targets("LeNet5 on CIFAR10", [
+    (LENET_TARGET.low, LENET_TARGET.high, "assignment: about 0.60 (validation and test)"),
+    (TRAIN_TARGET.low, TRAIN_TARGET.high, "assignment: training accuracy up to about 0.80")])
+ASSIGNMENT_FIGURES = {f"{LENET_KEY}/{FIGURE}": 1, f"{VISUALIZE_KEY}/{FIG_FILTERS}": 2,
+                      f"{VISUALIZE_KEY}/{FIG_ACTIVATIONS}": 3}
+
+
+def lenet_metrics(root: str) -> dict | None:
+    return read_json(os.path.join(root, LENET_KEY, METRICS_JSON))
+
+
+def lenet_shrunk(root: str, keys: tuple[str, ...] = (LENET_KEY, NOBN_KEY)) -> list[str]:
+    """How Part 1b's run (and the network without batch norm of Part 1c) is smaller than the assignment's."""
+    defaults = LeNetConfig().to_dict()
+    out = []
+    for key in keys:
+        m = read_json(os.path.join(root, key, METRICS_JSON))
+        text = m and report.shrunk_text(f"`{key}`", m.get("config", {}), m.get("epochs"), defaults)
+        out += [text] if text else []
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- Part 1b
 
 
 def lenet_blocks(root: str) -> list[Block]:
-    """The architecture and settings, then train/validation/test accuracy beside the assignment's."""
-    m = read_json(os.path.join(root, LENET_KEY, METRICS_JSON))
+    """The architecture and the assignment's settings, this run's, then each split's accuracy beside the
+    assignment's."""
+    m = lenet_metrics(root)
     c = LeNetConfig()
     blocks: list[Block] = [Para(
         f"LeNet5 (conv 5x5x32 + ReLU, batch norm, 2x2 max-pool; conv 5x5x64 + ReLU, batch norm, max-pool; "
-        f"fc 1024 + ReLU, dropout {c.dropout_rate}; fc 10) trained with the report's settings: nadam {c.train.lr:g}, "
-        f"batch {c.train.batch_size}, {c.train.epochs} epochs, L2 {c.conv_l2} on each conv kernel and {c.fc_l2} on "
-        "fc1, "
-        "Glorot-normal kernels, biases 0.1. The assignment: about 0.60 (60%) on both validation and test.")]
+        f"fc 1024 + ReLU, dropout {c.dropout_rate}; fc 10). The assignment's settings: nadam {c.train.lr:g}, batch "
+        f"{c.train.batch_size}, {c.train.epochs} epochs, L2 {c.conv_l2} on each conv kernel and {c.fc_l2} on fc1, "
+        "Glorot-normal kernels, biases 0.1; its result: about 0.60 (60%) on both validation and test, training "
+        "accuracy up to about 0.80.")]
     if m:
-        blocks.append(_lenet_table(m))
+        shrunk = lenet_shrunk(root, (LENET_KEY,))
+        blocks.append(Para(f"This run: {report.settings(m, c.train.epochs)[0]}"
+                           + (f" \u2014 {NOT_JUDGED}." if shrunk else "."), "finding" if shrunk else ""))
+        blocks.append(_lenet_table(root, m, bool(shrunk)))
     return blocks
 
 
-def _lenet_table(m: dict) -> Table:
-    """Each split's accuracy (mean \u00b1 std over seeds, per-seed values) and loss beside the assignment's, with
-    a verdict; training accuracy twice: Keras's running mean with dropout on (what the assignment's 'up to
-    about 0.80' is) and in eval mode (dropout off, not in the assignment)."""
+def max_running_accuracy(root: str) -> Estimate | None:
+    """Each model's highest running training accuracy over its epochs (what 'up to about 80%' is), over seeds."""
+    models = report.history_by_model(os.path.join(root, LENET_KEY, report.HISTORY_CSV))
+    values = [max(r["train_running_accuracy"] for r in rows) for rows in models if rows]
+    return report.aggregate(values) if values else None
+
+
+def _lenet_table(root: str, m: dict, shrunk: bool) -> Table:
+    """Each split's accuracy (mean \u00b1 std over seeds, per-seed values, t-interval) and loss beside the
+    assignment's, with a verdict; training accuracy twice: Keras's running mean with dropout on (its maximum
+    over epochs is the assignment's 'up to about 0.80') and in eval mode (not in the assignment)."""
     rows = []
     for label, key, target in (
-            ("train: running mean while training, dropout on (as Keras reports it)", "train_running", TRAIN_TARGET),
+            ("train: running mean while training, dropout on (as Keras reports it)", "train_running", report.NO_TARGET),
             ("train: eval mode (dropout off) after the epoch", "train", report.NO_TARGET),
             ("validation", "val", LENET_TARGET), ("test", "test", LENET_TARGET)):
         estimate = report.estimate_of(m, f"{key}_accuracy")
-        rows.append([label, report.estimate_cell(m, f"{key}_accuracy", per_seed=True),
-                     Cell(fmt_acc(m.get(f"{key}_loss")), "num"),
-                     target.text if target is not report.NO_TARGET else "not in the assignment",
-                     Cell(report.verdict_line(estimate, target), "small")])
+        rows.append([label, Cell(report.fmt_estimate(estimate), "num"), Cell(report.fmt_interval(estimate), "small"),
+                     Cell(fmt_acc(m.get(f"{key}_loss")), "num"), target.text,
+                     Cell(report.verdict_line(estimate, target, shrunk), "small")])
+    best = max_running_accuracy(root)
+    rows.append(["train: highest running accuracy over the epochs", Cell(report.fmt_estimate(best), "num"),
+                 Cell(report.fmt_interval(best), "small"), "", TRAIN_TARGET.text,
+                 Cell(report.verdict_line(best, TRAIN_TARGET, shrunk), "small")])
     selected = m.get("selected_epoch")
+    timing = report.run_timing(os.path.join(root, LENET_KEY), m)
     return Table(
-        ["split", "accuracy", "loss", "assignment", "verdict"], rows,
+        ["split", "accuracy (mean \u00b1 std)", "interval", "loss", "assignment", "verdict"], rows,
         f"{m.get('epochs')} epochs on {m.get('data_source')} ({m.get('train_size')} train / "
         f"{m.get('val_size')} validation / {m.get('test_size')} test images); the reported model is the "
         f"best-validation epoch ({', '.join(map(str, selected)) if isinstance(selected, list) else selected}; "
         f"{m.get('selection', 'best validation accuracy')}); at the last epoch: test accuracy "
-        f"{fmt_acc((m.get('last_epoch') or {}).get('test_accuracy'))}; {m.get('param_count', 0):,} parameters; "
-        f"{m.get('train_images_per_sec', 0):.0f} training images/s; training time "
-        f"{fmt_seconds(m.get('train_seconds_per_epoch'))} per epoch (epoch time with evaluation "
-        f"{fmt_seconds(m.get('seconds_per_epoch'))}).")
+        f"{fmt_acc((m.get('last_epoch') or {}).get('test_accuracy'))}; {m.get('param_count', 0):,} parameters. "
+        f"Times: {report.timing_sentence(timing)}.")
 
 
-def lenet_summary(root: str, command: str) -> list[list[CellLike]]:
-    """Part 1b's row of the headline table."""
-    metrics = read_json(os.path.join(root, LENET_KEY, METRICS_JSON))
-    return [report.summary_row("1b", "LeNet5 on CIFAR10", LENET_KEY, metrics, LENET_TARGET, LeNetConfig().train.epochs,
-                               command)]
+def lenet_claims(root: str, command: str) -> list[Claim]:
+    """Part 1b's claims: validation and test accuracy about 0.60, training accuracy up to about 0.80."""
+    m, shrunk = lenet_metrics(root), bool(lenet_shrunk(root, (LENET_KEY,)))
+    return [report.accuracy_claim("1b", "LeNet5 on CIFAR10: validation accuracy", report.estimate_of(m, "val_accuracy"),
+                                  LENET_TARGET, shrunk, command),
+            report.accuracy_claim("1b", "LeNet5 on CIFAR10: test accuracy", report.estimate_of(m, "test_accuracy"),
+                                  LENET_TARGET, shrunk, command),
+            report.accuracy_claim("1b", "LeNet5: highest training accuracy (running, dropout on) over the epochs",
+                                  max_running_accuracy(root) if m else None, TRAIN_TARGET, shrunk, command)]
 
 
 LENET_SECTION = Section(
@@ -92,36 +131,16 @@ LENET_SECTION = Section(
     expected=(FIGURE,),
     captions=(
         (f"{LENET_KEY}/{FIGURE}", fixed_caption(
-            "The assignment's Figure 1: accuracy and loss of LeNet5 on CIFAR10 against epoch, for train (eval "
-            "mode; dotted: running average with dropout on), validation and test.")),
+            "Accuracy and loss of LeNet5 on CIFAR10 against epoch: train (eval mode; dotted: the running mean "
+            "with dropout on), validation and test; the dashed lines are the assignment's 0.60 (validation and "
+            "test) and 0.80 (training); the running loss, with dropout on, has its own panel.")),
     ),
-    blocks=lenet_blocks, summary=lenet_summary,
+    blocks=lenet_blocks, claims=lenet_claims, shrunk=lambda root: lenet_shrunk(root, (LENET_KEY,)),
+    figure_number=ASSIGNMENT_FIGURES.get,
     hint=f"add `--data-dir {CIFAR_FOLDER}` to the LeNet5 command to train on the course's image folder")
 
 
 # ---------------------------------------------------------------------------------------------- Part 1c
-
-
-def visualize_blocks(root: str) -> list[Block]:
-    """The assignment's claim about batch norm, the networks compared, and the activation statistics."""
-    blocks: list[Block] = [Para(f"The assignment: \u201c{CLAIM_1C}\u201d (not shown there). The table gives each "
-                                "layer's activation statistics over the test split; a normal distribution has "
-                                "skewness 0, excess kurtosis 0 and a small KS distance.")]
-    stats = read_json(os.path.join(root, VISUALIZE_KEY, STATS_JSON)) or {}
-    nets = stats.get("networks") or {}
-    if stats.get("table"):
-        blocks.append(Para("Verdict on the claim: " + claim_1c_verdict(stats["table"]), "finding"))
-    seeds = (read_json(os.path.join(root, LENET_KEY, METRICS_JSON)) or {}).get("seeds") or []
-    if len(seeds) > 1:
-        blocks.append(Para(f"The checkpoints hold several seeds' models ({', '.join(map(str, seeds))}); these "
-                           f"statistics and figures use the first seed's (seed {seeds[0]}) model of each network."))
-    if nets:
-        blocks.append(Para("Networks: " + "; ".join(
-            f"`{key}` = {n.get('label', key)} (`{n.get('checkpoint', '?')}`), test accuracy "
-            f"{fmt_acc(n.get('test_accuracy'))}" for key, n in nets.items()) + "."))
-    if stats.get("table"):
-        blocks.append(_stats_table(stats))
-    return blocks
 
 
 SIGNIFICANT_KS_DROP = 0.05  # a drop of the KS distance to the normal this large counts as 'significantly'
@@ -149,35 +168,130 @@ def ks_drops(table: list[dict]) -> tuple[dict[str, float], str]:
     return {}, "nothing comparable"
 
 
+def model_tables(stats: dict) -> list[list[dict]]:
+    """The statistics table of each of the N models (activation_stats.json's per_model), or model 0's alone."""
+    return stats.get("per_model") or ([stats["table"]] if stats.get("table") else [])
+
+
+def ks_estimates(tables: list[list[dict]]) -> tuple[Estimate, Estimate, Estimate, str] | None:
+    """(conv1's KS drop, conv2's, conv1's minus conv2's) over the models, and what was compared; None when a
+    table lacks conv1 or conv2 with and without batch norm."""
+    drops = [ks_drops(t) for t in tables]
+    if not drops or any("conv1" not in d or "conv2" not in d for d, _ in drops):
+        return None
+    d1, d2 = [d["conv1"] for d, _ in drops], [d["conv2"] for d, _ in drops]
+    return (report.aggregate(d1), report.aggregate(d2), report.aggregate([a - b for a, b in zip(d1, d2)]),
+            drops[0][1])
+
+
+def _word(low_ok: bool, high_bad: bool) -> str:
+    return "supported" if low_ok else "not supported" if high_bad else "not separated"
+
+
+def claim_1c_parts(tables: list[list[dict]], shrunk: bool) -> tuple[str, str, str]:
+    """(conv1 verdict, conv2 verdict, what was compared) on the t-intervals over the models: conv1's KS drop
+    at least SIGNIFICANT_KS_DROP ('significantly'), and conv2's smaller than conv1's ('only slightly')."""
+    est = ks_estimates(tables)
+    if est is None:
+        return "n/a", "n/a", "the statistics lack conv1 or conv2 with and without batch norm"
+    d1, _, diff, how = est
+    if shrunk:
+        return NOT_JUDGED, NOT_JUDGED, how
+    one = "the value" if d1.n == 1 else "the 95% t-interval"
+    v1 = (f"{_word(d1.low >= SIGNIFICANT_KS_DROP, d1.high < SIGNIFICANT_KS_DROP)}: {one} of conv1's drop, "
+          f"{d1.low:+.3f} to {d1.high:+.3f}, against {SIGNIFICANT_KS_DROP}")
+    v2 = (f"{_word(diff.low > 0, diff.high < 0)}: {one} of conv1's drop minus conv2's, {diff.low:+.3f} to "
+          f"{diff.high:+.3f}, against 0")
+    return v1, v2, how
+
+
 def claim_1c_verdict(table: list[dict]) -> str:
-    """Supported / partly / not supported, from how much batch norm lowers each conv layer's KS distance to
-    a normal distribution: the claim is a large drop for conv1 (at least SIGNIFICANT_KS_DROP) and a smaller
-    one for conv2."""
-    drops, how = ks_drops(table)
-    if "conv1" not in drops or "conv2" not in drops:
+    """The claim on one model's statistics table, in one sentence (a model-0-only view of `claim_1c_parts`)."""
+    est = ks_estimates([table] if table else [])
+    if est is None:
         return "n/a (the statistics lack conv1 or conv2 with and without batch norm)."
-    d1, d2 = drops["conv1"], drops["conv2"]
-    if d1 >= SIGNIFICANT_KS_DROP and d1 > d2:
-        word = "supported"
-    elif d1 > d2 or d1 >= SIGNIFICANT_KS_DROP:
-        word = "partly supported"
-    else:
-        word = "not supported"
-    return (f"{word}: batch norm lowers the KS distance to a normal by {d1:+.3f} for conv1 and {d2:+.3f} for "
-            f"conv2 ({how}; 'significantly' taken as a drop of at least {SIGNIFICANT_KS_DROP}, 'only slightly' "
+    d1, d2, _, how = est
+    v1, v2, _ = claim_1c_parts([table], False)
+    s1, s2 = v1.startswith("supported"), v2.startswith("supported")
+    word = "supported" if s1 and s2 else "partly supported" if s1 or s2 else "not supported"
+    return (f"{word}: batch norm lowers the KS distance to a normal by {d1.mean:+.3f} for conv1 and {d2.mean:+.3f} "
+            f"for conv2 ({how}; 'significantly' taken as a drop of at least {SIGNIFICANT_KS_DROP}, 'only slightly' "
             "as a smaller drop for conv2 than conv1).")
 
 
+def visualize_stats(root: str) -> dict:
+    return read_json(os.path.join(root, VISUALIZE_KEY, STATS_JSON)) or {}
+
+
+def visualize_claims(root: str, command: str) -> list[Claim]:
+    """Part 1c's claim, in its two halves (conv1 'significantly', conv2 'only slightly')."""
+    tables = model_tables(visualize_stats(root))
+    shrunk = bool(lenet_shrunk(root))
+    est = ks_estimates(tables)
+    missing = "missing" + (f": run `{command}`" if command else "")
+    v1, v2, _ = claim_1c_parts(tables, shrunk)
+    m1 = missing if est is None else report.fmt_measured(est[0], digits=3)
+    m2 = missing if est is None else (f"conv2 {report.fmt_measured(est[1], digits=3)}; conv1 minus conv2 "
+                                      f"{report.fmt_interval(est[2])}")
+    return [Claim("1c", "batch norm makes conv1's output markedly more normal (drop of the KS distance to a normal)",
+                  m1, f"'significantly' (taken as a drop \u2265 {SIGNIFICANT_KS_DROP})", v1),
+            Claim("1c", "batch norm changes conv2's distribution only slightly (a smaller KS drop than conv1's)", m2,
+                  "'only slightly' (conv2's drop < conv1's)", v2)]
+
+
+def visualize_blocks(root: str) -> list[Block]:
+    """The assignment's claim, the networks compared, the verdicts and the activation statistics."""
+    blocks: list[Block] = [Para(f"The assignment: \u201c{CLAIM_1C}\u201d (not shown there). The tables give each "
+                                "layer's activation statistics over the test split; a normal distribution has "
+                                "skewness 0, excess kurtosis 0 and a small KS distance.")]
+    stats = visualize_stats(root)
+    tables = model_tables(stats)
+    if tables:
+        v1, v2, how = claim_1c_parts(tables, bool(lenet_shrunk(root)))
+        blocks.append(Para(f"Verdict on the claim, over {len(tables)} model(s) ({how}): conv1 \u2014 {v1}; conv2 "
+                           f"\u2014 {v2}.", "finding"))
+    blocks.append(Para(f"The statistics are over the {len(tables) or 'N'} model(s) the checkpoint's run trained "
+                       "(one per seed: mean \u00b1 std and the 95% t-interval); the figures and the first table "
+                       "show the first seed's model (seed 0) alone."))
+    nets = stats.get("networks") or {}
+    if nets:
+        blocks.append(Para("Networks: " + "; ".join(
+            f"`{key}` = {n.get('label', key)} (`{report.under_root(root, n.get('checkpoint'))}`), test accuracy of "
+            f"model 0 {fmt_acc(n.get('test_accuracy'))}" for key, n in nets.items()) + "."))
+    if stats.get("table"):
+        blocks.append(_stats_table(stats))
+    if len(tables) > 1:
+        blocks.append(_ks_models_table(tables))
+    return blocks
+
+
 def _stats_table(stats: dict) -> Table:
-    """activation_stats.json's table: the STATS_COLUMNS that any row has."""
+    """activation_stats.json's table (model 0): the STATS_COLUMNS that any row has."""
     table = stats["table"]
     columns = [(k, f) for k, f in STATS_COLUMNS if any(k in r for r in table)]
     rows = [[Cell(_fmt_value(_shown(r, k), f), "" if f == "{}" else "num") for k, f in columns] for r in table]
     return Table([k.replace("_", " ") for k, _ in columns], rows,
-                 f"From `{VISUALIZE_KEY}/{STATS_JSON}` ({stats.get('test_images', '?')} test images of "
-                 f"{stats.get('data_source', '?')}); stages: pre_bn = after ReLU, before batch norm; post_bn = after "
-                 "batch norm; after_relu = after ReLU in the network without batch norm; post_pool = after "
-                 "max-pool.")
+                 f"Model 0 (seed 0), from `{VISUALIZE_KEY}/{STATS_JSON}` ({stats.get('test_images', '?')} test "
+                 f"images of {stats.get('data_source', '?')}); stages: pre_bn = after ReLU, before batch norm; "
+                 "post_bn = after batch norm; after_relu = after ReLU in the network without batch norm; post_pool "
+                 "= after max-pool.")
+
+
+def _ks_models_table(tables: list[list[dict]]) -> Table:
+    """The KS distance of each (network, layer, stage) over the N models."""
+    keys = [(r["network"], r["layer"], r["stage"]) for r in tables[0]]
+    rows = []
+    for network, layer, stage in keys:
+        values = [_ks(t, network, layer, stage) for t in tables]
+        if any(v is None for v in values):
+            continue
+        e = report.aggregate(values)
+        shown = _shown({"network": network, "stage": stage}, "stage")
+        rows.append([network, layer, shown, Cell(report.fmt_estimate(e, digits=3), "num"),
+                     Cell(report.fmt_interval(e), "small")])
+    return Table(["network", "layer", "stage", "KS distance to a normal (mean \u00b1 std over the models)",
+                  "interval"], rows, f"Over the {len(tables)} models of the checkpoint's run (model i of each "
+                  "network has the same seed).")
 
 
 def _shown(row: dict, key: str):
@@ -208,19 +322,20 @@ VISUALIZE_SECTION = Section(
     required=("*.png", STATS_JSON), expected=(FIG_FILTERS, FIG_ACTIVATIONS, FIG_BN_COMPARISON),
     captions=(
         (f"{VISUALIZE_KEY}/{FIG_FILTERS}", fixed_caption(
-            "The assignment's Figure 2: the 32 5x5 filters of the first convolutional layer.")),
+            "The 32 5x5 filters of the first convolutional layer (seed 0's model).")),
         (f"{VISUALIZE_KEY}/{FIG_ACTIVATIONS}", fixed_caption(
-            "The assignment's Figure 3: distributions of each convolutional layer's activations over the test "
-            "split, before batch norm and max-pooling (and after).")),
+            "Distributions of each convolutional layer's activations over the test split, before batch norm and "
+            "max-pooling (and after), seed 0's model.")),
         (_bn_comparison_glob(), fixed_caption(
             "With and without batch norm: each layer's activations before max-pooling, for the network trained "
-            "with batch norm and the one trained without (the assignment's claim 'not shown').")),
+            "with batch norm and the one trained without (the assignment's claim 'not shown'); seed 0's models.")),
         (f"{VISUALIZE_KEY}/{FIG_FEATURE_MAPS}", fixed_caption(
-            "Feature maps of conv1 and conv2 for one test image per class.")),
+            "Feature maps of conv1 and conv2 for one test image per class (seed 0's model).")),
         (f"{VISUALIZE_KEY}/{FIG_FILTER_HISTORY}", fixed_caption(
-            "The conv1 filters after selected epochs of training.")),
+            "The conv1 filters after selected epochs of training (seed 0's model).")),
         (f"{NOBN_KEY}/{FIGURE}", fixed_caption(
             "LeNet5 trained without batch norm (otherwise the same settings), the comparison network of this "
             "part: accuracy and loss against epoch.")),
     ),
-    blocks=visualize_blocks, also=(NOBN_KEY,))
+    blocks=visualize_blocks, claims=visualize_claims, shrunk=lambda root: lenet_shrunk(root, (NOBN_KEY,)),
+    figure_number=ASSIGNMENT_FIGURES.get, also=(NOBN_KEY,))

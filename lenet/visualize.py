@@ -250,17 +250,56 @@ def layer_order(layer: str) -> tuple[int, str]:
     return (int(digits) if digits else 0, layer)
 
 
+ALL_MODELS = "all_models.msgpack"  # every model of a run of several (common.fit), beside the first model's
+
+
+def model_variables(net: Network) -> list[dict]:
+    """The variables of every model the checkpoint's run trained (its ALL_MODELS, stacked over a leading
+    model axis, split here); [net.variables] when it trained one."""
+    path = os.path.join(ckpt.resolve_checkpoint_dir(net.source), ALL_MODELS)
+    if not os.path.isfile(path):
+        return [net.variables]
+    stacked = ckpt.load_tree(path)
+    n = len(jax.tree_util.tree_leaves(stacked)[0])
+    return [jax.tree_util.tree_map(lambda x, i=i: np.asarray(x[i]), stacked) for i in range(n)]
+
+
+def flat_table(key: str, layers: dict) -> list[dict]:
+    """One row per (layer, stage) of one network's `activation_statistics(...)['layers']`, histograms left out."""
+    return [{"network": key, "layer": layer, "stage": stage, **{k: v for k, v in st.items() if k != "histogram"}}
+            for layer, stages in layers.items() for stage, st in stages.items()]
+
+
+def per_model_tables(networks: list[Network], results: dict[str, dict], split: data_lib.Split) -> list[list[dict]]:
+    """flat_table rows of every network for each model index i (model 0 is `results`, the figures' model):
+    the statistics over the N models of a several-seed run. Model i of each network is paired with model i of
+    the other (the same seed)."""
+    per_net = {}
+    for net in networks:
+        variables = model_variables(net)
+        per_net[net.key] = [results[net.key]] + [
+            activation_statistics(dataclasses.replace(net, variables=v), split, net.config.train.eval_batch_size)
+            for v in variables[1:]]
+    tables = []
+    for i in range(min(len(v) for v in per_net.values())):
+        rows = []
+        for net in networks:
+            res = per_net[net.key][i]
+            rows += [{**row, "test_accuracy": res["accuracy"]} for row in flat_table(net.key, res["layers"])]
+        tables.append(rows)
+    return tables
+
+
 def stats_report(networks: list[Network], results: dict[str, dict], dataset: data_lib.Dataset) -> dict:
-    """The content of activation_stats.json: nested per network/layer/stage, plus a flat table."""
+    """The content of activation_stats.json: nested per network/layer/stage (model 0, the figures' model), a
+    flat table of it, and `per_model`: the flat table of each of the N models when the run trained several."""
     nets, table = {}, []
     for net in networks:
         res = results[net.key]
-        for layer, stages in res["layers"].items():
-            for stage, st in stages.items():
-                table.append({"network": net.key, "layer": layer, "stage": stage,
-                              **{k: v for k, v in st.items() if k != "histogram"}})
+        table += flat_table(net.key, res["layers"])
         nets[net.key] = {"label": net.label, "checkpoint": os.path.abspath(net.source),
                          "test_accuracy": res["accuracy"], "layers": res["layers"]}
+    per_model = per_model_tables(networks, results, dataset.test)
     return {
         "description": "Activations of every test image, per conv layer and stage. pre_bn: after ReLU, before "
                        "batch norm (for the network without batch norm: after ReLU); post_bn: after batch norm; "
@@ -268,10 +307,14 @@ def stats_report(networks: list[Network], results: dict[str, dict], dataset: dat
                        "estimators over all values of the layer (channels pooled); channel_median_* is the "
                        "median over channels of each channel's own value. ks_normal is the Kolmogorov-Smirnov "
                        f"distance to N(mean, std) from a {BINS}-bin histogram (a lower bound; ks_normal_upper "
-                       f"bounds it from above); 'histogram' holds the counts summed to {STORED_BINS} bins.",
+                       f"bounds it from above); 'histogram' holds the counts summed to {STORED_BINS} bins. "
+                       "'networks' and 'table' are model 0's (the first seed's, shown in the figures); "
+                       "'per_model' holds the table of each model the checkpoint's run trained.",
         "split": "test", "test_images": len(dataset.test), "data_source": dataset.source,
+        "models": len(per_model),
         "networks": nets,
         "table": table,
+        "per_model": per_model if len(per_model) > 1 else [],
     }
 
 
@@ -304,7 +347,7 @@ def write_figures(rundir: RunDir, networks: list[Network], results: dict, datase
     where = _describe_source(main_net)
     kernel = np.asarray(main_net.variables["params"]["conv1"]["kernel"])
     viz_plots.plot_filter_grid(kernel, rundir.path(FIG_FILTERS),
-                               f"Figure 2: the {kernel.shape[-1]} conv1 filters of {main_net.label} ({where})")
+                               f"The {kernel.shape[-1]} conv1 filters of {main_net.label} ({where})")
 
     layers = res["layers"]
     bn = main_net.config.use_batchnorm
@@ -312,7 +355,7 @@ def write_figures(rundir: RunDir, networks: list[Network], results: dict, datase
               for layer in layers for stage in ("pre_bn", "post_bn") if stage in layers[layer]]
     viz_plots.plot_activation_histograms(
         panels, rundir.path(FIG_ACTIVATIONS),
-        f"Figure 3: activations of {main_net.label} over all {len(dataset.test)} test images\n({where}); "
+        f"Activations of {main_net.label} over all {len(dataset.test)} test images\n({where}); "
         "top: linear density, bottom: log density; dashed: normal with the same mean and std",
         colors_=["tab:blue", "tab:orange"] * len(layers) if bn else None)
 

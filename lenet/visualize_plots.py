@@ -296,7 +296,7 @@ def draw_distribution(ax, s: Mapping[str, Any], *, log: bool, standardize: bool 
     ax.grid(alpha=0.25)
     if show_stats:
         ax.text(0.98, 0.97 if log else 0.80, stats_text(s), transform=ax.transAxes, ha="right", va="top",
-                fontsize=7.5, family="monospace",
+                fontsize=8.5, family="monospace",
                 bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="0.7", alpha=0.9))
 
 
@@ -343,8 +343,9 @@ def _figure_legend(fig, axes) -> None:
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             found.setdefault(label, handle)
+    # 10 pt: these figures are up to 2,200 px wide, shown at about half that
     fig.legend(list(found.values()), list(found), loc="outside lower center", ncols=min(len(found), 4),
-               fontsize=9, frameon=False)
+               fontsize=10, frameon=False)
 
 
 def plot_distribution_grid(grid: Sequence[Sequence[tuple[str, Mapping[str, Any] | None]]], path: str, title: str,

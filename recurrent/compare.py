@@ -257,7 +257,7 @@ def plot_comparison(runs: list[tuple[dict, list[dict]]], path: str, target: floa
     runs: [(comparison row, history rows)] for the CNN and the recurrent net.
     """
     plt = plotting.plt
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.3), constrained_layout=True)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.6), layout="constrained")
     for row, history in runs:
         models = model_histories(history)
         n = len(models)
@@ -282,7 +282,7 @@ def plot_comparison(runs: list[tuple[dict, list[dict]]], path: str, target: floa
         ax.xaxis.get_major_locator().set_params(integer=True)
     for ax in axes:
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    plotting.figure_legend(fig, axes)
     fig.suptitle(title)
     return plotting.save(fig, path)
 

@@ -6,11 +6,23 @@ import numpy as np
 
 from common import history as history_lib
 from common import plotting
+from recurrent.config import CELL_TITLES
 
 CELL_COLOURS = {"rnn": "tab:blue", "lstm": "tab:orange", "gru": "tab:green"}
 
 
+def time_basis(rows: list[dict]) -> str:
+    """The basis of the rows' training s/epoch (common.fit's rule): the epochs after the first, or the one
+    epoch with its compilation."""
+    epochs = {r.get("epochs") for r in rows}
+    if epochs == {1}:
+        return "(1 epoch: includes compilation)"
+    return "(median of the epochs after the first, compiling one)" + ("" if 1 not in epochs else
+                                                                      "; 1-epoch runs include compilation")
+
+
 def plot_sweep_summary(rows: list[dict], path: str) -> str:
+    """Test accuracy, parameters and training s/epoch (its basis in the axis label) against hidden size."""
     plt = plotting.plt
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2), constrained_layout=True)
     for cell in dict.fromkeys(r["cell"] for r in rows):
@@ -25,7 +37,8 @@ def plot_sweep_summary(rows: list[dict], path: str) -> str:
     for ax, ylabel, title in ((axes[0], "test accuracy (error bars: \u00b1 std over seeds)",
                                "Test accuracy at the best-validation epoch"),
                               (axes[1], "parameters", "Model size"),
-                              (axes[2], "training seconds per epoch (no evaluation)", "Training time per epoch")):
+                              (axes[2], "training s/epoch, evaluation left out\n" + time_basis(rows),
+                               "Training time per epoch")):
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted({r["hidden"] for r in rows}))
         ax.get_xaxis().set_major_formatter(plotting.matplotlib.ticker.ScalarFormatter())
@@ -34,7 +47,7 @@ def plot_sweep_summary(rows: list[dict], path: str) -> str:
         ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[1].set_yscale("log")
-    axes[0].legend()
+    plotting.figure_legend(fig, axes[:1])
     fig.suptitle("Recurrent nets on MNIST (rows as time steps)")
     return plotting.save(fig, path)
 
@@ -66,10 +79,12 @@ def plot_validation_overlay(runs: list[tuple[str, int, list[dict]]], path: str) 
                 plotting.band(ax, epochs, [[r["val_accuracy"] for r in m] for m in per_model], colour)
             if len(epochs) == 1:
                 ax.set_xticks(epochs)  # one epoch: one tick, not fractions of it
+        plotting.draw_targets(ax, plotting.targets_for(f"{CELL_TITLES.get(cell, cell)} with"))
         ax.set_title(cell.upper())
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=9)
+        # 'best' with a translucent frame: the legend goes where it covers least and never hides a point
+        ax.legend(loc="best", fontsize=plotting.LEGEND_SIZE, framealpha=0.6)
     axes[0][0].set_ylabel("validation accuracy" + (f" (mean of {seeds} seeds; band: min-max)" if seeds > 1 else ""))
     fig.suptitle("Validation accuracy per epoch: every hidden size of each cell, one shared axis")
     return plotting.save(fig, path)

@@ -29,31 +29,42 @@ def test_html_escapes_text_and_renders_code_spans():
               Table(["h<1>"], [[Cell("`a|b`", "num")]], "see `c&d`"),
               Missing("part <1>", "python run.py --out 'a b' <x>", "note `n`")]
     page = to_html(blocks, "T<itle>", "/nowhere")
-    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert '<p class="finding">use <code>x&lt;y</code> &amp; ' in page
-    assert '<h2 id="a-b">A &amp; &lt;B&gt;</h2>' in page and '<li><a href="#a-b">A &amp; &lt;B&gt;</a></li>' in page
+    assert '<h2 id="a-b">A &amp; &lt;B&gt; <a class="top" href="#top">' in page
+    assert '<li><a href="#a-b">A &amp; &lt;B&gt;</a></li>' in page
     assert '<th>h&lt;1&gt;</th>' in page and '<td class="num"><code>a|b</code></td>' in page
     assert '<p class="caption">see <code>c&amp;d</code></p>' in page
     assert "<code>python run.py --out &#x27;a b&#x27; &lt;x&gt;</code>" in page  # the command: escaped, verbatim
     assert "(note <code>n</code>)" in page and "<title>T&lt;itle&gt;</title>" in page
 
 
-def test_figures_are_numbered_and_embedded_as_data_uris(tmp_path):
+def test_figures_keep_the_assignments_numbers_are_embedded_and_open_full_size(tmp_path):
     (tmp_path / "a").mkdir()
     for name in ("a/one.png", "two.png", "three.png"):
         (tmp_path / name).write_bytes(PNG)
-    blocks = number_figures([Heading("H", "h"), Figure("a/one.png", "First."),
-                             Figure("two.png", "Second.", half=True), Figure("three.png", "Third.", half=True)])
-    assert [b.number for b in blocks[1:]] == [1, 2, 3]
+    blocks = number_figures([Para("lead"), Heading("H", "h"), Figure("a/one.png", "First.", assignment=4),
+                             Figure("two.png", "Second."), Figure("three.png", "Third.")])
+    assert [b.label for b in blocks[2:]] == ["4", "S1", "S2"]  # the assignment's number, else S1, S2, ...
     page = to_html(blocks, "T", str(tmp_path))
-    srcs = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="Figure (\d)">', page)
-    assert [(base64.b64decode(s), n) for s, n in srcs] == [(PNG, "1"), (PNG, "2"), (PNG, "3")]
-    assert not re.search(r'(?:src|href)="(?!data:|#)', page)  # nothing outside the page is needed
-    # the two half-size figures share one grid, closed at the end of the page
-    assert page.count('<div class="grid">') == 1 and page.index('<div class="grid">') < page.index('"figure-2"')
-    assert page.rstrip().endswith("</div></body></html>")
+    srcs = re.findall(r'<a href="([^"]+)" class="zoom"><img src="data:image/png;base64,([^"]+)" alt="Figure (\w+): ',
+                      page)
+    assert [(href, base64.b64decode(s), n) for href, s, n in srcs] == [
+        ("a/one.png", PNG, "4"), ("two.png", PNG, "S1"), ("three.png", PNG, "S2")]  # click: the file, full size
+    assert not re.search(r'src="(?!data:)', page)  # nothing outside the page is needed to show it
+    assert '<figure id="figure-4">' in page and "<b>Figure 4 (the assignment&#x27;s).</b>" in page
+    assert 'id="lightbox"' in page and "<script>" in page  # the embedded copy opens full size in the page
+    # the lead comes before the contents, which list every heading and every figure
+    assert page.index("<p>lead</p>") < page.index('<nav id="top">') < page.index('<h2 id="h">')
+    assert '<a href="#figure-S2">S2</a>' in page and 'href="#top"' in page
     md = to_markdown(blocks, "T")
-    assert "![Figure 1](a/one.png)\n\n**Figure 1.** First. (`a/one.png`)" in md and md.startswith("# T\n")
+    assert "[![Figure 4](a/one.png)](a/one.png)\n\n**Figure 4 (the assignment's).** First. (`a/one.png`)" in md
+    assert md.startswith("# T\n\nlead\n")
+
+
+def test_bold_outside_code_only():
+    page = to_html([Para("a **kind** and `x**y**`")], "T", "/nowhere")
+    assert "a <b>kind</b> and <code>x**y**</code>" in page
 
 
 def test_markdown_blocks():

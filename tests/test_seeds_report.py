@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from common import cli, outputs, report, run_all
+from common import cli, outputs, report, run_all, stats
 from lenet.report import LENET_TARGET, claim_1c_verdict
 from recurrent import compare
 from recurrent.report import LSTM128_TARGET, RNN64_TARGET
@@ -16,15 +16,26 @@ from run import TASKS, main
 # ------------------------------------------------------------------------------------------ pure pieces
 
 
-@pytest.mark.parametrize("values", [[0.61, 0.58, 0.60, 0.63], [0.5, 0.7], [0.9712]])
-def test_aggregate_matches_numpy(values):
+@pytest.mark.parametrize("n", range(2, 11))
+def test_t_interval_matches_scipy(n):
+    from scipy import stats as sps
+    values = list(np.random.default_rng(n).normal(0.6, 0.02, n))
     e = report.aggregate(values)
-    mean = np.mean(values)
-    std = np.std(values, ddof=1) if len(values) > 1 else 0.0
-    assert e.n == len(values) and e.values == tuple(values)
-    np.testing.assert_allclose([e.mean, e.std], [mean, std], rtol=1e-12, atol=1e-15)
-    half = 2 * std / np.sqrt(len(values))
-    np.testing.assert_allclose([e.low, e.high], [mean - half, mean + half], rtol=1e-12)
+    assert e.n == n and e.values == tuple(values)
+    np.testing.assert_allclose([e.mean, e.std], [np.mean(values), np.std(values, ddof=1)], rtol=1e-12)
+    low, high = sps.t.interval(0.95, n - 1, loc=np.mean(values), scale=sps.sem(values))
+    np.testing.assert_allclose([e.low, e.high], [low, high], rtol=1e-12)
+    assert abs(stats.t_quantile(n) - sps.t.ppf(0.975, n - 1)) < 1e-12
+
+
+def test_one_value_is_the_point_value_said_so():
+    e = report.aggregate([0.9712])
+    assert (e.mean, e.std, e.low, e.high) == (0.9712, 0.0, 0.9712, 0.9712)
+    assert report.fmt_interval(e) == "one seed: the point value, no interval"
+    assert "1 seed: the point value" in report.verdict_line(e, RNN64_TARGET)
+    # two values 0.0004 apart: the t-interval with 1 degree of freedom is wide (12.7 std/sqrt(2)), not +-2 std/sqrt(2)
+    two = report.aggregate([0.7133, 0.7137])
+    assert two.high - two.low > 12 * two.std / np.sqrt(2)
 
 
 def test_verdicts_on_hand_made_seeds():
@@ -38,13 +49,13 @@ def test_verdicts_on_hand_made_seeds():
     assert report.verdict(report.aggregate([0.975, 0.976, 0.9755]), LSTM128_TARGET) == "below"
     assert report.verdict(None, LENET_TARGET) == report.verdict(report.aggregate([0.5]), report.NO_TARGET) == "n/a"
     line = report.verdict_line(report.aggregate([0.59, 0.61]), LENET_TARGET)
-    assert line.startswith("consistent: ") and "2 seeds" in line and report.INTERVAL_RULE in line
+    assert line.startswith("consistent: ") and "2 seeds" in line and "95% t-interval" in line
 
 
 def test_estimate_text_with_and_without_seeds():
     one = {"test_accuracy": 0.6012}
     two = {"test_accuracy": 0.6, "test_accuracy_per_model": [0.59, 0.61], "test_accuracy_std": 0.014}
-    assert report.fmt_estimate(report.estimate_of(one, "test_accuracy")) == "0.6012"
+    assert report.fmt_estimate(report.estimate_of(one, "test_accuracy")) == "0.6012 (1 seed)"
     assert report.fmt_estimate(report.estimate_of(two, "test_accuracy")) == \
         "0.6000 \u00b1 0.0141 (2 seeds: 0.5900, 0.6100)"
     assert report.estimate_of({}, "test_accuracy") is None
@@ -81,8 +92,11 @@ def test_comparison_row_per_seed_time_to_threshold():
     assert compare.fmt_spread(row, "epochs_to_98_5", "{:.1f}") == "1.5 \u00b1 0.7 (2/2 seeds)"
     assert row["test_accuracy_per_model"] == [0.99, 0.995]
     cnn = {**row, "model": "LeNet5", "test_accuracy_per_model": [0.97, 0.971]}
-    assert compare.claim_verdict([cnn, row]).startswith("supported on equal data")
-    assert compare.claim_verdict([row, cnn]).startswith("not supported on equal data")
+    # [0.99, 0.995]: 2 seeds, t(0.975, 1) = 12.7: the interval 0.961-1.024 overlaps LeNet5's 0.964-0.977
+    assert compare.claim_verdict([cnn, row]).startswith("not separated on equal data")
+    tight = {**row, "test_accuracy_per_model": [0.99, 0.9905]}
+    assert compare.claim_verdict([cnn, tight]).startswith("supported on equal data")
+    assert compare.claim_verdict([tight, cnn]).startswith("not supported on equal data")
     assert compare.TARGET_ACCURACY == 0.985 and compare.pct_text(0.985) == "98.5%"
 
 
@@ -111,6 +125,7 @@ def _text_outside_images(page: str) -> str:
     return re.sub(r'src="data:[^"]*"', "", page)
 
 
+@pytest.mark.slow
 def test_two_seeds_report_shows_intervals_and_no_absolute_path(image_folder, tmp_path):
     root = tmp_path / "results"
     assert main(["--task", "lenet", "--seeds", "2", "--limit", "40", "--epochs", "1", "--batch-size", "10",
@@ -131,11 +146,18 @@ def test_two_seeds_report_shows_intervals_and_no_absolute_path(image_folder, tmp
     for text in (page, md):
         assert "\u00b1 " in text and "(2 seeds" in text
         assert "running mean while training, dropout on" in text and "eval mode" in text
-    assert "(seed 0) model of each network" in page and "Verdict on the claim: " in page
+    assert "show the first seed's model (seed 0) alone" in md and "Verdict on the claim, over 2 model(s)" in md
+    stats_json = json.load(open(root / "visualize" / "activation_stats.json"))
+    assert stats_json["models"] == 2 and len(stats_json["per_model"]) == 2  # Part 1c: over both seeds' models
+    first, second = ([r["ks_normal"] for r in t] for t in stats_json["per_model"])
+    assert first == [r["ks_normal"] for r in stats_json["table"]] and first != second  # model 0 is the figures'
+    assert "\u00b1" in page and "Over the 2 models of the checkpoint" in page
+    assert "not judged: shrunk run" in page  # 1 epoch on 40 images
     assert str(tmp_path) not in _text_outside_images(page) and str(tmp_path) not in md
     assert os.getcwd() not in _text_outside_images(page)
 
 
+@pytest.mark.slow
 def test_compare_trains_n_seeds_per_net(mock_tfds, tmp_path):
     out = tmp_path / "compare"
     assert main(["--task", "compare", "--seeds", "2", "--limit", "60", "--epochs", "1", "--cell", "rnn",
@@ -149,13 +171,20 @@ def test_compare_trains_n_seeds_per_net(mock_tfds, tmp_path):
     assert os.path.isfile(out / compare.FIGURE)
 
 
-def test_relative_paths_replace_whole_path_components(tmp_path):
-    root = tmp_path / "res"
-    text = f"`{root}/lenet` and {tmp_path}/course, not {root}x/y; {os.getcwd()}/run.py"
-    shown = report.relative_paths(text, str(root))
-    assert shown.startswith("`./lenet` and ../course, not ../resx/y; ")
-    assert str(tmp_path) not in shown, shown
-    assert shown.endswith(" " + os.path.relpath(os.path.join(os.getcwd(), "run.py"), root))
+def test_relative_paths_replace_whole_path_components(tmp_path, monkeypatch):
+    repo = tmp_path / "work" / "repo"
+    repo.mkdir(parents=True)
+    monkeypatch.chdir(repo)
+    outside = tmp_path / "res"
+    text = f"`{outside}/lenet` and {tmp_path}/work/shared/data, not {outside}x/y; {repo}/run.py"
+    shown = report.relative_paths(text, str(outside))
+    assert shown == "`$R/lenet` and ../shared/data, not ../../resx/y; ./run.py", shown  # tmp_path: repo's ../..
+    beside = tmp_path / "elsewhere" / "res"
+    assert report.relative_paths(f"{tmp_path}/elsewhere/course", str(beside)) == "$R/../course"
+    assert str(tmp_path) not in shown
+    inside = repo / "results"
+    assert report.relative_paths(f"--out {inside}/rnn", str(inside)) == "--out results/rnn"
+    assert "`$R` stands for this results folder" in report.results_note(str(outside))
 
 
 def test_validation_overlay_shares_one_axis_and_bands_seeds(tmp_path, monkeypatch):
