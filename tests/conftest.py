@@ -40,11 +40,6 @@ def write_image_folder(root, n_train_per_class=6, n_test_per_class=2, size=(28, 
     return str(root)
 
 
-def pytest_configure(config):
-    # registered here too, so that a branch without the shared test-tier setup runs without warnings
-    config.addinivalue_line("markers", "slow: takes more than ~5 s (trains, or spawns a run); -m 'not slow' skips it")
-
-
 @pytest.fixture
 def image_folder(tmp_path):
     return write_image_folder(tmp_path / "course")
