@@ -1,7 +1,13 @@
 """Shared fixtures: small generated data, so the suite passes without ../shared and never downloads."""
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# The suite's own compilation cache (common.compile_cache), never the user's: one folder per session, which the
+# `python run.py` subprocesses inherit, so that they share their compiles; removed at the end.
+TEST_XLA_CACHE = tempfile.mkdtemp(prefix="elec576-test-xla-")
+os.environ["ELEC576_JAX_CACHE"] = TEST_XLA_CACHE
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -28,9 +34,29 @@ def write_image_folder(root, n_train_per_class=6, n_test_per_class=2, size=(28, 
     return str(root)
 
 
+def pytest_unconfigure(config):
+    shutil.rmtree(TEST_XLA_CACHE, ignore_errors=True)
+
+
 @pytest.fixture
 def image_folder(tmp_path):
     return write_image_folder(tmp_path / "course")
+
+
+@pytest.fixture(scope="session")
+def tiny_lenet(tmp_path_factory):
+    """One LeNet5 trained for one epoch on a generated 10-class folder, shared by the visualize and deconv tests:
+    root/course (6 train, 2 test images per class) and root/lenet (its results, checkpoint and conv1 kernels after
+    epochs 0 and 1). Tests write only beside these, never into them."""
+    from lenet.config import LeNetConfig
+    from lenet.train import train_and_evaluate
+
+    root = tmp_path_factory.mktemp("tiny_lenet")
+    folder = write_image_folder(root / "course", n_train_per_class=6, n_test_per_class=2)
+    config = LeNetConfig.create(data_dir=folder, epochs=1, batch_size=10, eval_batch_size=16, hidden=32,
+                                filter_epochs=(0, 1))
+    train_and_evaluate(config, str(root / "lenet"), progress=False)
+    return root
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ def test_lenet_benchmark_reports_throughput(n_models):
     assert record["first_call_seconds"] > 0 and len(record["windows"]) == 5
 
 
+@pytest.mark.slow
 def test_recurrent_benchmark_times_the_scanned_steps_training_runs(capsys):
     record = recurrent_bench.bench(RNNConfig.create(cell="lstm", hidden=8, steps_per_call=3, eval_batch_size=16))
     assert record["steps_per_call"] == 3

@@ -9,6 +9,8 @@ A deliberate numerical change regenerates the stored values: `python -m tests.te
 """
 import contextlib
 import functools
+import importlib.metadata
+import re
 
 import jax
 import numpy as np
@@ -23,6 +25,12 @@ from recurrent.config import RNNConfig
 from recurrent.train import create_model as create_rnn
 
 RTOL = 1e-4
+# Leaves that follow float noise: a conv bias before ReLU -> batch norm gets a nearly cancelled gradient (the norm
+# removes its mean), which Nadam's normalised step turns into +-lr moves of either sign, and the running means
+# carry that on. Across thread counts and ISAs they moved by up to 1.1e-3 (against <= 4e-6 for every other leaf
+# and loss), so they get this looser tolerance; a change of bits or optimizer maths still moves everything else.
+LOOSE_RTOL = 1e-2
+NOISY_LEAF = re.compile(r"\['params'\]\['conv\d+'\]\['bias'\]|\['batch_stats'\]\['bn\d+'\]\['mean'\]")
 STEPS, BATCH, SEED = 4, 16, 0
 
 
@@ -70,7 +78,7 @@ def lstm_run():
 
 def mismatches(run, golden) -> list[str]:
     """What differs from the stored values beyond the tolerance ([] when all match). A sum is compared against
-    RTOL times the sum of |x| (a sum near zero has no relative precision); the other sums relatively."""
+    the tolerance times the sum of |x| (a sum near zero has no relative precision); the other sums relatively."""
     losses, variables = run
     bad = [f"loss {i}: {a:.7g} != {b:.7g}" for i, (a, b) in enumerate(zip(losses, golden["losses"]))
            if not np.isclose(a, b, rtol=RTOL, atol=0)]
@@ -79,12 +87,17 @@ def mismatches(run, golden) -> list[str]:
         return bad + [f"leaves {sorted(sums)} != {sorted(golden['checksums'])}"]
     for name, (s, a, q) in sums.items():
         gs, ga, gq = golden["checksums"][name]
-        if abs(s - gs) > RTOL * ga or not np.isclose(a, ga, rtol=RTOL) or not np.isclose(q, gq, rtol=RTOL):
+        rtol = LOOSE_RTOL if NOISY_LEAF.fullmatch(name) else RTOL
+        if abs(s - gs) > rtol * ga or not np.isclose(a, ga, rtol=rtol) or not np.isclose(q, gq, rtol=rtol):
             bad.append(f"{name}: (sum, |x|, x^2) = ({s:.7g}, {a:.7g}, {q:.7g}) != ({gs:.7g}, {ga:.7g}, {gq:.7g})")
     return bad
 
 
-# Stored from jax 0.10.2 / jaxlib 0.10.2 / flax 0.12.8 / optax 0.2.8 (requirements.lock) on an AMD EPYC (2 cores).
+# Stored with requirements.lock's versions on an AMD EPYC (2 cores, AVX-512). The same run with XLA held to AVX or
+# SSE4.2 code (XLA_FLAGS=--xla_cpu_max_isa=...) or on one core stays within 0.11 of the tolerance; with the floors
+# (jax 0.5.0, flax 0.10.2, optax 0.2.4) LeNet5's batch-norm biases move by 4e-3 and its losses by 1e-4: the same
+# bits, other float32 arithmetic, which this test is there to notice.
+STORED_WITH = "jax 0.10.2 jaxlib 0.10.2 flax 0.12.8 optax 0.2.8"
 GOLDEN = {
     "lenet": {"losses": [6.107097625732422, 6.309120178222656, 6.539027690887451, 5.786044120788574], "checksums": {
         "['batch_stats']['bn1']['mean']": (0.1641410229203757, 0.1641410229203757, 0.0011973788432515402),
@@ -127,9 +140,15 @@ def default_run(name: str):
     return RUNS[name]()
 
 
+def versions() -> str:
+    return " ".join(f"{p} {importlib.metadata.version(p)}" for p in ("jax", "jaxlib", "flax", "optax"))
+
+
 @pytest.mark.parametrize("name", ["lenet", "lstm"])
 def test_golden_numbers(name):
-    assert mismatches(default_run(name), GOLDEN[name]) == []
+    bad = mismatches(default_run(name), GOLDEN[name])
+    assert not bad, (f"{name} moved from its golden numbers (stored with {STORED_WITH}; this run: {versions()}); "
+                     "if that is meant, store the new values (python -m tests.test_golden):\n" + "\n".join(bad))
 
 
 @contextlib.contextmanager

@@ -115,6 +115,7 @@ def test_single_step_cell_matches_flax(cell, sequence):
         np.testing.assert_allclose(h, expected[:, t], atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('cell', CELL_TYPES)
 def test_init_matches_flax(cell, sequence):
     """Same shapes after mapping, zero biases, one orthogonal block per gate."""
@@ -129,6 +130,7 @@ def test_init_matches_flax(cell, sequence):
         np.testing.assert_allclose(block.T @ block, jnp.eye(HIDDEN), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('cell', CELL_TYPES)
 def test_gradients_match_finite_differences(cell):
     """Reverse-mode gradients through lax.scan, checked in float64."""
@@ -203,6 +205,7 @@ def test_cell_classes_are_exported():
     assert (CELLS['rnn'], CELLS['lstm'], CELLS['gru']) == (RNNCell, LSTMCell, GRUCell)
 
 
+@pytest.mark.slow
 def test_keras_initialisation_sets_the_lstm_forget_bias():
     from recurrent.cells import RecurrentClassifier
     x = jnp.zeros((2, 28, 28, 1))
@@ -249,6 +252,7 @@ def _readout(carry, hs):
     return sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(carry)) + jnp.sum(hs ** 3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('unroll', [1, 4])
 @pytest.mark.parametrize('cell', ['lstm', 'gru'])
 def test_fused_recurrence_matches_plain_scan(cell, unroll):
@@ -268,6 +272,7 @@ def test_fused_recurrence_matches_plain_scan(cell, unroll):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5), got, expected)
 
 
+@pytest.mark.slow
 def test_fused_lstm_without_sequences_stacks_nothing_and_matches_plain_scan():
     """The path RecurrentClassifier takes (only the final carry is read): fused_scan(sequences=False) returns no
     hidden-state stack, and the carry and its gradients (every parameter, the initial carry, the inputs) equal
@@ -298,6 +303,7 @@ def test_fused_lstm_activation_is_sigmoid_and_tanh():
     np.testing.assert_allclose(fused._activate(z, hidden), expected, atol=2e-7, rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('return_sequences', [False, True])
 @pytest.mark.parametrize('cell', CELL_TYPES)
 def test_fused_layer_matches_plain_layer(cell, return_sequences, sequence):

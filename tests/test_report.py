@@ -305,6 +305,7 @@ def test_all_with_a_wrong_data_dir_exits_2_before_any_task(tmp_path, capsys):
 # ------------------------------------------------------------------------------------- the real chain
 
 
+@pytest.mark.slow
 def test_all_quick_end_to_end_then_report_and_a_missing_part(mock_tfds, image_folder, tmp_path, capsys):
     root = str(tmp_path / "results")
     # --quick, shrunk further for the test through the user's flags (which run_all hands on after --quick's).

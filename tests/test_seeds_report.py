@@ -111,6 +111,7 @@ def _text_outside_images(page: str) -> str:
     return re.sub(r'src="data:[^"]*"', "", page)
 
 
+@pytest.mark.slow
 def test_two_seeds_report_shows_intervals_and_no_absolute_path(image_folder, tmp_path):
     root = tmp_path / "results"
     assert main(["--task", "lenet", "--seeds", "2", "--limit", "40", "--epochs", "1", "--batch-size", "10",
@@ -136,6 +137,7 @@ def test_two_seeds_report_shows_intervals_and_no_absolute_path(image_folder, tmp
     assert os.getcwd() not in _text_outside_images(page)
 
 
+@pytest.mark.slow
 def test_compare_trains_n_seeds_per_net(mock_tfds, tmp_path):
     out = tmp_path / "compare"
     assert main(["--task", "compare", "--seeds", "2", "--limit", "60", "--epochs", "1", "--cell", "rnn",

@@ -80,6 +80,7 @@ def test_scanned_step_compiles_once_per_call_length():
     assert int(state.step) == 15
 
 
+@pytest.mark.slow
 def test_training_run_is_the_same_with_steps_per_call(image_folder, tmp_path):
     base = dict(data_dir=image_folder, epochs=2, batch_size=10, eval_batch_size=16, hidden=32)
     loop = train_and_evaluate(LeNetConfig.create(**base), str(tmp_path / "loop"), progress=False)
