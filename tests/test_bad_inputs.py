@@ -421,6 +421,7 @@ def test_divergence_rule(losses, diverged):
     assert ("diverged_per_model" in result) == isinstance(losses[0], list)
 
 
+@pytest.mark.slow
 def test_exploding_but_finite_run_is_flagged_and_warned(tmp_path, capsys, course):
     import json
 

@@ -14,6 +14,7 @@ from recurrent.config import RNNConfig
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_models", [1, 2])
 def test_lenet_benchmark_reports_throughput(n_models):
     record = lenet_bench.bench(LeNetConfig.create(hidden=16, batch_size=8, eval_batch_size=16), n_models)

@@ -161,12 +161,14 @@ def threefry_partitionable(value: bool):
         jax.config.update("jax_threefry_partitionable", old)
 
 
+@pytest.mark.slow
 def test_other_random_bits_fail_the_golden_numbers():
     """jax < 0.5's default (threefry not partitionable) gives other initial weights and dropout masks."""
     with threefry_partitionable(not jax.config.jax_threefry_partitionable):
         assert mismatches(lenet_run(), GOLDEN["lenet"])
 
 
+@pytest.mark.slow
 def test_other_nadam_momentum_fails_the_golden_numbers(monkeypatch):
     """Nadam with b1 = 0.85 instead of 0.9: the same initial weights, other updates."""
     nadam = lambda lr: optax.inject_hyperparams(optax.nadam)(learning_rate=lr, b1=0.85)
@@ -175,6 +177,7 @@ def test_other_nadam_momentum_fails_the_golden_numbers(monkeypatch):
     assert bad and not any(line.startswith("loss 0") for line in bad)  # step 0's loss precedes any update
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["lenet", "lstm"])
 def test_the_golden_numbers_are_reproducible_in_process(name):
     """A second run in one process agrees to the last bit (so a mismatch above is the numbers, not noise)."""

@@ -10,6 +10,7 @@ from lenet.config import LeNetConfig
 from lenet.train import create_model, penalty_fn, train_and_evaluate
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_axis", ["vmap", "unroll"])
 def test_vmapped_step_equals_separate_steps(model_axis):
     config = LeNetConfig.create(hidden=16)

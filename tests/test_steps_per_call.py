@@ -18,6 +18,7 @@ def _batches(n, leading=()):
              "label": rng.integers(0, 10, leading + (8,)).astype(np.int32)} for _ in range(n)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_models", [1, 2])
 def test_scanned_steps_equal_the_step_loop(n_models):
     model = RecurrentClassifier(cell="lstm", hidden=8)
