@@ -1,12 +1,15 @@
 """Shared fixtures: small generated data, so the suite passes without ../shared and never downloads."""
 import os
 import shutil
+import sys
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # The suite's own compilation cache (common.compile_cache), never the user's: one folder per session, which the
 # `python run.py` subprocesses inherit, so that they share their compiles; removed at the end.
-TEST_XLA_CACHE = tempfile.mkdtemp(prefix="elec576-test-xla-")
+# (This file is imported twice, as `conftest` by pytest and as `tests.conftest` by tests: one folder for both.)
+_FIRST = sys.modules.get("conftest") or sys.modules.get("tests.conftest")
+TEST_XLA_CACHE = getattr(_FIRST, "TEST_XLA_CACHE", None) or tempfile.mkdtemp(prefix="elec576-test-xla-")
 os.environ["ELEC576_JAX_CACHE"] = TEST_XLA_CACHE
 
 import numpy as np  # noqa: E402
