@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from common import data_cache, distributed, host_memory, interrupt, locks
+from common import compile_cache, data_cache, distributed, host_memory, interrupt, locks
 from common.config import field_names
 from common.errors import TrainingDiverged, UserError
 
@@ -272,6 +272,7 @@ def main(registry: Registry | dict, argv: list[str] | None = None) -> int:
     try:
         args = parse_args(registry, argv)
         host_memory.retain_freed_memory()
+        compile_cache.enable()  # reruns and sweep members reuse compiles (ELEC576_JAX_CACHE=off: none)
         return run_task(registry.get(args.task), args)
     finally:
         sys.stdout = stdout

@@ -2,12 +2,21 @@
 import atexit
 import os
 import shutil
+import sys
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# The decoded-array cache of this test session (and of the `python run.py` it spawns): never the user's.
-os.environ["ELEC576_DATA_CACHE"] = tempfile.mkdtemp(prefix="elec576-test-cache-")
-atexit.register(shutil.rmtree, os.environ["ELEC576_DATA_CACHE"], True)
+# The suite's own compilation cache (common.compile_cache) and decoded-array cache (common.data_cache), never the
+# user's: one folder each per session, which the `python run.py` subprocesses inherit (so that they share their
+# compiles); removed at the end. (This file is imported twice, as `conftest` by pytest and as `tests.conftest` by
+# tests: one folder for both.)
+_FIRST = sys.modules.get("conftest") or sys.modules.get("tests.conftest")
+TEST_XLA_CACHE = getattr(_FIRST, "TEST_XLA_CACHE", None) or tempfile.mkdtemp(prefix="elec576-test-xla-")
+os.environ["ELEC576_JAX_CACHE"] = TEST_XLA_CACHE
+TEST_DATA_CACHE = getattr(_FIRST, "TEST_DATA_CACHE", None) or tempfile.mkdtemp(prefix="elec576-test-cache-")
+os.environ["ELEC576_DATA_CACHE"] = TEST_DATA_CACHE
+if _FIRST is None:
+    atexit.register(shutil.rmtree, TEST_DATA_CACHE, True)
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -40,9 +49,29 @@ def write_image_folder(root, n_train_per_class=6, n_test_per_class=2, size=(28, 
     return str(root)
 
 
+def pytest_unconfigure(config):
+    shutil.rmtree(TEST_XLA_CACHE, ignore_errors=True)
+
+
 @pytest.fixture
 def image_folder(tmp_path):
     return write_image_folder(tmp_path / "course")
+
+
+@pytest.fixture(scope="session")
+def tiny_lenet(tmp_path_factory):
+    """One LeNet5 trained for one epoch on a generated 10-class folder, shared by the visualize and deconv tests:
+    root/course (6 train, 2 test images per class) and root/lenet (its results, checkpoint and conv1 kernels after
+    epochs 0 and 1). Tests write only beside these, never into them."""
+    from lenet.config import LeNetConfig
+    from lenet.train import train_and_evaluate
+
+    root = tmp_path_factory.mktemp("tiny_lenet")
+    folder = write_image_folder(root / "course", n_train_per_class=6, n_test_per_class=2)
+    config = LeNetConfig.create(data_dir=folder, epochs=1, batch_size=10, eval_batch_size=16, hidden=32,
+                                filter_epochs=(0, 1))
+    train_and_evaluate(config, str(root / "lenet"), progress=False)
+    return root
 
 
 @pytest.fixture

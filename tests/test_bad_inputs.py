@@ -117,6 +117,7 @@ def test_batch_larger_than_training_split_makes_no_folder(tmp_path, capsys, cour
 # -------------------------------------------------------------------------------------------- locking
 
 
+@pytest.mark.slow
 def test_second_run_into_a_busy_out_is_refused_at_once(tmp_path, course):
     out = str(tmp_path / "conc")
     before = earlier_result(out)
@@ -176,6 +177,7 @@ def test_claim_releases_what_a_failed_task_left_claimed(tmp_path):
 # ---------------------------------------------------------------------------------------------- Ctrl-C
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("delay", [1.0, 6.0])  # imports and set-up; XLA compilation
 def test_ctrl_c_at_any_moment_exits_130_and_keeps_the_earlier_result(tmp_path, course, delay):
     out = str(tmp_path / "keep")
@@ -415,6 +417,7 @@ def test_divergence_rule(losses, diverged):
     assert ("diverged_per_model" in result) == isinstance(losses[0], list)
 
 
+@pytest.mark.slow
 def test_exploding_but_finite_run_is_flagged_and_warned(tmp_path, capsys, course):
 
     out = str(tmp_path / "r")

@@ -14,6 +14,7 @@ from recurrent.config import RNNConfig
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_models", [1, 2])
 def test_lenet_benchmark_reports_throughput(n_models):
     record = lenet_bench.bench(LeNetConfig.create(hidden=16, batch_size=8, eval_batch_size=16), n_models)
@@ -22,6 +23,7 @@ def test_lenet_benchmark_reports_throughput(n_models):
     assert record["first_call_seconds"] > 0 and len(record["windows"]) == 5
 
 
+@pytest.mark.slow
 def test_recurrent_benchmark_times_the_scanned_steps_training_runs(capsys):
     record = recurrent_bench.bench(RNNConfig.create(cell="lstm", hidden=8, steps_per_call=3, eval_batch_size=16))
     assert record["steps_per_call"] == 3

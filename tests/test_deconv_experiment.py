@@ -15,9 +15,8 @@ from common import data as data_lib
 from deconv import experiment, network, occlusion, ops
 from lenet import checkpoint as lenet_checkpoint
 from lenet.config import LeNetConfig
-from lenet.train import create_model, train_and_evaluate
+from lenet.train import create_model
 from run import main
-from tests.conftest import write_image_folder
 from tests.test_deconv_ops import gather_at_switches
 
 
@@ -234,14 +233,12 @@ def test_occlusion_maps_equal_one_image_at_a_time():
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    root = tmp_path_factory.mktemp("deconv")
-    folder = write_image_folder(root / "course", n_train_per_class=6, n_test_per_class=2)
-    out = str(root / "lenet")
-    train_and_evaluate(LeNetConfig.create(data_dir=folder, epochs=1, batch_size=10, hidden=32), out, progress=False)
-    return out
+def tiny_checkpoint(tiny_lenet):
+    """The session's tiny LeNet5 checkpoint (tests/conftest.py)."""
+    return str(tiny_lenet / "lenet")
 
 
+@pytest.mark.slow
 def test_task_runs_end_to_end_and_writes_every_file(tiny_checkpoint, tmp_path):
     out = str(tmp_path / "deconv")
     assert main(["--task", "deconv", "--checkpoint", tiny_checkpoint, "--out", out]) == 0
@@ -268,6 +265,7 @@ def test_task_runs_end_to_end_and_writes_every_file(tiny_checkpoint, tmp_path):
     assert len(summary["occlusion"]["test_images"]) == experiment.OCCLUSION_IMAGES
 
 
+@pytest.mark.slow
 def test_task_options(tiny_checkpoint, tmp_path):
     out = str(tmp_path / "opts")
     argv = ["--task", "deconv", "--checkpoint", tiny_checkpoint, "--out", out, "--layer", "conv2",

@@ -97,6 +97,7 @@ def test_max_pool_with_switches_matches_flax_and_reference(window):
     assert sw.dtype == jnp.int32
 
 
+@pytest.mark.slow
 def test_max_pool_2x2_fast_path_and_jit_vmap():
     x = jnp.asarray(_rng(2).normal(size=(3, 9, 8, 4)).astype(np.float32))
     pooled, sw = jax.jit(ops.max_pool_with_switches)(x)  # 9 rows: VALID drops the last one
@@ -130,6 +131,7 @@ def test_unpool_is_vjp_of_gather_at_switches(window):
     np.testing.assert_allclose(lhs, rhs, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_unpool_matches_maxpool_gradient_without_ties():
     x = jnp.asarray(_rng(4).normal(size=(2, 9, 9, 2)).astype(np.float32))
     for window in [(2, 2), (3, 3)]:
@@ -361,6 +363,7 @@ def _small_net(rng):
     return forward, record
 
 
+@pytest.mark.slow
 def test_deconv_project_backprop_mode_equals_vjp():
     rng = _rng(60)
     forward, record = _small_net(rng)

@@ -53,6 +53,7 @@ def _probe(mode: str, *extra: str, **env) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's (Linux)")
 def test_retained_memory_stops_per_step_page_faults():
     default, retained = _probe("default"), _probe("retain")
@@ -63,6 +64,7 @@ def test_retained_memory_stops_per_step_page_faults():
     assert retained["faults_per_call"] < default["faults_per_call"] / 4, (default, retained)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's (Linux)")
 def test_user_settings_and_opt_out_are_respected():
     assert _probe("retain", "applied-only")["applied"]

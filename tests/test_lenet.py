@@ -110,6 +110,7 @@ def test_dropout_key_depends_on_step():
     assert float(a["loss_sum"]) != float(b["loss_sum"])
 
 
+@pytest.mark.slow
 def test_no_recompilation_over_steps():
     config = LeNetConfig()
     state = _state(config)
@@ -135,6 +136,7 @@ def _tiny_config(root, **kw):
                           **kw})
 
 
+@pytest.mark.slow
 def test_train_and_evaluate_writes_results_and_is_reproducible(image_folder, tmp_path):
     out1, out2 = str(tmp_path / "a"), str(tmp_path / "b")
     r1 = train_and_evaluate(_tiny_config(image_folder), out1, progress=False)
@@ -156,6 +158,7 @@ def test_train_and_evaluate_writes_results_and_is_reproducible(image_folder, tmp
     assert sorted(np.load(os.path.join(out1, "conv1_kernels_by_epoch.npz"))) == ["epoch_0", "epoch_1", "epoch_2"]
 
 
+@pytest.mark.slow
 def test_resume_from_a_killed_run_gives_identical_metrics(image_folder, tmp_path):
     """A run interrupted after epoch 1 and restarted finishes with the numbers of an uninterrupted run."""
     from common import fit
@@ -184,6 +187,7 @@ def test_resume_from_a_killed_run_gives_identical_metrics(image_folder, tmp_path
     assert resumed.metrics["test_loss"] == full.metrics["test_loss"]
 
 
+@pytest.mark.slow
 def test_failed_run_keeps_earlier_results(image_folder, tmp_path):
     out = str(tmp_path / "keep")
     train_and_evaluate(_tiny_config(image_folder, epochs=1), out, progress=False)
@@ -192,6 +196,7 @@ def test_failed_run_keeps_earlier_results(image_folder, tmp_path):
     assert open(os.path.join(out, "metrics.json")).read() == before
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_on_mock_tfds(mock_tfds, tmp_path, capsys):
     out = str(tmp_path / "lenet")
     rc = main(["--task", "lenet", "--epochs", "1", "--batch-size", "20", "--limit", "60", "--out", out,

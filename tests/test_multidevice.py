@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from lenet.config import LeNetConfig
 from lenet.train import train_and_evaluate
@@ -12,6 +13,7 @@ from lenet.train import train_and_evaluate
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_four_device_runs_equal_the_single_device_run(image_folder, tmp_path):
     env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "multidevice_check.py"), image_folder,

@@ -59,6 +59,7 @@ def folder(tmp_path_factory):
     return write_image_folder(tmp_path_factory.mktemp("mh") / "course", n_train_per_class=6, n_test_per_class=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", [
     ["--task", "lenet", "--epochs", "2", "--limit", "40", "--batch-size", "10"],
     ["--task", "rnn", "--cell", "lstm", "--hidden", "8", "--epochs", "2", "--limit", "40", "--batch-size", "10",
@@ -82,6 +83,7 @@ def test_two_processes_equal_one_process_with_two_devices(folder, tmp_path, task
     assert sorted(os.listdir(tmp_path)) == ["one", "two"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags, words", [
     (["--coordinator", "127.0.0.1:{port}", "--num-processes", "2", "--process-id", "2"],
      "--process-id must be in 0..1"),

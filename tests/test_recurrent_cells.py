@@ -108,6 +108,7 @@ def test_single_step_matches_flax(cell, sequence):
         np.testing.assert_allclose(h, expected[:, t], atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('cell', CELLS)
 def test_init_matches_flax(cell, sequence):
     """Same shapes after mapping, zero biases, one orthogonal block per gate."""
@@ -122,6 +123,7 @@ def test_init_matches_flax(cell, sequence):
         np.testing.assert_allclose(block.T @ block, jnp.eye(HIDDEN), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('cell', CELLS)
 def test_gradients_match_finite_differences(cell):
     """Reverse-mode gradients through lax.scan, checked in float64."""
@@ -192,6 +194,7 @@ def test_unknown_cell_is_rejected():
         RNNLayer('transformer', 4).init(jax.random.key(0), jnp.zeros((1, 2, 3)))
 
 
+@pytest.mark.slow
 def test_keras_initialisation_sets_the_lstm_forget_bias():
     x = jnp.zeros((2, 28, 28, 1))
     keras = RecurrentClassifier(cell='lstm', hidden=8).init(jax.random.PRNGKey(0), x, train=False)['params']
@@ -235,6 +238,7 @@ def _readout(carry, hs):
     return sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(carry)) + jnp.sum(hs ** 3)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('unroll', [1, 4])
 @pytest.mark.parametrize('cell', ['lstm', 'gru'])
 def test_optimized_recurrence_matches_plain_scan(cell, unroll):
@@ -253,6 +257,7 @@ def test_optimized_recurrence_matches_plain_scan(cell, unroll):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5), got, expected)
 
 
+@pytest.mark.slow
 def test_optimized_lstm_without_sequences_stacks_nothing_and_matches_plain_scan():
     """The path RecurrentClassifier takes (only the final carry is read): optimized.recurrence(sequences=False)
     returns no hidden-state stack, and the carry and its gradients (every parameter, the initial carry, the
@@ -281,6 +286,7 @@ def test_optimized_lstm_activation_is_sigmoid_and_tanh():
     np.testing.assert_allclose(optimized._activate(z, hidden), expected, atol=2e-7, rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('return_sequences', [False, True])
 @pytest.mark.parametrize('cell', CELLS)
 def test_optimized_layer_matches_plain_layer(cell, return_sequences, sequence):

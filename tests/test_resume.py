@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from lenet.config import LeNetConfig
 from lenet.train import train_and_evaluate
 from tests.conftest import write_image_folder
@@ -18,6 +20,7 @@ def _cmd(folder, out):
             "--batch-size", "10", "--out", out, "--no-progress"]
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     folder = write_image_folder(tmp_path / "data", n_train_per_class=30, n_test_per_class=3)
     env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}

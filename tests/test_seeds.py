@@ -10,6 +10,7 @@ from lenet.config import LeNetConfig
 from lenet.train import create_model, penalty_fn, train_and_evaluate
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_axis", ["vmap", "unroll"])
 def test_vmapped_step_equals_separate_steps(model_axis):
     config = LeNetConfig.create(hidden=16)
@@ -32,6 +33,7 @@ def test_vmapped_step_equals_separate_steps(model_axis):
                                    rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_each_seed_of_a_vmapped_run_equals_its_own_run(image_folder, tmp_path):
     base = dict(data_dir=image_folder, epochs=2, batch_size=10, eval_batch_size=16, hidden=32)
     together = train_and_evaluate(LeNetConfig.create(seed=7, seeds=2, **base), str(tmp_path / "both"), progress=False)
@@ -45,6 +47,7 @@ def test_each_seed_of_a_vmapped_run_equals_its_own_run(image_folder, tmp_path):
     assert len(together.metrics["test_accuracy_per_model"]) == 2
 
 
+@pytest.mark.slow
 def test_learning_rates_as_a_batch_dimension(image_folder, tmp_path):
     base = dict(data_dir=image_folder, epochs=1, batch_size=10, eval_batch_size=16, hidden=32)
     together = train_and_evaluate(LeNetConfig.create(lr=(1e-4, 1e-3), **base), str(tmp_path / "lrs"), progress=False)
@@ -54,6 +57,7 @@ def test_learning_rates_as_a_batch_dimension(image_folder, tmp_path):
         np.testing.assert_allclose(together.history[-1]["test_loss"][i], alone.history[-1]["test_loss"], rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_l2_weights_as_a_batch_dimension(image_folder, tmp_path):
     base = dict(data_dir=image_folder, epochs=1, batch_size=10, eval_batch_size=16, hidden=32, lr=1e-3)
     together = train_and_evaluate(LeNetConfig.create(conv_l2=(0.0, 0.5), **base), str(tmp_path / "l2"), progress=False)

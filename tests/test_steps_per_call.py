@@ -18,6 +18,7 @@ def _batches(n, leading=()):
              "label": rng.integers(0, 10, leading + (8,)).astype(np.int32)} for _ in range(n)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_models", [1, 2])
 def test_scanned_steps_equal_the_step_loop(n_models):
     model = RecurrentClassifier(cell="lstm", hidden=8)
@@ -80,6 +81,7 @@ def test_scanned_step_compiles_once_per_call_length():
     assert int(state.step) == 15
 
 
+@pytest.mark.slow
 def test_training_run_is_the_same_with_steps_per_call(image_folder, tmp_path):
     base = dict(data_dir=image_folder, epochs=2, batch_size=10, eval_batch_size=16, hidden=32)
     loop = train_and_evaluate(LeNetConfig.create(**base), str(tmp_path / "loop"), progress=False)

@@ -7,14 +7,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import write_image_folder
 from scipy import stats as sps
 
 from common import stats
 from lenet import visualize
 from lenet import visualize_plots as viz_plots
-from lenet.config import LeNetConfig
-from lenet.train import FILTER_HISTORY, train_and_evaluate
+from lenet.train import FILTER_HISTORY
 from run import main
 
 BINS = 512
@@ -154,16 +152,12 @@ def test_filters_over_training_strip_per_filter(tmp_path, captured_figures):
 
 
 @pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
-    """A LeNet5 checkpoint from two training steps on a generated 10-class image folder."""
-    root = tmp_path_factory.mktemp("vis")
-    folder = write_image_folder(root / "course", n_train_per_class=4, n_test_per_class=2)
-    config = LeNetConfig.create(data_dir=folder, epochs=1, limit=16, batch_size=8, eval_batch_size=16, hidden=32,
-                         filter_epochs=(0, 1))
-    train_and_evaluate(config, str(root / "lenet"), progress=False)
-    return root
+def tiny_checkpoint(tiny_lenet):
+    """The session's tiny LeNet5 (tests/conftest.py): root/course, root/lenet with the conv1 kernel history."""
+    return tiny_lenet
 
 
+@pytest.mark.slow
 def test_visualize_end_to_end_writes_every_file(tiny_checkpoint, capsys):
     ckpt, out = tiny_checkpoint / "lenet", tiny_checkpoint / "visualize"
     assert os.path.isfile(ckpt / FILTER_HISTORY)
@@ -201,6 +195,7 @@ def test_visualize_end_to_end_writes_every_file(tiny_checkpoint, capsys):
                                    [v.mean(), v.std(), sps.skew(v), sps.kurtosis(v)], rtol=2e-3, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_train_if_missing_trains_then_visualizes(tiny_checkpoint, tmp_path):
     ckpt = tmp_path / "fresh"
     code = main(["--task", "visualize", "--checkpoint", str(ckpt), "--train-if-missing", "--out", str(tmp_path / "o"),
