@@ -42,3 +42,8 @@ def mock_tfds(monkeypatch):
     monkeypatch.setattr(data, "download_reachable", lambda name, timeout=3.0: True)
     with tfds.testing.mock_data(num_examples=120):
         yield
+
+
+def pytest_configure(config):
+    # Tests over ~5 s on the 2-core machine, or that spawn a training subprocess; `-m "not slow"` skips them.
+    config.addinivalue_line("markers", "slow: a slow test (trains in a subprocess or for several seconds)")

@@ -59,6 +59,7 @@ def folder(tmp_path_factory):
     return write_image_folder(tmp_path_factory.mktemp("mh") / "course", n_train_per_class=6, n_test_per_class=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", [
     ["--task", "lenet", "--epochs", "2", "--limit", "40", "--batch-size", "10"],
     ["--task", "rnn", "--cell", "lstm", "--hidden", "8", "--epochs", "2", "--limit", "40", "--batch-size", "10",

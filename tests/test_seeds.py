@@ -4,7 +4,9 @@ import numpy as np
 import optax
 import pytest
 
-from common.train import loop, state as state_lib, step as step_lib
+from common.train import loop
+from common.train import state as state_lib
+from common.train import step as step_lib
 from lenet.config import LeNetConfig
 from lenet.train import create_model, penalty_fn, train_and_evaluate
 
