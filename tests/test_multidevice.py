@@ -40,13 +40,15 @@ def test_four_seeds_sharded_over_four_devices_equal_one_device(image_folder, tmp
     assert sharded["n_devices"] == 4 and sharded["models_per_device"] == 1  # one model on each device
     single = train_and_evaluate(LeNetConfig.create(data_dir=image_folder, seeds=4, **BASE), str(tmp_path / "one"),
                                 progress=False)
-    # vmapped over devices against unrolled on one: the same arithmetic, rounded in another order
-    _assert_same_run(sharded, single, rtol=1e-3)
+    # vmapped over devices against unrolled on one: the same arithmetic, rounded in another order, which can
+    # flip one of the 20 test images' predictions
+    _assert_same_run(sharded, single, rtol=1e-3, accuracy_atol=1 / 20 + 1e-6)
 
 
-def _assert_same_run(sharded, single, rtol):
+def _assert_same_run(sharded, single, rtol, accuracy_atol=1e-5):
     for a, b in zip(sharded["history"], single.history):
-        for key in ("train_running_loss", "val_loss", "test_loss", "test_accuracy"):
+        for key in ("train_running_loss", "val_loss", "test_loss"):
             np.testing.assert_allclose(a[key], b[key], rtol=rtol, atol=1e-5, err_msg=key)
+        np.testing.assert_allclose(a["test_accuracy"], b["test_accuracy"], atol=accuracy_atol)
     np.testing.assert_allclose(sharded["kernel"], np.asarray(single.state.params["conv1"]["kernel"]),
                                rtol=1e-2, atol=1e-4)
