@@ -105,5 +105,5 @@ def test_a_partial_of_other_flags_or_data_is_set_aside(image_folder, tmp_path, c
     import shutil
     shutil.rmtree(image_folder)
     shutil.copytree(other, image_folder)
-    train_and_evaluate(_tiny(image_folder, epochs=1), str(tmp_path / "d"), progress=False)
+    train_and_evaluate(_tiny(image_folder), str(tmp_path / "d"), progress=False)  # the same flags
     assert "other data" in capsys.readouterr().err
