@@ -8,8 +8,12 @@ import time
 
 import jax
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
-from common import host_memory, parallel
+from common import data as data_lib
+from common import host_memory
+from common.train import step as step_lib
+from common.train.state import ModelSpec, init_states
 
 
 def peak_memory_mb() -> dict[str, float]:
@@ -21,49 +25,67 @@ def peak_memory_mb() -> dict[str, float]:
     return out
 
 
-def time_train_steps(steps, state, batches, rng, *, images_per_step: int, steps_per_call: int = 1,
-                     windows: int = 5, steps_per_window: int = 20):
-    """Times `steps.train` (a `common.parallel.Steps`) running `steps_per_call` steps per call: one call
-    first (compile + run), then warm-up, then `windows` timed windows of about `steps_per_window` steps.
-    Returns (result, last state); the step donates its state, so callers continue with the returned one.
+def prepare(model, train_step, n_models: int, batch_size: int, image_shape, steps_per_call: int, *,
+            eval_batch: int, seed: int = 0, n_examples: int = 2000):
+    """What `common.train.fit` builds before its first step: the mesh, the compiled program, the stacked states
+    and keys on the devices, and a random uint8 training split put there once. Returns (program, state, keys,
+    split)."""
+    mesh = step_lib.make_mesh(n_models, batch_size)
+    eval_batch = step_lib.eval_batch_for(eval_batch, mesh)
+    program = step_lib.compile_program(train_step, n_models, mesh, batch_shape=(batch_size,) + tuple(image_shape),
+                                       eval_batch=eval_batch, steps_per_call=steps_per_call)
+    specs = [ModelSpec(seed + i, 1e-3) for i in range(n_models)]
+    state, keys = init_states(model, (1,) + tuple(image_shape), specs)
+    state, keys = step_lib.put((state, keys), mesh, P("model"))
+    rng = np.random.default_rng(seed)
+    split = data_lib.Split(rng.integers(0, 256, (n_examples,) + tuple(image_shape)).astype(np.uint8),
+                           rng.integers(0, 10, n_examples).astype(np.int32))
+    return program, state, keys, step_lib.put_split(split, mesh, eval_batch)
 
-    `batches` is a list of host batches cycled through and stacked per call on the host, as the training
-    loop does, so input transfer is part of the measured step.
-    """
-    calls_per_window = max(1, steps_per_window // steps_per_call)
 
-    def stacked(call):
-        return parallel.stack_batches([batches[(call * steps_per_call + i) % len(batches)]
-                                       for i in range(steps_per_call)])
+def time_train_steps(program, state, split, rng, *, images_per_step: int, windows: int = 5,
+                     steps_per_window: int = 20):
+    """Times `program.train` as the training loop calls it (indices sent per call, batches gathered on the
+    device): one call first (compile + run), then warm-up, then `windows` timed windows of about
+    `steps_per_window` steps. Returns (result, last state); the step donates its state."""
+    k = program.steps_per_call
+    n_models = rng.shape[0]
+    calls_per_window = max(1, steps_per_window // k)
+    order = np.stack([data_lib.epoch_order(split.size, images_per_step // n_models, s, 1) for s in range(n_models)], 1)
+
+    def call(c):
+        idx = np.stack([order[(c * k + i) % len(order)] for i in range(k)])
+        return step_lib.put(idx, program.mesh, P(None, "model", "data"))
 
     t0 = time.perf_counter()
-    totals = steps.zeros(state, stacked(0), rng)
-    state, totals = steps.train(state, stacked(0), rng, totals)
+    totals = program.zeros(state)
+    state, totals = program.train(state, call(0), rng, totals, split.images, split.labels)
     jax.block_until_ready(totals)
     first = time.perf_counter() - t0
-    for c in range(max(1, 3 // steps_per_call)):  # warm-up
-        state, totals = steps.train(state, stacked(c + 1), rng, totals)
+    for c in range(max(1, 3 // k)):  # warm-up
+        state, totals = program.train(state, call(c + 1), rng, totals, split.images, split.labels)
     jax.block_until_ready(totals)
     rates = []
     for w in range(windows):
         t0 = time.perf_counter()
         for c in range(calls_per_window):
-            state, totals = steps.train(state, stacked(w * calls_per_window + c), rng, totals)
+            state, totals = program.train(state, call(w * calls_per_window + c), rng, totals, split.images,
+                                          split.labels)
         jax.block_until_ready(totals)
-        rates.append(calls_per_window * steps_per_call * images_per_step / (time.perf_counter() - t0))
+        rates.append(calls_per_window * k * images_per_step / (time.perf_counter() - t0))
     return {"train_images_per_sec": statistics.median(rates), "first_call_seconds": first,
-            "steps_per_call": steps_per_call, "windows": [round(r, 1) for r in rates]}, state
+            "steps_per_call": k, "windows": [round(r, 1) for r in rates]}, state
 
 
-def time_eval_step(eval_fn, state, batch, *, images_per_step: int, windows: int = 5, steps_per_window: int = 10):
-    jax.block_until_ready(eval_fn(state, batch))
+def time_evaluation(program, state, split, *, windows: int = 5):
+    """Evaluation images/s (all models') of one call over the whole split, as the loop evaluates."""
+    n_models = jax.tree_util.tree_leaves(state.params)[0].shape[0]
+    jax.block_until_ready(program.evaluate(state, split))
     rates = []
     for _ in range(windows):
         t0 = time.perf_counter()
-        for _ in range(steps_per_window):
-            out = eval_fn(state, batch)
-        jax.block_until_ready(out)
-        rates.append(steps_per_window * images_per_step / (time.perf_counter() - t0))
+        jax.block_until_ready(program.evaluate(state, split))
+        rates.append(split.size * n_models / (time.perf_counter() - t0))
     return {"eval_images_per_sec": statistics.median(rates)}
 
 

@@ -6,30 +6,20 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
-from benchmarks.harness import emit, random_batches, setup, time_eval_step, time_train_steps
-from common import parallel
-from common import training as tr
+from benchmarks.harness import emit, prepare, setup, time_evaluation, time_train_steps
+from common.train.fit import steps_per_call
+from common.train.step import make_train_step
 from lenet.config import LeNetConfig
 from lenet.train import create_model, penalty_fn
 
 
 def bench(config: LeNetConfig, n_seeds: int = 1, image_shape=(28, 28, 1)) -> dict:
-    model = create_model(config)
     train = config.train
-    specs = [parallel.ModelSpec(train.seed + i, train.lr) for i in range(n_seeds)]
-    state, keys = parallel.init_states(model, (1,) + image_shape, specs)
-    steps = parallel.compile_steps(tr.make_train_step(penalty_fn(config)), n_seeds,
-                                   steps_per_call=train.steps_per_call)
-    leading = () if n_seeds == 1 else (n_seeds,)
-    batches = random_batches(8, train.batch_size, image_shape, leading=leading)
-    result, state = time_train_steps(steps, state, batches, keys, images_per_step=train.batch_size * n_seeds,
-                                     steps_per_call=train.steps_per_call)
-    eval_batch = {**random_batches(1, train.eval_batch_size, image_shape)[0],
-                  "mask": np.ones(train.eval_batch_size, np.float32)}
-    result.update(time_eval_step(steps.evaluate, state, eval_batch,
-                                 images_per_step=train.eval_batch_size * n_seeds))
+    k = steps_per_call(train, 2000 // train.batch_size)
+    program, state, keys, split = prepare(create_model(config), make_train_step(penalty_fn(config)), n_seeds,
+                                          train.batch_size, image_shape, k, eval_batch=train.eval_batch_size)
+    result, state = time_train_steps(program, state, split, keys, images_per_step=train.batch_size * n_seeds)
+    result.update(time_evaluation(program, state, split))
     return {"model": "lenet5", "batch_size": train.batch_size, "seeds": n_seeds, "image_shape": list(image_shape),
             **result}
 

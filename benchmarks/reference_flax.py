@@ -13,9 +13,8 @@ import argparse
 import flax
 import flax.linen as nn
 
-from benchmarks.harness import emit, random_batches, setup, time_train_steps
-from common import parallel
-from common import training as tr
+from benchmarks.harness import emit, prepare, setup, time_train_steps
+from common.train.step import make_train_step
 
 FLAX_CELLS = {"rnn": nn.SimpleCell, "lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}
 DEFAULT_HIDDEN = {"rnn": 64, "lstm": 128, "gru": 128}
@@ -39,14 +38,14 @@ def bench(cell: str, hidden: int | None = None, batch_size: int = 32, steps_per_
           seed: int = 0) -> dict:
     hidden = hidden or DEFAULT_HIDDEN[cell]
     model = FlaxRecurrent(cell, hidden)
-    state, step_key = parallel.init_states(model, (1, 28, 28, 1), [parallel.ModelSpec(seed, 1e-3)])
-    batches = random_batches(8, batch_size, (28, 28, 1))
-    one = parallel.compile_steps(tr.make_train_step(None), 1)
-    result, state = time_train_steps(one, state, batches, step_key, images_per_step=batch_size, steps_per_window=50)
+    one, state, step_key, split = prepare(model, make_train_step(None), 1, batch_size, (28, 28, 1), 1,
+                                          eval_batch=1000, seed=seed)
+    result, state = time_train_steps(one, state, split, step_key, images_per_step=batch_size, steps_per_window=50)
     if steps_per_call > 1:
-        scanned = parallel.compile_steps(tr.make_train_step(None), 1, steps_per_call=steps_per_call)
-        timed, state = time_train_steps(scanned, state, batches, step_key, images_per_step=batch_size,
-                                        steps_per_call=steps_per_call, steps_per_window=2 * steps_per_call)
+        scanned, state, step_key, split = prepare(model, make_train_step(None), 1, batch_size, (28, 28, 1),
+                                                  steps_per_call, eval_batch=1000, seed=seed)
+        timed, state = time_train_steps(scanned, state, split, step_key, images_per_step=batch_size,
+                                        steps_per_window=2 * steps_per_call)
         result = {"train_images_per_sec_one_step_per_call": result["train_images_per_sec"], **timed,
                   "first_step_seconds": result["first_call_seconds"]}
     return {"model": f"{cell}-{hidden}", "framework": f"flax {flax.__version__} nn.RNN({FLAX_CELLS[cell].__name__})",

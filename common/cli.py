@@ -87,6 +87,11 @@ def _number(cast, ok, expected: str, must: str):
 
 
 positive_int = _number(int, lambda v: v >= 1, "a positive integer", "a positive integer")
+
+
+def auto_or_positive_int(text: str):
+    """'auto', or a positive integer."""
+    return "auto" if text.strip().lower() == "auto" else positive_int(text)
 nonneg_int = _number(int, lambda v: v >= 0, "an integer >= 0", ">= 0")
 positive_float = _number(float, lambda v: v > 0, "a positive number", "a finite positive number")
 nonneg_float = _number(float, lambda v: v >= 0, "a number >= 0", "a finite number >= 0")
@@ -141,8 +146,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
                    help="learning rate, or a comma list (e.g. 1e-4,1.7e-4,3e-4) trained at once with jax.vmap")
     g.add_argument("--seed", type=seed_int, help=f"seed of initialisation, dropout and batch order (0..{MAX_SEED})")
     g.add_argument("--seeds", type=positive_int, help="train N seeds (seed, seed+1, ...) at once with jax.vmap")
-    g.add_argument("--steps-per-call", type=positive_int,
-                   help="training steps per compiled call, run as one lax.scan (default: 1 LeNet5, 50 recurrent)")
+    g.add_argument("--steps-per-call", type=auto_or_positive_int,
+                   help="training steps per compiled call, run as one lax.scan; auto (default): a whole epoch "
+                        "in chunks on a GPU/TPU, on a CPU 1 for LeNet5 and 50 for the recurrent nets")
     g.add_argument("--limit", type=positive_int, help="train on the first N training examples (smoke runs)")
 
 

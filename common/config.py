@@ -29,7 +29,10 @@ class TrainConfig:
     seed: int = 0
     seeds: int = 1  # models trained at once (seed, seed + 1, ...)
     eval_batch_size: int = 500
-    steps_per_call: int = 1  # training steps per compiled call (one lax.scan over them)
+    # Training steps per compiled call (one lax.scan over them), or 'auto': a whole epoch in chunks on a GPU or
+    # TPU, `cpu_steps_per_call` on a CPU (common.train.fit.steps_per_call; metrics.json records the choice).
+    steps_per_call: int | str = "auto"
+    cpu_steps_per_call: int = 1
 
     def checks(self) -> list[tuple[bool, str]]:
         """(condition, message) pairs; see `require`."""
@@ -38,7 +41,9 @@ class TrainConfig:
             (self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}"),
             (self.batch_size >= 1, f"batch size must be at least 1, got {self.batch_size}"),
             (self.eval_batch_size >= 1, f"eval batch size must be at least 1, got {self.eval_batch_size}"),
-            (self.steps_per_call >= 1, f"steps per call must be at least 1, got {self.steps_per_call}"),
+            (self.steps_per_call == "auto" or (isinstance(self.steps_per_call, int) and self.steps_per_call >= 1),
+             f"steps per call must be 'auto' or at least 1, got {self.steps_per_call}"),
+            (self.cpu_steps_per_call >= 1, f"CPU steps per call must be at least 1, got {self.cpu_steps_per_call}"),
             (min(as_tuple(self.lr)) > 0, f"learning rate must be positive, got {self.lr}"),
         ]
 

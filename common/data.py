@@ -60,7 +60,7 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Split:
-    images: np.ndarray  # [n, height, width, channels] float32 in [0, 1]
+    images: np.ndarray  # [n, height, width, channels] uint8 (`to_float` gives float32 in [0, 1])
     labels: np.ndarray  # [n] int32
 
     def __len__(self) -> int:
@@ -277,16 +277,31 @@ read_image_folder = image_folder.read_image_folder  # root, num_classes -> {'tra
 
 
 def to_image_mode(images: np.ndarray, mode: str) -> np.ndarray:
-    """uint8 [n, h, w, c] -> float32 in [0, 1]: 'gray28' [n, 28, 28, 1] (the course format), 'rgb32' [n, 32, 32, 3]."""
+    """uint8 [n, h, w, c] -> uint8 'gray28' [n, 28, 28, 1] (the course format) or 'rgb32' [n, 32, 32, 3].
+    The pixels stay 8-bit (a quarter of float32's bytes on the device); `to_float` scales them where used."""
     if mode == "gray28":
         gray = to_grayscale_uint8(images)
-        if gray.shape[1:3] != (28, 28):
-            gray = resize_uint8(gray, (28, 28))
-        return gray.astype(np.float32) / 255.0
+        return gray if gray.shape[1:3] == (28, 28) else resize_uint8(gray, (28, 28))
     if images.shape[-1] != 3 or images.shape[1:3] != (32, 32):
         raise DataError(f"image mode 'rgb32' needs 32x32 colour images, these are {images.shape[1]}x"
                         f"{images.shape[2]} with {images.shape[3]} channel(s); use --image-mode gray28")
-    return images.astype(np.float32) / 255.0
+    return np.asarray(images, np.uint8)
+
+
+# Each uint8 value's float32 in [0, 1], divided here by numpy: a jitted x / 255 becomes x * (1 / 255), which
+# rounds some pixels differently, so a step looks its pixels up in this table instead (same numbers everywhere).
+PIXEL_FLOATS = np.arange(256, dtype=np.float32) / np.float32(255.0)
+
+
+def to_float(images):
+    """uint8 pixels [...] (numpy, or JAX inside a step) -> float32 in [0, 1]; float input as it is."""
+    if images.dtype != np.uint8:
+        return images
+    if isinstance(images, np.ndarray):
+        return images.astype(np.float32) / np.float32(255.0)
+    import jax.numpy as jnp  # here: common.data is imported by programs that never start JAX
+
+    return jnp.asarray(PIXEL_FLOATS)[images]
 
 
 def to_grayscale_uint8(images: np.ndarray) -> np.ndarray:
@@ -332,22 +347,21 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[
 # ----------------------------------------------------------------------------------------------- batching
 
 
-def num_train_batches(n: int, batch_size: int) -> int:
-    return n // batch_size
+def epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:
+    """The training order of one epoch: int32 [n // batch_size, batch_size] indices from a permutation seeded
+    by (seed, epoch). The short last batch is dropped (a different one each epoch), which keeps a single
+    compiled shape and batch-norm statistics over full batches."""
+    if n < batch_size:
+        raise DataError(f"the training split has {n} examples, fewer than the batch size {batch_size}")
+    perm = np.random.default_rng([seed, epoch]).permutation(n)
+    return perm[: n // batch_size * batch_size].reshape(-1, batch_size).astype(np.int32)
 
 
 def train_batches(split: Split, batch_size: int, seed: int, epoch: int) -> Iterator[dict[str, np.ndarray]]:
-    """Yields {'image': [b, h, w, c], 'label': [b]} in a permutation seeded by (seed, epoch).
-
-    The short last batch is dropped (a different one each epoch), which keeps a single compiled shape and
-    batch-norm statistics over full batches.
-    """
-    if len(split) < batch_size:
-        raise DataError(f"the training split has {len(split)} examples, fewer than the batch size {batch_size}")
-    perm = np.random.default_rng([seed, epoch]).permutation(len(split))
-    for i in range(num_train_batches(len(split), batch_size)):
-        idx = perm[i * batch_size:(i + 1) * batch_size]
-        yield {"image": split.images[idx], "label": split.labels[idx]}
+    """Host batches {'image': float [b, h, w, c], 'label': [b]} in `epoch_order` (training gathers the same
+    batches on the device)."""
+    for idx in epoch_order(len(split), batch_size, seed, epoch):
+        yield {"image": to_float(split.images[idx]), "label": split.labels[idx]}
 
 
 def eval_batches(split: Split, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
@@ -362,4 +376,4 @@ def eval_batches(split: Split, batch_size: int) -> Iterator[dict[str, np.ndarray
             images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
             labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
         mask = np.concatenate([np.ones(real, np.float32), np.zeros(pad, np.float32)])
-        yield {"image": images, "label": labels, "mask": mask}
+        yield {"image": to_float(images), "label": labels, "mask": mask}

@@ -24,7 +24,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from common.history import model_histories
+from common import outputs
+from common.train.history import model_histories
 
 EVENTS_PREFIX = "events.out.tfevents."
 FILE_VERSION = b"brain.Event:2"
@@ -162,8 +163,7 @@ def write_events(path: str, rows: Sequence[dict[str, Any]], start_time: float) -
         wall += float(row.get("epoch_seconds") or 0.0)
         step = int(row.get("epoch", i + 1))
         records += [tfrecord(event(wall, step, scalar_summary(tag, v))) for tag, v in scalars(row).items()]
-    with open(path, "wb") as f:
-        f.write(b"".join(records))
+    outputs.atomic_write_bytes(path, b"".join(records))
 
 
 def write_history(logdir: str, history: Sequence[dict[str, Any]], labels: Sequence[str],

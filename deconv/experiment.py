@@ -106,7 +106,7 @@ def deconv_experiment(config: LeNetConfig, variables: dict, dataset: data_lib.Da
     arrays = {}
     for layer in layers:
         network.check_box_fits(rfs[layer], split.images.shape[1:3])
-        arrays[layer] = network.layer_arrays(variables, split.images, top[layer], layer, rfs[layer],
+        arrays[layer] = network.layer_arrays(variables, data_lib.to_float(split.images), top[layer], layer, rfs[layer],
                                              mode=settings.mode, bn=settings.bn, filters=filters[layer])
     timing["projections"] = time.perf_counter() - t0
 
@@ -133,7 +133,7 @@ def _occlusion_study(model, variables, test: data_lib.Split, settings: DeconvSet
     picks = pick_occlusion_images(model, variables, test, settings.occlusion_images, OCCLUSION_SEED)
     if not len(picks):
         return {"picks": picks, "maps": None}
-    imgs, labs = test.images[picks], test.labels[picks]
+    imgs, labs = data_lib.to_float(test.images[picks]), test.labels[picks]
     occ = occlusion.occlusion_maps(model, variables, imgs, labs, layer=layer)
     rows, cols = occ["peak"][:, 0], occ["peak"][:, 1]
     projections = network.project(variables, imgs, occ["feature"], rows, cols, layer=layer, mode=settings.mode,

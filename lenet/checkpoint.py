@@ -9,6 +9,7 @@ import numpy as np
 from flax import traverse_util
 
 from common import checkpoint as ckpt
+from common import data as data_lib
 from common.errors import CheckpointError, DataError, UserError
 from lenet.config import LeNetConfig
 from lenet.train import create_model
@@ -83,7 +84,7 @@ def with_data_overrides(config: LeNetConfig, data_dir: str | None = None, tfds_d
 def check_fits(model, variables: dict, dataset, source: str) -> None:
     """Runs the model once on one test image, so a model/data mismatch is one clear message."""
     try:
-        model.apply(variables, jnp.asarray(dataset.test.images[:1]), train=False)
+        model.apply(variables, jnp.asarray(data_lib.to_float(dataset.test.images[:1])), train=False)
     except Exception as e:  # flax raises several shape/scope errors; all mean the same here
         raise CheckpointError(f"the checkpoint {source!r} does not fit the data (images {dataset.image_shape}): "
                               f"{e.__class__.__name__}: {str(e)[:160]}") from None

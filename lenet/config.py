@@ -13,9 +13,9 @@ class LeNetConfig(FlatFields):
     # out 10% of the training data; 'gray28' is the course format ('rgb32' keeps CIFAR10's 32x32 colour)
     train: TrainConfig = TrainConfig(
         lr=1.7e-4, batch_size=50, epochs=25, eval_batch_size=500,
-        # 1 on purpose: XLA:CPU runs LeNet5's convolutions inside a loop ~20x slower (111 against 2,025
-        # img/s); on a GPU try --steps-per-call 50.
-        steps_per_call=1)
+        # 1 on purpose: XLA:CPU runs LeNet5's convolutions inside a scan ~10x slower (re-measured with jaxlib
+        # 0.10: 19 against 189 img/s, docs/accelerator.md); 'auto' scans whole epochs on a GPU/TPU.
+        cpu_steps_per_call=1)
     # model
     features: tuple[int, ...] = (32, 64)
     hidden: int = 1024

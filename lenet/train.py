@@ -10,7 +10,8 @@ import zipfile
 import numpy as np
 
 from common import data as data_lib
-from common import fit, outputs
+from common import outputs
+from common.train import fit
 from lenet.config import LeNetConfig
 from lenet.model import LeNet5, l2_penalty
 
@@ -68,12 +69,7 @@ def train_and_evaluate(config: LeNetConfig, workdir: str, dataset: data_lib.Data
     if dataset is None:
         dataset = data_lib.load_dataset(config.data)
     name = "LeNet5" + ("" if config.use_batchnorm else " without batch norm")
-    return fit.fit(
-        create_model(config, len(dataset.class_names)), dataset, config.train, workdir,
-        task="lenet", config=config.to_dict(),
-        title=f"{name} on {data_name(config)} ({config.data.image_mode})",
-        figure_name=FIGURE,
-        penalty_fn=penalty_fn(config), penalties=config.penalties,
-        on_epoch=functools.partial(_save_conv1_kernels, set(config.filter_epochs)),
-        progress=progress, command=command,
-    )
+    show = fit.Presentation(f"{name} on {data_name(config)} ({config.data.image_mode})", FIGURE, command, progress)
+    return fit.fit(create_model(config, len(dataset.class_names)), dataset, config.train, workdir, show,
+                   task="lenet", config=config.to_dict(), penalty_fn=penalty_fn(config), penalties=config.penalties,
+                   on_epoch=functools.partial(_save_conv1_kernels, set(config.filter_epochs)))

@@ -399,7 +399,7 @@ def pick_one_per_class(labels: np.ndarray, seed: int = FEATURE_MAP_SEED) -> list
 
 def plot_feature_maps(net: Network, dataset: data_lib.Dataset, path: str, where: str) -> str:
     idx = pick_one_per_class(dataset.test.labels)
-    images = dataset.test.images[idx]
+    images = data_lib.to_float(dataset.test.images[idx])
     logits, acts = jax.jit(lambda v, x: _intermediates(net.model, v, x))(net.variables, jnp.asarray(images))
     probs = np.asarray(jax.nn.softmax(logits, -1))
     names = dataset.class_names

@@ -28,7 +28,7 @@ from common import outputs, plotting, report
 from common.cli import config_from_args
 from common.document import markdown_table
 from common.errors import UserError
-from common.history import mean_rows, model_histories
+from common.train.history import mean_rows, model_histories
 from lenet.config import LeNetConfig
 from lenet.train import train_and_evaluate as train_lenet
 from recurrent.config import CELL_TITLES, RNNConfig

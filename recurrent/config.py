@@ -16,9 +16,9 @@ class RNNConfig(FlatFields):
     data: DataConfig = DataConfig(dataset="mnist", image_mode="gray28", val_fraction=0.1)
     train: TrainConfig = TrainConfig(
         lr=1e-3, batch_size=32, epochs=10, eval_batch_size=1000,
-        # One lax.scan over 50 steps per call (no per-step dispatch or host sync). Same numbers as 1, faster on
-        # the 2-core CPU (measured in docs/performance.md, "steps per call").
-        steps_per_call=50)
+        # On a CPU 'auto' runs one lax.scan over 50 steps per call (no per-step dispatch or host sync). Same
+        # numbers as 1, faster on the 2-core CPU (measured in docs/performance.md, "steps per call").
+        cpu_steps_per_call=50)
     # model
     cell: str = "rnn"
     hidden: int = 64

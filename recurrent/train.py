@@ -15,7 +15,8 @@ import sys
 import time
 
 from common import data as data_lib
-from common import distributed, fit, outputs
+from common import distributed, outputs
+from common.train import fit
 from recurrent import plots
 from recurrent.config import CELL_TITLES, RNNConfig
 from recurrent.model import RecurrentClassifier
@@ -41,13 +42,10 @@ def train_and_evaluate(config: RNNConfig, workdir: str, dataset: data_lib.Datase
     config.validate()
     if dataset is None:
         dataset = data_lib.load_dataset(config.data)
-    return fit.fit(
-        create_model(config, len(dataset.class_names)), dataset, config.train, workdir,
-        task="rnn", config=config.to_dict(),
-        title=f"{CELL_TITLES[config.cell]} with {config.hidden} hidden units on MNIST",
-        figure_name=figure_name(config.cell, config.hidden),
-        progress=progress, command=command,
-    )
+    show = fit.Presentation(f"{CELL_TITLES[config.cell]} with {config.hidden} hidden units on MNIST",
+                            figure_name(config.cell, config.hidden), command, progress)
+    return fit.fit(create_model(config, len(dataset.class_names)), dataset, config.train, workdir, show,
+                   task="rnn", config=config.to_dict())
 
 
 def sweep(configs: list[RNNConfig], out: str, progress: bool = True, command: str | None = None) -> list[dict]:

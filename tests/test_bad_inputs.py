@@ -409,10 +409,10 @@ def test_inconsistent_checkpoint_through_the_cli(tmp_path, capsys, course, task)
     ([[2.3, 2.3], [2.0, 40.0]], True),  # one of two vmapped models
 ])
 def test_divergence_rule(losses, diverged):
-    from common import fit
+    from common.train import results
 
     history = [{"train_running_loss": loss} for loss in losses]
-    result = fit._divergence(history, 10)  # noqa: SLF001
+    result = results.divergence(history, 10)
     assert result["diverged"] is diverged
     assert ("diverged_per_model" in result) == isinstance(losses[0], list)
 

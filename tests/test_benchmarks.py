@@ -65,3 +65,16 @@ def test_keras_reference_refuses_unknown_models():
     with pytest.raises(SystemExit) as e:
         reference_keras.main(["--models", "lstm-128,lstm-7"])
     assert e.value.code == 2
+
+
+@pytest.mark.slow
+def test_end_to_end_prints_one_line_per_run_with_its_times(capsys):
+    from benchmarks import end_to_end
+    end_to_end.main(["--scale", "0.01", "--epochs", "1", "--only", "lenet-course,lenet-course-8-seeds"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [r["run"] for r in rows] == ["lenet-course", "lenet-course-8-seeds"]
+    for r in rows:
+        assert r["train_val_test"] == [90, 64, 64] and r["epochs"] == 1
+        assert r["wall_seconds"] >= r["train_seconds"] + r["eval_seconds"] > 0
+        assert r["compile_seconds"] > 0 and r["train_images_per_s"] > 0 and r["host_seconds"] >= 0
+    assert rows[1]["seeds"] == 8

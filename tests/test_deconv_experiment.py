@@ -254,7 +254,7 @@ def test_task_runs_end_to_end_and_writes_every_file(tiny_checkpoint, tmp_path):
     # the recorded top-k are real activations of the checkpoint's model on the recorded images
     config, variables, _ = lenet_checkpoint.load_lenet(tiny_checkpoint, "")
     val = data_lib.load_dataset(config.data).val
-    acts, _ = network.forward_record(variables, jnp.asarray(val.images))
+    acts, _ = network.forward_record(variables, jnp.asarray(data_lib.to_float(val.images)))
     for layer in ("conv1", "conv2"):
         for entry in summary["layers"][layer]["filters"][:8]:
             values = [v for v in entry["value"]]

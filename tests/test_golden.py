@@ -17,7 +17,8 @@ import numpy as np
 import optax
 import pytest
 
-from common import parallel, training
+from common.train import state as state_lib
+from common.train import step as step_lib
 from lenet.config import LeNetConfig
 from lenet.train import create_model as create_lenet
 from lenet.train import penalty_fn as lenet_penalty
@@ -46,14 +47,15 @@ def train_a_few_steps(model, penalty, lr: float) -> tuple[list[float], dict]:
 
     The one place that calls the training core's API (init_states, make_train_step): adapt it here if that changes.
     """
-    spec = parallel.ModelSpec(seed=SEED, lr=lr)
-    state, step_key = parallel.init_states(model, (BATCH, 28, 28, 1), [spec])
-    step = jax.jit(training.make_train_step(penalty))
+    spec = state_lib.ModelSpec(seed=SEED, lr=lr)
+    stacked, keys = state_lib.init_states(model, (BATCH, 28, 28, 1), [spec])  # the model axis [1, ...]
+    state, step_key = state_lib.model_slice(stacked, 0), keys[0]
+    step = jax.jit(step_lib.make_train_step(penalty))
     losses = []
     for batch in generated_batches():
         state, metrics = step(state, batch, step_key)
         losses.append(float(metrics["loss_sum"] / metrics["count"]))
-    return losses, training.model_variables(state)
+    return losses, state_lib.model_variables(state)
 
 
 def checksums(variables) -> dict[str, tuple[float, float, float]]:
@@ -172,7 +174,7 @@ def test_other_random_bits_fail_the_golden_numbers():
 def test_other_nadam_momentum_fails_the_golden_numbers(monkeypatch):
     """Nadam with b1 = 0.85 instead of 0.9: the same initial weights, other updates."""
     nadam = lambda lr: optax.inject_hyperparams(optax.nadam)(learning_rate=lr, b1=0.85)
-    monkeypatch.setattr(parallel, "make_optimizer", nadam)
+    monkeypatch.setattr(state_lib, "make_optimizer", nadam)
     bad = mismatches(lstm_run(), GOLDEN["lstm"])
     assert bad and not any(line.startswith("loss 0") for line in bad)  # step 0's loss precedes any update
 

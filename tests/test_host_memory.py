@@ -20,13 +20,15 @@ if sys.argv[2:] == ["applied-only"]:
     sys.exit()
 import jax
 from benchmarks.harness import random_batches
-from common import parallel, training as tr
+from common.train.state import create_train_state, make_optimizer
+from common.train.step import make_train_step
 from lenet.config import LeNetConfig
 from lenet.train import create_model, penalty_fn
 
 config = LeNetConfig()  # the report's LeNet5 step (batch 50), whose buffers are freed after every step
-state, key = parallel.init_states(create_model(config), (1, 28, 28, 1), [parallel.ModelSpec(0, config.train.lr)])
-step = jax.jit(tr.make_train_step(penalty_fn(config)), donate_argnums=0)
+key = jax.random.PRNGKey(0)
+state = create_train_state(create_model(config), make_optimizer(config.train.lr), (1, 28, 28, 1), key)
+step = jax.jit(make_train_step(penalty_fn(config)), donate_argnums=0)
 batches = random_batches(4, config.train.batch_size, (28, 28, 1))
 for i in range(4):
     state, metrics = step(state, batches[i], key)

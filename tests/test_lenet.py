@@ -11,8 +11,8 @@ import pytest
 
 from common import checkpoint as ckpt
 from common import data as data_lib
-from common import fit
-from common import training as tr
+from common.train import step as step_lib
+from common.train.state import ModelSpec, create_train_state, init_states, model_slice, model_variables
 from lenet.config import LeNetConfig
 from lenet.model import l2_penalty, max_pool_2x2
 from lenet.train import create_model, penalty_fn, train_and_evaluate
@@ -20,7 +20,7 @@ from run import main
 
 
 def _state(config=LeNetConfig(), shape=(2, 28, 28, 1), seed=0):
-    return tr.create_train_state(create_model(config), optax.nadam(config.train.lr), shape, jax.random.PRNGKey(seed))
+    return create_train_state(create_model(config), optax.nadam(config.train.lr), shape, jax.random.PRNGKey(seed))
 
 
 def _batch(n=8, shape=(28, 28, 1), seed=0):
@@ -33,7 +33,7 @@ def test_parameter_count_and_shapes():
     counts = {k: sum(x.size for x in jax.tree_util.tree_leaves(v)) for k, v in state.params.items()}
     assert counts == {"conv1": 5 * 5 * 1 * 32 + 32, "bn1": 2 * 32, "conv2": 5 * 5 * 32 * 64 + 64, "bn2": 2 * 64,
                       "fc1": 7 * 7 * 64 * 1024 + 1024, "fc2": 1024 * 10 + 10}
-    logits, inter = state.apply_fn(tr.model_variables(state), jnp.zeros((3, 28, 28, 1)), train=False,
+    logits, inter = state.apply_fn(model_variables(state), jnp.zeros((3, 28, 28, 1)), train=False,
                                    mutable=["intermediates"])
     assert logits.shape == (3, 10)
     shapes = {k: v[0].shape for k, v in inter["intermediates"].items()}
@@ -76,10 +76,10 @@ def test_loss_is_optax_cross_entropy_plus_penalty():
     config = LeNetConfig.create(dropout_rate=0.0)  # deterministic forward pass for the comparison
     state, batch = _state(config), _batch()
     logits, _ = jax.jit(lambda v, x: state.apply_fn(v, x, train=True, mutable=["batch_stats"]))(
-        tr.model_variables(state), batch["image"])
+        model_variables(state), batch["image"])
     expected = (optax.softmax_cross_entropy(logits, jax.nn.one_hot(batch["label"], 10)).mean()
                 + l2_penalty(state.params, 0.01, 0.005))
-    step = jax.jit(tr.make_train_step(penalty_fn(config)))
+    step = jax.jit(step_lib.make_train_step(penalty_fn(config)))
     _, metrics = step(state, batch, jax.random.PRNGKey(0))
     got = metrics["loss_sum"] / metrics["count"] + metrics["penalty_sum"]
     np.testing.assert_allclose(float(got), float(expected), rtol=1e-5)
@@ -88,7 +88,7 @@ def test_loss_is_optax_cross_entropy_plus_penalty():
 def test_one_step_changes_every_parameter_and_lowers_the_loss():
     config = LeNetConfig.create(lr=1e-3)
     state, batch = _state(config), _batch(n=16)
-    step = jax.jit(tr.make_train_step(penalty_fn(config)))
+    step = jax.jit(step_lib.make_train_step(penalty_fn(config)))
     rng = jax.random.PRNGKey(1)
     new_state, m0 = step(state, batch, rng)
     changed = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), state.params, new_state.params)
@@ -104,7 +104,7 @@ def test_one_step_changes_every_parameter_and_lowers_the_loss():
 def test_dropout_key_depends_on_step():
     config = LeNetConfig()
     state, batch = _state(config), _batch()
-    step = jax.jit(tr.make_train_step(penalty_fn(config)))
+    step = jax.jit(step_lib.make_train_step(penalty_fn(config)))
     _, a = step(state, batch, jax.random.PRNGKey(0))
     _, b = step(state.replace(step=state.step + 1), batch, jax.random.PRNGKey(0))
     assert float(a["loss_sum"]) != float(b["loss_sum"])
@@ -114,21 +114,36 @@ def test_dropout_key_depends_on_step():
 def test_no_recompilation_over_steps():
     config = LeNetConfig()
     state = _state(config)
-    step = jax.jit(chex.assert_max_traces(tr.make_train_step(penalty_fn(config)), n=1))
-    evaluate = jax.jit(chex.assert_max_traces(tr.eval_step, n=1))
+    step = jax.jit(chex.assert_max_traces(step_lib.make_train_step(penalty_fn(config)), n=1))
+    evaluate = jax.jit(chex.assert_max_traces(step_lib.eval_step, n=1))
     rng = jax.random.PRNGKey(0)
     for i in range(4):
         state, _ = step(state, _batch(seed=i), rng)
         evaluate(state, {**_batch(seed=i), "mask": np.ones(8, np.float32)})
 
 
+def _evaluate(split, eval_batch):
+    """Metric sums of one model over `split` in one call of the compiled evaluation."""
+    mesh = step_lib.make_mesh(1, 1)
+    program = step_lib.compile_program(step_lib.make_train_step(None), 1, mesh, batch_shape=(1, 28, 28, 1),
+                                       eval_batch=eval_batch, steps_per_call=1)
+    state, _ = init_states(create_model(LeNetConfig()), (1, 28, 28, 1), [ModelSpec(0, 1e-3)])
+    return jax.device_get(program.evaluate(step_lib.put(state, mesh, step_lib.P("model")),
+                                           step_lib.put_split(split, mesh, eval_batch)))
+
+
 def test_eval_counts_padded_examples_once():
-    state = _state()
-    split = data_lib.Split(_batch(n=13)["image"], _batch(n=13)["label"])
-    full = fit.evaluate(jax.jit(tr.eval_step), state, split, batch_size=13)
-    padded = fit.evaluate(jax.jit(tr.eval_step), state, split, batch_size=5)
-    np.testing.assert_allclose(full["loss"], padded["loss"], rtol=1e-5)
-    assert full["accuracy"] == padded["accuracy"]
+    rng = np.random.default_rng(0)
+    split = data_lib.Split(rng.integers(0, 256, (13, 28, 28, 1)).astype(np.uint8), rng.integers(0, 10, 13))
+    full, padded = _evaluate(split, 13), _evaluate(split, 5)  # one batch; three, the last one padded by 2
+    assert full["count"][0] == padded["count"][0] == 13
+    np.testing.assert_allclose(full["loss_sum"], padded["loss_sum"], rtol=1e-5)
+    assert full["correct"][0] == padded["correct"][0]
+    # against the model applied to the whole split at once
+    state = model_slice(init_states(create_model(LeNetConfig()), (1, 28, 28, 1), [ModelSpec(0, 1e-3)])[0], 0)
+    logits = state.apply_fn(model_variables(state), data_lib.to_float(split.images), train=False)
+    expected = optax.softmax_cross_entropy_with_integer_labels(logits, split.labels).sum()
+    np.testing.assert_allclose(full["loss_sum"][0], expected, rtol=1e-5)
 
 
 def _tiny_config(root, **kw):
@@ -161,11 +176,11 @@ def test_train_and_evaluate_writes_results_and_is_reproducible(image_folder, tmp
 @pytest.mark.slow
 def test_resume_from_a_killed_run_gives_identical_metrics(image_folder, tmp_path):
     """A run interrupted after epoch 1 and restarted finishes with the numbers of an uninterrupted run."""
-    from common import fit
+    from common.train import resume
 
     full = train_and_evaluate(_tiny_config(image_folder, epochs=3), str(tmp_path / "full"), progress=False)
     out = str(tmp_path / "resumed")
-    real_save = fit._save_resume
+    real_save = resume.save
     calls = []
 
     def save_then_die(run, state, best, history, *a):
@@ -174,12 +189,12 @@ def test_resume_from_a_killed_run_gives_identical_metrics(image_folder, tmp_path
         if len(history) == 1:
             raise KeyboardInterrupt  # stands in for a kill after epoch 1's checkpoint
 
-    fit._save_resume = save_then_die
+    resume.save = save_then_die
     try:
         with pytest.raises(KeyboardInterrupt):
             train_and_evaluate(_tiny_config(image_folder, epochs=3), out, progress=False)
     finally:
-        fit._save_resume = real_save
+        resume.save = real_save
     assert not os.path.exists(out) and os.path.isdir(out + ".partial")
     resumed = train_and_evaluate(_tiny_config(image_folder, epochs=3), out, progress=False)
     assert [r["test_loss"] for r in resumed.history] == [r["test_loss"] for r in full.history]

@@ -330,7 +330,7 @@ def test_an_interrupted_sweep_keeps_its_finished_member_and_the_earlier_result(t
 
 
 def test_history_is_read_back_as_fit_wrote_it(tmp_path):
-    from common.history import per_model_rows
+    from common.train.history import per_model_rows
     from recurrent.train import read_history
 
     history = [{"epoch": e, "val_accuracy": [0.1 * e, 0.2 * e], "train_loss": [1.0, 2.0]} for e in (1, 2)]

@@ -45,3 +45,65 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
     a = json.load(open(os.path.join(killed, "metrics.json")))
     for key in ("train_loss", "val_loss", "test_loss", "test_accuracy", "val_accuracy"):
         assert a[key] == b[key], key
+
+
+def _interrupted(folder, out, after: int, **kw):
+    """A run of 3 epochs stopped right after epoch `after`'s resume files were written."""
+    from common.train import resume
+
+    real_save = resume.save
+
+    def save_then_die(run, state, best, history, *a):
+        real_save(run, state, best, history, *a)
+        if len(history) == after:
+            raise KeyboardInterrupt  # stands in for a kill
+
+    resume.save = save_then_die
+    try:
+        train_and_evaluate(_tiny(folder, **kw), out, progress=False)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        resume.save = real_save
+
+
+def _tiny(folder, **kw):
+    return LeNetConfig.create(**{"data_dir": folder, "epochs": 3, "batch_size": 10, "eval_batch_size": 16,
+                                 "hidden": 32, **kw})
+
+
+@pytest.mark.slow
+def test_resume_trusts_the_state_file_not_resume_json(image_folder, tmp_path):
+    """Reliability case 12: the last history entry deleted from resume.json after a kill changes nothing."""
+    full = train_and_evaluate(_tiny(image_folder), str(tmp_path / "full"), progress=False)
+    out = str(tmp_path / "cut")
+    _interrupted(image_folder, out, after=2)
+    info_path = os.path.join(out + ".partial", "resume.json")
+    info = json.load(open(info_path))
+    info["history"] = info["history"][:-1]
+    json.dump(info, open(info_path, "w"))
+    open(os.path.join(out + ".partial", "history.csv.tmp-999"), "w").write("half a file")
+    resumed = train_and_evaluate(_tiny(image_folder), out, progress=False)
+    assert [r["test_loss"] for r in resumed.history] == [r["test_loss"] for r in full.history]
+    assert resumed.metrics["test_loss"] == full.metrics["test_loss"]
+    assert not [f for f in os.listdir(out) if ".tmp-" in f]  # the stray temporary file is gone
+    assert resumed.metrics["data_fingerprint"] == full.metrics["data_fingerprint"]
+    assert resumed.metrics["data_fingerprint"].startswith("blake2b:")
+
+
+@pytest.mark.slow
+def test_a_partial_of_other_flags_or_data_is_set_aside(image_folder, tmp_path, capsys):
+    out = str(tmp_path / "r")
+    _interrupted(image_folder, out, after=1, hidden=16)
+    result = train_and_evaluate(_tiny(image_folder, epochs=1), out, progress=False)
+    assert "other flags" in capsys.readouterr().err and result.history[0]["epoch"] == 1
+    aside = [f for f in os.listdir(tmp_path) if f.startswith("r.partial.other-")]
+    assert len(aside) == 1 and os.path.isfile(tmp_path / aside[0] / "resume_state.msgpack")  # kept, not overwritten
+
+    other = write_image_folder(tmp_path / "other", seed=1)  # the same flags, other pixels
+    _interrupted(image_folder, str(tmp_path / "d"), after=1)
+    import shutil
+    shutil.rmtree(image_folder)
+    shutil.copytree(other, image_folder)
+    train_and_evaluate(_tiny(image_folder), str(tmp_path / "d"), progress=False)  # the same flags
+    assert "other data" in capsys.readouterr().err

@@ -4,8 +4,9 @@ import numpy as np
 import optax
 import pytest
 
-from common import fit, parallel
-from common import training as tr
+from common.train import loop
+from common.train import state as state_lib
+from common.train import step as step_lib
 from lenet.config import LeNetConfig
 from lenet.train import create_model, penalty_fn, train_and_evaluate
 
@@ -15,17 +16,17 @@ from lenet.train import create_model, penalty_fn, train_and_evaluate
 def test_vmapped_step_equals_separate_steps(model_axis):
     config = LeNetConfig.create(hidden=16)
     model = create_model(config)
-    specs = [parallel.ModelSpec(s, config.train.lr) for s in (3, 4, 5)]
-    stacked, keys = parallel.init_states(model, (1, 28, 28, 1), specs)
-    vsteps = parallel.compile_steps(tr.make_train_step(penalty_fn(config)), 3, model_axis=model_axis)
+    specs = [state_lib.ModelSpec(s, config.train.lr) for s in (3, 4, 5)]
+    stacked, keys = state_lib.init_states(model, (1, 28, 28, 1), specs)
+    vstep = jax.jit(step_lib.over_models(step_lib.make_train_step(penalty_fn(config)), 3, model_axis)[0])
     rng = np.random.default_rng(0)
     batch = {"image": rng.random((3, 8, 28, 28, 1), dtype=np.float32),
              "label": rng.integers(0, 10, (3, 8)).astype(np.int32)}
-    calls = parallel.stack_batches([batch])  # one step per call: [1, models, ...]
-    new_stacked, metrics = vsteps.train(stacked, calls, keys, vsteps.zeros(stacked, calls, keys))
-    step = jax.jit(tr.make_train_step(penalty_fn(config)))
+    new_stacked, metrics = vstep(stacked, batch, keys)
+    step = jax.jit(step_lib.make_train_step(penalty_fn(config)))
     for i, seed in enumerate([3, 4, 5]):
-        single, key = parallel.init_states(model, (1, 28, 28, 1), [parallel.ModelSpec(seed, config.train.lr)])
+        single, key = state_lib.init_states(model, (1, 28, 28, 1), [state_lib.ModelSpec(seed, config.train.lr)])
+        single, key = state_lib.model_slice((single, key), 0)
         np.testing.assert_array_equal(key, keys[i])
         single, m = step(single, {k: v[i] for k, v in batch.items()}, key)
         np.testing.assert_allclose(m["loss_sum"], metrics["loss_sum"][i], rtol=1e-5)
@@ -74,7 +75,7 @@ def test_l2_weights_as_a_batch_dimension(image_folder, tmp_path):
 def test_plain_nadam_and_injected_learning_rate_agree():
     params = {"w": np.linspace(-1, 1, 5).astype(np.float32)}
     grads = {"w": np.cos(np.arange(5)).astype(np.float32)}
-    a, b = optax.nadam(1.7e-4), parallel.make_optimizer(1.7e-4)
+    a, b = optax.nadam(1.7e-4), state_lib.make_optimizer(1.7e-4)
     sa, sb = a.init(params), b.init(params)
     for _ in range(3):
         ua, sa = a.update(grads, sa, params)
@@ -85,13 +86,13 @@ def test_plain_nadam_and_injected_learning_rate_agree():
 def test_best_epoch_is_chosen_per_model_on_validation():
     from types import SimpleNamespace
 
-    best = fit.BestEpoch(2)
+    best = loop.BestEpoch(2)
     for epoch, val, w in ((1, [0.5, 0.7], 1.0), (2, [0.6, 0.6], 2.0), (3, [0.55, 0.9], 3.0)):
         state = SimpleNamespace(params={"w": np.full((2, 3), w, np.float32)}, batch_stats={})
         best.update(epoch, val, state)
     assert best.epoch.tolist() == [2, 3]
     np.testing.assert_array_equal(best.variables["params"]["w"], [[2.0] * 3, [3.0] * 3])
-    no_val = fit.BestEpoch(1)
+    no_val = loop.BestEpoch(1)
     for epoch in (1, 2):
         no_val.update(epoch, None, SimpleNamespace(params={"w": np.float32(epoch)}, batch_stats={}))
     assert no_val.epoch.tolist() == [2]  # without a validation split the last epoch is kept

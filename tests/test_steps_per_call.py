@@ -1,84 +1,90 @@
-"""Several training steps per compiled call (one lax.scan) give exactly the per-step loop's run."""
+"""Several training steps per compiled call (one lax.scan) give exactly the per-step loop's run; `auto` picks
+and records the number."""
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from common import parallel
-from common import training as tr
+from common import data as data_lib
+from common.config import TrainConfig
+from common.train import fit
+from common.train import step as step_lib
+from common.train.state import ModelSpec, init_states, model_slice
 from lenet.config import LeNetConfig
 from lenet.train import train_and_evaluate
+from recurrent.config import RNNConfig
 from recurrent.model import RecurrentClassifier
 
+N_EXAMPLES, BATCH = 48, 8
 
-def _batches(n, leading=()):
+
+def _split():
     rng = np.random.default_rng(0)
-    return [{"image": rng.random(leading + (8, 28, 28, 1), dtype=np.float32),
-             "label": rng.integers(0, 10, leading + (8,)).astype(np.int32)} for _ in range(n)]
+    return data_lib.Split(rng.integers(0, 256, (N_EXAMPLES, 28, 28, 1)).astype(np.uint8),
+                          rng.integers(0, 10, N_EXAMPLES).astype(np.int32))
+
+
+def _run(model, train_step, n_models, k, n_steps=5):
+    """n_steps training steps, k per call (the last call shorter), on the device-resident split."""
+    mesh = step_lib.make_mesh(n_models, BATCH)
+    program = step_lib.compile_program(train_step, n_models, mesh, batch_shape=(BATCH, 28, 28, 1), eval_batch=16,
+                                       steps_per_call=k)
+    state, keys = init_states(model, (1, 28, 28, 1), [ModelSpec(s, 1e-2) for s in range(n_models)])
+    state, keys = step_lib.put((state, keys), mesh, step_lib.P("model"))
+    split = step_lib.put_split(_split(), mesh, 16)
+    order = np.stack([data_lib.epoch_order(N_EXAMPLES, BATCH, s, 1) for s in range(n_models)], 1)[:n_steps]
+    totals = program.zeros(state)
+    for start in range(0, n_steps, k):
+        idx = step_lib.put(order[start:start + k], mesh, step_lib.P(None, "model", "data"))
+        state, totals = program.train(state, idx, keys, totals, split.images, split.labels)
+    return jax.device_get(state), jax.device_get(totals), order
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("n_models", [1, 2])
 def test_scanned_steps_equal_the_step_loop(n_models):
     model = RecurrentClassifier(cell="lstm", hidden=8)
-    specs = [parallel.ModelSpec(s, 1e-2) for s in range(n_models)]
-    leading = (n_models,) if n_models > 1 else ()
-    batches = _batches(5, leading)
-    one = parallel.compile_steps(tr.make_train_step(None), n_models)  # one step per call, no scan
-    state, keys = parallel.init_states(model, (1, 28, 28, 1), specs)
-    total = None
-    for batch in batches:
-        call = parallel.stack_batches([batch])
-        state, total = one.train(state, call, keys, one.zeros(state, call, keys) if total is None else total)
-
-    scanned_steps = parallel.compile_steps(tr.make_train_step(None), n_models, steps_per_call=3)
-    scanned, _ = parallel.init_states(model, (1, 28, 28, 1), specs)
-    totals = None
-    for chunk in (batches[:3], batches[3:]):  # a full call and the shorter last one
-        call = parallel.stack_batches(chunk)
-        totals = scanned_steps.zeros(scanned, call, keys) if totals is None else totals
-        scanned, totals = scanned_steps.train(scanned, call, keys, totals)
-    chex.assert_trees_all_equal(jax.device_get(scanned.params), jax.device_get(state.params))
-    chex.assert_trees_all_equal(jax.device_get(scanned.batch_stats), jax.device_get(state.batch_stats))
-    chex.assert_trees_all_equal(jax.device_get(totals), jax.device_get(total))
-    assert np.all(np.asarray(scanned.step) == 5) and np.all(np.asarray(state.step) == 5)
+    state, total, _ = _run(model, step_lib.make_train_step(None), n_models, k=1)
+    scanned, totals, _ = _run(model, step_lib.make_train_step(None), n_models, k=3)  # a call of 3, then of 2
+    chex.assert_trees_all_equal(scanned.params, state.params)
+    chex.assert_trees_all_equal(scanned.batch_stats, state.batch_stats)
+    chex.assert_trees_all_equal(totals, total)
+    assert np.all(scanned.step == 5) and np.all(state.step == 5)
 
 
-def test_one_step_per_call_equals_the_plain_jitted_step():
-    """k = 1 adds the step's metrics to the running totals inside the one compiled call: same numbers."""
+def test_gathered_steps_equal_the_plain_jitted_step_on_host_batches():
+    """The device-side gather and uint8 -> float conversion feed the step the host's batches."""
     model = RecurrentClassifier(cell="gru", hidden=8)
-    specs = [parallel.ModelSpec(0, 1e-2)]
-    batches = _batches(3)
-    plain = jax.jit(tr.make_train_step(None))
-    state, keys = parallel.init_states(model, (1, 28, 28, 1), specs)
-    total = None
-    for batch in batches:
-        state, metrics = plain(state, batch, keys)
+    ours, totals, order = _run(model, step_lib.make_train_step(None), 1, k=1, n_steps=3)
+    plain = jax.jit(step_lib.make_train_step(None))
+    state, keys = model_slice(init_states(model, (1, 28, 28, 1), [ModelSpec(0, 1e-2)]), 0)
+    split, total = _split(), None
+    for idx in order[:, 0]:
+        state, metrics = plain(state, {"image": data_lib.to_float(split.images[idx]), "label": split.labels[idx]},
+                               keys)
         total = metrics if total is None else jax.tree_util.tree_map(jnp.add, total, metrics)
-    one = parallel.compile_steps(tr.make_train_step(None), 1)
-    other, _ = parallel.init_states(model, (1, 28, 28, 1), specs)
-    totals = one.zeros(other, parallel.stack_batches(batches[:1]), keys)
-    for batch in batches:
-        other, totals = one.train(other, parallel.stack_batches([batch]), keys, totals)
-    chex.assert_trees_all_equal(jax.device_get(other.params), jax.device_get(state.params))
-    chex.assert_trees_all_equal(jax.device_get(totals), jax.device_get(total))
+    chex.assert_trees_all_close(model_slice(ours.params, 0), jax.device_get(state.params), rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(model_slice(totals, 0), jax.device_get(total), rtol=1e-6)
 
 
 def test_scanned_step_compiles_once_per_call_length():
     model = RecurrentClassifier(cell="rnn", hidden=8)
-    specs = [parallel.ModelSpec(0, 1e-2)]
-    # One abstract trace for the metrics' shapes, one compile per call length (full, and the shorter last).
-    traced = chex.assert_max_traces(tr.make_train_step(None), n=3)
-    steps = parallel.compile_steps(traced, 1, steps_per_call=2)
-    state, keys = parallel.init_states(model, (1, 28, 28, 1), specs)
-    for _ in range(3):  # three epochs of 5 batches: calls of 2, 2 and 1 steps
-        totals = None
-        for chunk in (_batches(2), _batches(2), _batches(1)):
-            call = parallel.stack_batches(chunk)
-            totals = steps.zeros(state, call, keys) if totals is None else totals
-            state, totals = steps.train(state, call, keys, totals)
-    assert int(state.step) == 15
+    # One abstract trace for the totals' shapes, one compile per call length (the full call, the shorter last).
+    traced = chex.assert_max_traces(step_lib.make_train_step(None), n=3)
+    state, _, _ = _run(model, traced, 1, k=2)
+    assert int(state.step[0]) == 5
+
+
+def test_auto_steps_per_call_on_this_backend():
+    assert fit.steps_per_call(TrainConfig(steps_per_call=7), 100) == 7
+    if jax.default_backend() == "cpu":
+        assert fit.steps_per_call(LeNetConfig().train, 180) == 1  # LeNet5's convolutions: no scan on a CPU
+        assert fit.steps_per_call(RNNConfig().train, 1687) == 50
+        assert fit.steps_per_call(RNNConfig().train, 4) == 4
+    else:  # a whole epoch, in equal chunks of at most ACCELERATOR_STEPS_PER_CALL
+        assert fit.steps_per_call(LeNetConfig().train, 180) == 180
+        assert fit.steps_per_call(LeNetConfig().train, 900) == 225
 
 
 @pytest.mark.slow
@@ -86,6 +92,8 @@ def test_training_run_is_the_same_with_steps_per_call(image_folder, tmp_path):
     base = dict(data_dir=image_folder, epochs=2, batch_size=10, eval_batch_size=16, hidden=32)
     loop = train_and_evaluate(LeNetConfig.create(**base), str(tmp_path / "loop"), progress=False)
     scanned = train_and_evaluate(LeNetConfig.create(steps_per_call=2, **base), str(tmp_path / "scan"), progress=False)
+    assert loop.metrics["steps_per_call"] == "auto" and loop.metrics["steps_per_call_used"] >= 1
+    assert scanned.metrics["steps_per_call"] == scanned.metrics["steps_per_call_used"] == 2
     assert len(loop.history) == len(scanned.history) == 2
     for a, b in zip(loop.history, scanned.history):
         for key in ("train_running_loss", "train_running_accuracy", "l2_penalty", "val_loss", "test_loss",
@@ -99,7 +107,7 @@ def test_training_run_is_the_same_with_steps_per_call(image_folder, tmp_path):
                                    rtol=1e-3, atol=1e-5, err_msg=layer)
 
 
-def test_steps_per_call_must_be_positive():
+def test_steps_per_call_must_be_auto_or_positive():
     from common.errors import UserError
     with pytest.raises(UserError, match="steps per call"):
         LeNetConfig.create(steps_per_call=0).validate()

@@ -186,7 +186,7 @@ def test_visualize_end_to_end_writes_every_file(tiny_checkpoint, capsys):
     net = visualize.load_network(str(ckpt), "")
     from common import data as data_lib
     test = data_lib.load_dataset(net.config.data).test
-    _, acts = visualize._intermediates(net.model, net.variables, jnp.asarray(test.images))
+    _, acts = visualize._intermediates(net.model, net.variables, jnp.asarray(data_lib.to_float(test.images)))
     for name, stage in (("conv1_bn", "post_bn"), ("conv2_pool", "post_pool")):
         layer = name.split("_")[0]
         v = np.asarray(acts[name], np.float64).ravel()

@@ -1,0 +1,112 @@
+"""What a finished run reports and writes: the metrics of the selected epoch, the divergence rule, and the
+files (history.csv, metrics.json, the figure, checkpoint/). The model axis is squeezed here, once: a
+one-model run's history and metrics hold plain numbers, a several-model run's per-model lists.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from common import checkpoint as ckpt
+from common import outputs, plotting, tensorboard
+from common.train.history import mean_rows, model_histories, per_model_rows, row_value, split_metrics
+from common.train.state import model_slice
+
+HISTORY_CSV = "history.csv"
+METRICS_JSON = outputs.METRICS_JSON
+TENSORBOARD_DIR = "tensorboard"  # <out>/tensorboard/<model>/events.out.tfevents.*
+DIVERGENCE_GROWTH = 10.0  # last epoch's running loss over the first epoch's
+DIVERGENCE_PER_LN_CLASS = 1e3  # or above this many times a uniform guess's loss, ln(classes)
+FIRST_EPOCH_BASIS = "the only epoch (includes compilation)"
+STEADY_BASIS = "epochs after the first (compilation excluded)"
+
+
+def squeeze_rows(history: list[dict], n_models: int) -> list[dict]:
+    """Rows of per-model lists; with one model, its plain values."""
+    if n_models > 1:
+        return history
+    return [{k: (v[0] if isinstance(v, list) else v) for k, v in row.items()} for row in history]
+
+
+def final_metrics(history: list[dict], specs, best_epoch: np.ndarray, *, wall: float, sizes: dict,
+                  has_val: bool, param_count: int) -> dict[str, Any]:
+    """metrics.json's numbers: the selected (best validation) epoch's per split, the last epoch's, timings."""
+    n = len(specs)
+    keys = [f"{split}_{m}" for split in ("train", "val", "test") for m in ("accuracy", "loss")]
+    keys += ["train_running_accuracy", "train_running_loss"]  # Keras's: running means with dropout on
+    selected = [{k: row_value(history[int(best_epoch[i]) - 1], k, i) for k in keys} for i in range(n)]
+    last = [{k: row_value(history[-1], k, i) for k in keys} for i in range(n)]
+    steady = history[1:] or history[:1]  # after the first epoch (which compiles) when there is one
+    per_model = float(np.median([r["train_images_per_sec"] for r in steady])) / n
+    return {
+        **split_metrics(selected),
+        "selected_epoch": int(best_epoch[0]) if n == 1 else best_epoch.tolist(),
+        "selection": "best validation accuracy" if has_val else "last epoch (no validation split)",
+        "last_epoch": split_metrics(last),
+        "epochs": len(history), "seeds": sorted({m.seed for m in specs}),
+        "models": [dataclasses.asdict(m) for m in specs],
+        "wall_seconds": wall,
+        "seconds_per_epoch": float(np.median([r["epoch_seconds"] for r in history])),  # with evaluation
+        "train_seconds_per_epoch": float(np.median([r["train_seconds"] for r in steady])),  # no evaluation
+        "train_seconds_per_epoch_basis": STEADY_BASIS if len(history) > 1 else FIRST_EPOCH_BASIS,
+        "train_images_per_sec": per_model * n, "train_images_per_sec_per_model": per_model,
+        "param_count": param_count, **{f"{k}_size": v for k, v in sizes.items()},
+        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def divergence(history: list[dict], n_classes: int) -> dict[str, Any]:
+    """{'diverged': bool, ...}: the training exploded without becoming NaN (a too-large --lr). The rule: the
+    last epoch's running training loss is over 10x the first epoch's, or over 1000 ln(classes), for any model.
+    """
+    first = np.asarray(history[0]["train_running_loss"], float)
+    last = np.asarray(history[-1]["train_running_loss"], float)
+    bad = (last > DIVERGENCE_GROWTH * first) | (last > DIVERGENCE_PER_LN_CLASS * np.log(max(n_classes, 2)))
+    out: dict[str, Any] = {"diverged": bool(bad.any())}
+    if bad.ndim and bad.size > 1:
+        out["diverged_per_model"] = bad.tolist()
+    return out
+
+
+def warn_if_diverged(metrics: dict, history: list[dict]) -> None:
+    if metrics["diverged"]:
+        first, last = np.max(history[0]["train_running_loss"]), np.max(history[-1]["train_running_loss"])
+        tqdm.write(f"warning: training diverged: the training loss ended at {last:.3g} (epoch 1: {first:.3g}; "
+                   f"the limit is 10x epoch 1's or 1000 ln(classes)). The results are kept, marked \"diverged\": "
+                   f"true in {METRICS_JSON}, but mean nothing: lower --lr", file=sys.stderr)
+
+
+def epoch_line(row: dict, epochs: int) -> str:
+    def fmt(v):
+        return "-" if v is None else f"{np.mean(v):.4f}"
+
+    return (f"epoch {row['epoch']:>3}/{epochs}  train acc {fmt(row['train_accuracy'])} loss {fmt(row['train_loss'])}"
+            f" | val acc {fmt(row['val_accuracy'])} loss {fmt(row['val_loss'])}"
+            f" | test acc {fmt(row['test_accuracy'])} loss {fmt(row['test_loss'])}"
+            f" | {row['epoch_seconds']:.1f}s, {row['train_images_per_sec']:.0f} img/s")
+
+
+def write(run: outputs.RunDir, history: list[dict], metrics: dict, variables, specs, run_info: dict, *,
+          title: str, figure_name: str) -> None:
+    """history.csv, metrics.json, the curves and checkpoint/ (model 0's variables; all models' beside them)
+    into the run's working folder. `history` and `variables` are squeezed (`squeeze_rows`, `state.squeeze`)."""
+    n_models = len(specs)
+    outputs.write_csv(run.path(HISTORY_CSV), per_model_rows(history, specs))
+    outputs.atomic_write_json(run.path(METRICS_JSON), metrics)
+    suffix = "" if n_models == 1 else f" (mean of {n_models} models)"
+    selected = metrics["selected_epoch"] if n_models == 1 else None
+    plotting.plot_history(mean_rows(history), run.path(figure_name), title + suffix, selected,
+                          per_model=model_histories(history) if n_models > 1 else None)
+    first = variables if n_models == 1 else model_slice(variables, 0)
+    ckpt.save_checkpoint(run.path(ckpt.CHECKPOINT_DIR), first,
+                         {**run_info, "seed": specs[0].seed, "lr": specs[0].lr, "epoch": metrics["selected_epoch"]})
+    if n_models > 1:
+        ckpt.save_tree(run.path(ckpt.CHECKPOINT_DIR, "all_models.msgpack"), variables)
+    # TensorBoard's curves of every model (`tensorboard --logdir results` overlays runs and seeds)
+    tensorboard.write_history(run.path(TENSORBOARD_DIR), history, tensorboard.model_labels(specs))
+
