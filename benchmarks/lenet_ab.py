@@ -1,9 +1,11 @@
 """`python -m benchmarks.lenet_ab [--variants plain,im2col,...] [--rounds 11]`: whole LeNet5 train steps of other
 formulations and XLA:CPU options, A/B in one process, their timing windows interleaved.
 
-Each variant is the report configuration's training step (`common.training.make_train_step`, batch 50, one step
-per call, donated state) jitted on its own, with the model's convolutions replaced (`nn.Conv`'s
-`conv_general_dilated` argument) or with XLA compiler options. Round after round every variant times one window of
+Each variant is the report configuration's training call as `common.train.fit` runs it
+(`common.train.step.compile_program`'s `train` for one model, batch 50, one step per call, the batch gathered from
+the uint8 split on the device, donated state; built by `benchmarks.harness.prepare`), compiled on its own, with the
+model's convolutions replaced while it is traced (`nn.Conv`'s `conv_general_dilated` argument) or with XLA compiler
+options (`Lowered.compile(compiler_options=...)`). Round after round every variant times one window of
 `--steps` steps, the order rotated, so that a busy spell of a shared machine falls on all of them; the table has
 the median wall time per step, its ratio to the first variant, and the process CPU time per step (all threads),
 which a loaded machine inflates far less than the wall time. These formulations were tried for issue 26 and
@@ -22,10 +24,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.sharding import PartitionSpec as P
 
-from benchmarks.harness import random_batches, setup
-from common import parallel
-from common import training as tr
+from benchmarks.harness import prepare, setup
+from common import data as data_lib
+from common.train import step as step_lib
 from lenet.config import LeNetConfig
 from lenet.train import create_model, penalty_fn
 
@@ -104,33 +107,41 @@ def convolutions(impl):
         nn.Conv = original
 
 
-def compiled_step(name: str, batch, key, state, totals):
-    """The variant's train step, compiled for these arguments: `(state, batches, rng, totals) -> (state, totals)`."""
+def compiled_step(name: str, config: LeNetConfig):
+    """The variant's training call, compiled, and its arguments: (train, totals, state, key, split, indices), where
+    `train(state, idx, key, totals, images, labels) -> (state, totals)` and `indices` are 8 calls' [1, 1, b]
+    device index arrays."""
     impl, options = VARIANTS[name]
-    step = tr.accumulate_steps(tr.make_train_step(penalty_fn(LeNetConfig())), scan=False)
-    with convolutions(impl):
-        return jax.jit(step, donate_argnums=0, compiler_options=options).lower(state, batch, key, totals).compile()
+    b = config.train.batch_size
+    with convolutions(impl):  # the program traces the model here, in lower()
+        program, state, key, split = prepare(create_model(config), step_lib.make_train_step(penalty_fn(config)), 1,
+                                             b, (28, 28, 1), 1, eval_batch=b, seed=config.train.seed)
+        order = data_lib.epoch_order(split.size, b, config.train.seed, 1)
+        indices = [step_lib.put(order[i][None, None], program.mesh, P(None, "model", "data")) for i in range(8)]
+        totals = program.zeros(state)
+        lowered = program.train.lower(state, indices[0], key, totals, split.images, split.labels)
+    return lowered.compile(compiler_options=options), totals, state, key, split, indices
 
 
 def run(names: list[str], rounds: int, steps: int) -> dict[str, tuple[list[float], list[float]]]:
     """name -> (wall ms per step of each window, CPU ms per step of each window)."""
     config = LeNetConfig()
-    batches = [parallel.stack_batches([b]) for b in random_batches(8, config.train.batch_size, (28, 28, 1))]
-    spec = [parallel.ModelSpec(config.train.seed, config.train.lr)]
     runs = {}
     for name in names:
-        state, key = parallel.init_states(create_model(config), (1, 28, 28, 1), spec)
-        totals = parallel.compile_steps(tr.make_train_step(penalty_fn(config)), 1).zeros(state, batches[0], key)
-        train = compiled_step(name, batches[0], key, state, totals)
+        train, totals, state, key, split, indices = compiled_step(name, config)
+
+        def call(v, i, train=train, key=key, split=split, indices=indices):
+            return train(v["state"], indices[i % len(indices)], key, v["totals"], split.images, split.labels)
+
+        runs[name] = {"call": call, "state": state, "totals": totals, "wall": [], "cpu": []}
         for i in range(3):  # warm-up
-            state, totals = train(state, batches[i], key, totals)
-        runs[name] = {"train": train, "state": state, "key": key, "totals": totals, "wall": [], "cpu": []}
+            runs[name]["state"], runs[name]["totals"] = call(runs[name], i)
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             v = runs[name]
             t0, c0 = time.perf_counter(), time.process_time()
             for i in range(steps):
-                v["state"], v["totals"] = v["train"](v["state"], batches[i % len(batches)], v["key"], v["totals"])
+                v["state"], v["totals"] = v["call"](v, i)
             jax.block_until_ready(v["totals"])
             v["wall"].append((time.perf_counter() - t0) / steps * 1e3)
             v["cpu"].append((time.process_time() - c0) / steps * 1e3)

@@ -1,9 +1,11 @@
 """`python -m benchmarks.lenet_profile [--steps 20] [--parts]`: where the LeNet5 train step's time goes on this backend.
 
 Two views, both printed as Markdown tables:
-  * the step (default): the compiled training step (`common.parallel.compile_steps`, one model, batch 50) under
-    `jax.profiler`, each XLA thunk's time summed over the traced steps and attributed to a layer and a direction
-    (forward, backward, optimizer) by the op names XLA keeps in the optimized HLO;
+  * the step (default): the training call exactly as `common.train.fit` compiles and calls it
+    (`common.train.step.compile_program`'s `train` for one model, batch 50, one step per call, the batch gathered
+    from the uint8 training split on the device, via `benchmarks.harness.prepare`) under `jax.profiler`, each
+    XLA thunk's time summed over the traced steps and attributed to a layer and a direction (forward, backward,
+    optimizer) by the op names XLA keeps in the optimized HLO;
   * `--parts`: each piece jitted alone (conv1, conv2 and their gradients, batch norm, pooling, fc1, the optimizer
     update), their timing windows interleaved; wall time and process CPU time, so that on a shared machine the
     CPU time still tells the work apart from the waiting.
@@ -27,10 +29,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax import lax
+from jax.sharding import PartitionSpec as P
 
-from benchmarks.harness import random_batches, setup
-from common import parallel
-from common import training as tr
+from benchmarks.harness import prepare, setup
+from common import data as data_lib
+from common.train import step as step_lib
+from common.train.state import make_optimizer
 from lenet.config import LeNetConfig
 from lenet.model import LeNet5, max_pool_2x2
 from lenet.train import create_model, penalty_fn
@@ -44,9 +48,11 @@ def layer_of(op_name: str) -> str:
     """'jit(steps)/jvp(LeNet5)/bn2/sub' -> 'bn2 forward', '.../transpose(jvp(LeNet5))/bn2/...' -> 'bn2 backward'.
 
     The pooling and the ReLUs have no layer name of their own (functions, not modules): their ops are 'pool, relu'.
-    Ops outside the model (the optimizer, the loss, the metrics) are 'optimizer, loss, metrics'."""
-    if "LeNet5" not in op_name:  # the step's own ops: optax, the loss, the metrics
-        return "optimizer, loss, metrics"
+    The training call's own gather of the batch from the device-resident uint8 split ('jit(train)/gather', with
+    the conversion to float XLA fuses into it) is 'batch gather, to_float'. Other ops outside the model (the
+    optimizer, the loss, the metrics) are 'optimizer, loss, metrics'."""
+    if "LeNet5" not in op_name:  # the step's own ops: the batch gather, optax, the loss, the metrics
+        return "batch gather, to_float" if op_name == "jit(train)/gather" else "optimizer, loss, metrics"
     direction = "backward" if "transpose(" in op_name else "forward"
     layer = next((p for p in op_name.split("/") if p in _LAYERS), "pool, relu")
     return f"{layer} {direction}"
@@ -102,19 +108,27 @@ def thunk_times(trace_dir: str, n_steps: int) -> dict[str, float]:
 def profile_step(n_steps: int = 20) -> tuple[dict[str, float], dict[str, str], float]:
     """(thunk -> ms/step, thunk -> layer, wall ms/step while traced) for the report configuration's step."""
     config = LeNetConfig()
-    state, key = parallel.init_states(create_model(config), (1, 28, 28, 1), [parallel.ModelSpec(0, config.train.lr)])
-    steps = parallel.compile_steps(tr.make_train_step(penalty_fn(config)), 1)
-    batches = [parallel.stack_batches([b]) for b in random_batches(8, config.train.batch_size, (28, 28, 1))]
-    totals = steps.zeros(state, batches[0], key)
-    layers = op_layers(steps.train.lower(state, batches[0], key, totals).compile().as_text())
+    b = config.train.batch_size
+    program, state, key, split = prepare(create_model(config), step_lib.make_train_step(penalty_fn(config)), 1, b,
+                                         (28, 28, 1), 1, eval_batch=b, seed=config.train.seed)
+    order = data_lib.epoch_order(split.size, b, config.train.seed, 1)  # [steps, b]
+    idx = [step_lib.put(order[i % len(order)][None, None], program.mesh, P(None, "model", "data"))
+           for i in range(8)]  # [k=1, N=1, b] each, as the loop sends them
+
+    def train(state, totals, i):
+        return program.train(state, idx[i % 8], key, totals, split.images, split.labels)
+
+    totals = program.zeros(state)
+    layers = op_layers(program.train.lower(state, idx[0], key, totals, split.images, split.labels).compile()
+                       .as_text())
     for i in range(5):  # compile and warm up
-        state, totals = steps.train(state, batches[i % 8], key, totals)
+        state, totals = train(state, totals, i)
     jax.block_until_ready(totals)
     with tempfile.TemporaryDirectory() as trace_dir:
         with jax.profiler.trace(trace_dir):
             t0 = time.perf_counter()
             for i in range(n_steps):
-                state, totals = steps.train(state, batches[i % 8], key, totals)
+                state, totals = train(state, totals, i)
             jax.block_until_ready(totals)
             wall = (time.perf_counter() - t0) / n_steps * 1e3
         return thunk_times(trace_dir, n_steps), layers, wall
@@ -146,7 +160,7 @@ def _batch_norm(x):
 
 
 def _nadam_update(params, grads, opt_state):
-    updates, opt_state = parallel.make_optimizer(1.7e-4).update(grads, opt_state, params)
+    updates, opt_state = make_optimizer(1.7e-4).update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 
 
@@ -161,7 +175,7 @@ def parts(batch: int = 50) -> dict[str, tuple]:
     x2, k2, g2 = r(batch, 14, 14, 32), r(5, 5, 32, 64), r(batch, 14, 14, 64)
     h, w1, gh = r(batch, 3136), r(3136, 1024), r(batch, 1024)
     params = create_model(LeNetConfig()).init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)), train=False)["params"]
-    opt_state = parallel.make_optimizer(1.7e-4).init(params)
+    opt_state = make_optimizer(1.7e-4).init(params)
     conv1, conv2 = 2 * batch * 28 * 28 * 25 * 32 / 1e9, 2 * batch * 14 * 14 * 25 * 32 * 64 / 1e9
     fc1 = 2 * batch * 3136 * 1024 / 1e9
     return {

@@ -42,6 +42,8 @@ ENTRY %main.1 (a: f32[3136,1024]) -> f32[3136,1024] {
   %compare_convert_fusion.2 = f32[50,14,2,14,2,32]{5,4,3,2,1,0} fusion(%z), kind=kLoop, calls=%fused_computation.120
   %dot = f32[3136,1024]{1,0} dot(%h, %g), lhs_contracting_dims={0}, rhs_contracting_dims={0},
     metadata={op_name="jit(steps)/transpose(jvp(LeNet5))/fc1/transpose" stack_frame_id=76}
+  %copy_gather_fusion = f32[39200,1]{1,0} fusion(%c, %images.1, %idx.1), kind=kLoop, calls=%fused_computation.127,
+    metadata={op_name="jit(train)/gather" stack_frame_id=88}
   %while.66 = (s32[], u32[50,1024]{1,0}) while(%tuple.58), condition=%c, body=%b,
     metadata={op_name="jit(steps)/jvp(LeNet5)/Dropout_0/jit(_bernoulli)/while"}
   ROOT %multiply_add_fusion.10 = f32[3136,1024]{1,0} fusion(%copy.101, %dot), kind=kLoop, calls=%fused_computation.50,
@@ -59,6 +61,7 @@ def test_thunks_are_attributed_to_the_layer_and_gradient_they_compute():
     assert labels["compare_convert_fusion.2"] == "pool, relu forward"
     assert labels["dot"] == "fc1 gradient f32[3136,1024]"
     assert labels["while.66"] == "Dropout_0 forward"
+    assert labels["copy_gather_fusion"] == "batch gather, to_float"
     assert labels["multiply_add_fusion.10"] == "optimizer, loss, metrics"
     assert labels["copy.101"] == "layout copies (no op name)"
 
