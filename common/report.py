@@ -57,7 +57,7 @@ from common.provenance import (  # noqa: F401
 HTML_NAME = "report.html"
 MD_NAME = "REPORT.md"
 RUN_ALL_JSON = "run_all.json"  # written by `--task all` into the root; read here for "How these results were made"
-HISTORY_CSV = "history.csv"  # common.fit's per-epoch rows, beside each run's metrics.json
+HISTORY_CSV = "history.csv"  # common.train.results' per-epoch rows, beside each run's metrics.json
 SKIP_DIRS = ("checkpoint",)  # model weights, never figures of the report
 DEFAULT_TITLE = "Results"
 NOT_JUDGED = "not judged: shrunk run"  # the verdict of every claim on a run smaller than the assignment's

@@ -137,7 +137,7 @@ def _number(x: float) -> str:
 
 def model_labels(specs: Sequence[Any]) -> list[str]:
     """A run-directory name per model from what differs between them (objects with `seed`, `lr` and a
-    `penalty` dict, as `common.parallel.ModelSpec`): 'seed0'; 'seed1', 'seed2', ...; 'lr0.0003'; 'lr0.0003_seed1';
+    `penalty` dict, as `common.train.state.ModelSpec`): 'seed0'; 'seed1', 'seed2', ...; 'lr0.0003'; 'lr0.0003_seed1';
     'conv_l2_0.01_fc_l2_0'. One model: 'seed<seed>'."""
     specs = list(specs)
     parts: list[list[str]] = [[] for _ in specs]

@@ -250,7 +250,7 @@ def layer_order(layer: str) -> tuple[int, str]:
     return (int(digits) if digits else 0, layer)
 
 
-ALL_MODELS = "all_models.msgpack"  # every model of a run of several (common.fit), beside the first model's
+ALL_MODELS = "all_models.msgpack"  # every model of a run of several (common.train.results), beside the first model's
 
 
 def model_variables(net: Network) -> list[dict]:

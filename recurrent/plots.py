@@ -12,7 +12,7 @@ CELL_COLOURS = {"rnn": "tab:blue", "lstm": "tab:orange", "gru": "tab:green"}
 
 
 def time_basis(rows: list[dict]) -> str:
-    """The basis of the rows' training s/epoch (common.fit's rule): the epochs after the first, or the one
+    """The basis of the rows' training s/epoch (common.train.results' rule): the epochs after the first, or the one
     epoch with its compilation."""
     epochs = {r.get("epochs") for r in rows}
     if epochs == {1}:

@@ -33,7 +33,7 @@ def _write(root, rel, content):
 
 
 def _run(root, folder, config, epochs, seeds, acc, seconds=1.0, task="lenet"):
-    """A finished run as common.fit writes it: metrics.json (per-model values, environment) and history.csv
+    """A finished run as common.train.fit writes it: metrics.json (per-model values, environment) and history.csv
     (one row per epoch and model; epoch 1 ten times slower: it compiles)."""
     per = [acc + 0.001 * i for i in range(seeds)]
     mean = sum(per) / seeds
