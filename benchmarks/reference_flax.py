@@ -2,7 +2,7 @@
 
 The peer that plain Flax code would be: ``nn.RNN(OptimizedLSTMCell | GRUCell | SimpleCell)`` over the 28 rows
 (batch-major, as ours), BatchNorm (Keras's momentum and epsilon, as ours), a dense head; cross-entropy and
-optax nadam at 1e-3 through the same `common.training` train step, timed by the same harness as
+optax nadam at 1e-3 through the same `common.train.step` train step, timed by the same harness as
 `python -m benchmarks.recurrent` (one step per call, and 50 steps scanned in one call, which is what
 training runs and what `train_images_per_sec` reports). Prints one JSON line per model.
 """
