@@ -16,7 +16,7 @@ import time
 
 from common import data as data_lib
 from common import distributed, outputs
-from common.train import fit
+from common.train import fit, results
 from recurrent import plots
 from recurrent.config import CELL_TITLES, RNNConfig
 from recurrent.model import RecurrentClassifier
@@ -97,7 +97,7 @@ def finished_member(folder: str, config: RNNConfig, dataset: data_lib.Dataset,
                     fingerprint: str) -> tuple[dict, list[dict]] | None:
     """(metrics, history) of the finished result in `folder` when it was trained with `config` on the same
     data (its `data_fingerprint`, or where it has none its source and split sizes), else None."""
-    metrics = outputs.read_json(os.path.join(folder, fit.METRICS_JSON))
+    metrics = outputs.read_json(os.path.join(folder, results.METRICS_JSON))
     if outputs.read_marker(folder) is None or metrics is None:
         return None
     same_config = metrics.get("config") == json.loads(json.dumps(config.to_dict(), default=outputs.jsonable))
@@ -108,7 +108,7 @@ def finished_member(folder: str, config: RNNConfig, dataset: data_lib.Dataset,
     if not (same_config and same_data):
         return None
     try:
-        return metrics, read_history(os.path.join(folder, fit.HISTORY_CSV))
+        return metrics, read_history(os.path.join(folder, results.HISTORY_CSV))
     except (OSError, ValueError, KeyError):
         return None
 
