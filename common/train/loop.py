@@ -50,8 +50,9 @@ def epochs(program: step_lib.Program, splits: Splits, state, rng, seeds: list[in
 def run_epoch(program: step_lib.Program, splits: Splits, state, rng, seeds, batch_size: int, epoch: int,
               desc: str, progress: bool):
     """Trains every model on its own order of the epoch, then evaluates the train (eval mode), validation and
-    test splits. Returns the state and the epoch's row: per-model lists (model i follows exactly the run it
-    would have alone with seed `seeds[i]`)."""
+    test splits. Returns the state and the epoch's row: per-model lists (model i sees the batches, dropout masks
+    and initial weights of the run it would have alone with seed `seeds[i]`; its arithmetic, batched with the
+    others', rounds differently, so the numbers agree to float rounding, which grows over a run)."""
     t0 = time.perf_counter()
     state, totals, host_seconds = _train(program, splits.train, state, rng, seeds, batch_size, epoch, desc, progress)
     jax.block_until_ready(state)
