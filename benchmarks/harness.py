@@ -11,7 +11,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from common import data as data_lib
-from common import host_memory
+from common import host_memory, xla_cpu
 from common.train import step as step_lib
 from common.train.state import ModelSpec, init_states
 
@@ -104,5 +104,7 @@ def emit(record: dict) -> None:
     device = jax.devices()[0]
     record = {**record, "backend": jax.default_backend(), "device": getattr(device, "device_kind", str(device)),
               "malloc": "retain freed" if host_memory.retain_freed_memory() else "default",
+              "cpu_convolutions": ("eigen" if xla_cpu.compiler_options() else "xla default")
+              if jax.default_backend() == "cpu" else None,
               **peak_memory_mb()}
     print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in record.items()}), flush=True)

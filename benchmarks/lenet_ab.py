@@ -8,8 +8,9 @@ model's convolutions replaced while it is traced (`nn.Conv`'s `conv_general_dila
 options (`Lowered.compile(compiler_options=...)`). Round after round every variant times one window of
 `--steps` steps, the order rotated, so that a busy spell of a shared machine falls on all of them; the table has
 the median wall time per step, its ratio to the first variant, and the process CPU time per step (all threads),
-which a loaded machine inflates far less than the wall time. These formulations were tried for issue 26 and
-none was kept (docs/performance.md); the code stays so that the measurement can be rerun.
+which a loaded machine inflates far less than the wall time. These formulations were tried for issue 26; the one
+kept is 'plain' against 'xla-defaults': Eigen's multi-threaded convolutions and no donation on a CPU (common/xla_cpu.py,
+docs/performance.md); the code stays so that the measurement can be rerun.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import functools
 import os
 import statistics
 import time
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -28,7 +30,9 @@ from jax.sharding import PartitionSpec as P
 
 from benchmarks.harness import prepare, setup
 from common import data as data_lib
+from common import xla_cpu
 from common.train import step as step_lib
+from lenet import model as lenet_model
 from lenet.config import LeNetConfig
 from lenet.train import create_model, penalty_fn
 
@@ -77,43 +81,109 @@ def nchw_conv(x, kernel, strides, padding, **kwargs):
     return jnp.transpose(y, (0, 2, 3, 1))
 
 
-_YNN = "xla_cpu_experimental_ynn_fusion_type"
-# name -> (conv_general_dilated replacement or None, XLA compiler options or None)
+@jax.custom_vjp
+def pool_first_max(x):
+    """`lenet.model.max_pool_2x2` whose gradient goes to the first maximum of each window only (ties are ReLU
+    zeros, whose gradient the ReLU discards), so that no tie count is divided by; tried for issue 26."""
+    b, h, w, c = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def _pool_fwd(x):
+    y = pool_first_max(x)
+    return y, (x, y)
+
+
+def _pool_bwd(res, g):
+    x, y = res
+    b, h, w, c = x.shape
+    xr = x.reshape(b, h // 2, 2, w // 2, 2, c)
+    taken = jnp.zeros(y.shape, bool)
+    parts = {}
+    for i in range(2):
+        for j in range(2):
+            hit = (xr[:, :, i, :, j] == y) & ~taken
+            taken = taken | hit
+            parts[i, j] = jnp.where(hit, g, 0.0)
+    rows = [jnp.stack([parts[i, 0], parts[i, 1]], axis=3) for i in range(2)]  # [b, h2, w2, 2, c]
+    return (jnp.stack(rows, axis=2).reshape(b, h, w, c),)
+
+
+pool_first_max.defvjp(_pool_fwd, _pool_bwd)
+def _ynn(*types: str) -> dict:
+    """The XLA option that lists what XLA:CPU hands to YNNPACK (the rest: XLA's own / Eigen kernels)."""
+    return {xla_cpu.YNN_FUSION_TYPE: ",".join(f"LIBRARY_FUSION_TYPE_{t}" for t in types)}
+
+
+class Variant(NamedTuple):
+    impl: Any = None  # a conv_general_dilated replacement, "pool" for `pool_first_max`, or None
+    options: dict | None = None  # XLA compiler options, added to those training compiles with
+    xla_defaults: bool = False  # built as with ELEC576_XLA_CPU_DEFAULTS=1: XLA's own choices, state donated
+
+
+# 'plain' is the training call as it is: on a CPU with two or more cores Eigen's convolutions, YNNPACK's dots
+# and reductions, and the state not donated into a one-step call (common/xla_cpu.py).
 VARIANTS = {
-    "plain": (None, None),
-    "im2col": (im2col_conv, None),
-    "custom-vjp-dk-matmul": (lambda x, k, *a, **kw: _conv_dk_matmul(x, k), None),
-    "nchw": (nchw_conv, None),
-    "eigen-conv": (None, {_YNN: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}),
-    "eigen-dot": (None, {_YNN: "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,LIBRARY_FUSION_TYPE_REDUCE"}),
-    "ynn-no-reduce": (None, {_YNN: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}),
-    "xnnpack": (None, {"xla_cpu_use_xnnpack": True}),
-    "xnn-graph-greedy": (None, {"xla_cpu_experimental_xnn_graph_fusion_mode": "XNN_GRAPH_FUSION_MODE_GREEDY"}),
-    "concurrency-scheduler": (None, {"xla_cpu_enable_concurrency_optimized_scheduler": True}),
-    "single-thread-eigen": (None, {"xla_cpu_multi_thread_eigen": False}),
-    "fast-min-max": (None, {"xla_cpu_enable_fast_min_max": True}),  # NaN semantics of max only
+    "plain": Variant(),
+    "xla-defaults": Variant(xla_defaults=True),  # before issue 26: YNNPACK convolutions, donated state
+    "ynn-conv": Variant(options=xla_cpu.YNNPACK_CONVOLUTIONS),  # convolutions on YNNPACK (one thread)
+    "donated": Variant(options=xla_cpu.EIGEN_CONVOLUTIONS, xla_defaults=True),  # Eigen, state donated
+    "im2col": Variant(im2col_conv, xla_cpu.YNNPACK_CONVOLUTIONS, True),
+    "custom-vjp-dk-matmul": Variant(lambda x, k, *a, **kw: _conv_dk_matmul(x, k), xla_cpu.YNNPACK_CONVOLUTIONS,
+                                    True),
+    "nchw": Variant(nchw_conv),
+    "pool-first-max": Variant("pool"),
+    "eigen-dot": Variant(options=_ynn("REDUCE")),  # Eigen's dots too
+    "no-ynn": Variant(options=_ynn()),
+    "ynn-dot-only": Variant(options=_ynn("INDIVIDUAL_DOT")),
+    "dot-fusions": Variant(options=_ynn("DOT", "REDUCE")),
+    "ynn-dot-fusions-eltwise": Variant(options=_ynn("DOT", "ELTWISE")),
+    "copy-region-analysis": Variant(options=xla_cpu.EIGEN_CONVOLUTIONS | {
+        "xla_cpu_copy_insertion_use_region_analysis": True}, xla_defaults=True),
+    "xnnpack": Variant(options={"xla_cpu_use_xnnpack": True}),
+    "xnn-graph-greedy": Variant(options={"xla_cpu_experimental_xnn_graph_fusion_mode": "XNN_GRAPH_FUSION_MODE_GREEDY"}),
+    "concurrency-scheduler": Variant(options={"xla_cpu_enable_concurrency_optimized_scheduler": True}),
+    "single-thread-eigen": Variant(options={"xla_cpu_multi_thread_eigen": False}),
+    "fast-min-max": Variant(options={"xla_cpu_enable_fast_min_max": True}),  # NaN semantics of max only
 }
 
 
 @contextlib.contextmanager
 def convolutions(impl):
     """While tracing, every `nn.Conv` uses `impl` as its `conv_general_dilated` (None: Flax's own)."""
-    original = nn.Conv
+    original, pool = nn.Conv, lenet_model.max_pool_2x2
+    if impl == "pool":
+        lenet_model.max_pool_2x2, impl = pool_first_max, None
     if impl is not None:
         nn.Conv = functools.partial(original, conv_general_dilated=impl)
     try:
         yield
     finally:
-        nn.Conv = original
+        nn.Conv, lenet_model.max_pool_2x2 = original, pool
+
+
+@contextlib.contextmanager
+def xla_cpu_defaults(on: bool):
+    """While the program is built, ELEC576_XLA_CPU_DEFAULTS=1 when `on` (common/xla_cpu.py)."""
+    old = os.environ.get(xla_cpu.DEFAULTS_VARIABLE)
+    if on:
+        os.environ[xla_cpu.DEFAULTS_VARIABLE] = "1"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(xla_cpu.DEFAULTS_VARIABLE, None)
+        else:
+            os.environ[xla_cpu.DEFAULTS_VARIABLE] = old
 
 
 def compiled_step(name: str, config: LeNetConfig):
     """The variant's training call, compiled, and its arguments: (train, totals, state, key, split, indices), where
     `train(state, idx, key, totals, images, labels) -> (state, totals)` and `indices` are 8 calls' [1, 1, b]
     device index arrays."""
-    impl, options = VARIANTS[name]
+    impl, options, xla_defaults = VARIANTS[name]
     b = config.train.batch_size
-    with convolutions(impl):  # the program traces the model here, in lower()
+    with convolutions(impl), xla_cpu_defaults(xla_defaults):  # the program traces the model here, in lower()
         program, state, key, split = prepare(create_model(config), step_lib.make_train_step(penalty_fn(config)), 1,
                                              b, (28, 28, 1), 1, eval_batch=b, seed=config.train.seed)
         order = data_lib.epoch_order(split.size, b, config.train.seed, 1)
@@ -162,7 +232,7 @@ def table(times: dict[str, tuple[list[float], list[float]]], batch_size: int = 5
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--variants", default="plain,im2col,custom-vjp-dk-matmul,nchw",
+    parser.add_argument("--variants", default="xla-defaults,plain",
                         help=f"comma list, the first is the reference: {', '.join(VARIANTS)}")
     parser.add_argument("--rounds", type=int, default=11)
     parser.add_argument("--steps", type=int, default=5, help="steps per timed window")

@@ -35,7 +35,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from common import distributed, interrupt, locks
+from common import distributed, interrupt, locks, xla_cpu
 from common.errors import UserError
 
 METRICS_JSON = "metrics.json"  # what every training run writes into its output folder
@@ -330,7 +330,8 @@ def read_json(path: str) -> dict | None:
         return None
 
 
-COMMAND_ENV = ("TFDS_DATA_DIR", "JAX_PLATFORMS", "XLA_FLAGS")  # environment variables a result depends on
+# environment variables a result depends on
+COMMAND_ENV = ("TFDS_DATA_DIR", "JAX_PLATFORMS", "XLA_FLAGS", "ELEC576_XLA_CPU_DEFAULTS")
 
 
 def git_state(cwd: str | None = None) -> dict[str, Any]:
@@ -400,6 +401,7 @@ def environment_info() -> dict[str, Any]:
         "jax_backend": jax.default_backend(),
         "device": getattr(device, "device_kind", str(device)),
         "device_count": jax.device_count(),
+        "xla_compiler_options": xla_cpu.compiler_options(),  # what the training programs were compiled with
         "git": git_state(),
         "command_env": {k: os.environ[k] for k in COMMAND_ENV if os.environ.get(k)},
     }

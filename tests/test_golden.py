@@ -17,6 +17,7 @@ import numpy as np
 import optax
 import pytest
 
+from common import xla_cpu
 from common.train import state as state_lib
 from common.train import step as step_lib
 from lenet.config import LeNetConfig
@@ -42,15 +43,17 @@ def generated_batches(seed: int = 1) -> list[dict]:
              "label": rng.integers(0, 10, BATCH).astype(np.int32)} for _ in range(STEPS)]
 
 
-def train_a_few_steps(model, penalty, lr: float) -> tuple[list[float], dict]:
-    """The project's init and train step, STEPS times: (mean cross-entropy per step, final variables).
+def train_a_few_steps(model, penalty, lr: float, options="training") -> tuple[list[float], dict]:
+    """The project's init and train step, STEPS times: (mean cross-entropy per step, final variables), compiled
+    with the XLA options training uses (`common.xla_cpu`), or with `options` (None: XLA's defaults).
 
     The one place that calls the training core's API (init_states, make_train_step): adapt it here if that changes.
     """
+    options = xla_cpu.compiler_options() if options == "training" else options
     spec = state_lib.ModelSpec(seed=SEED, lr=lr)
     stacked, keys = state_lib.init_states(model, (BATCH, 28, 28, 1), [spec])  # the model axis [1, ...]
     state, step_key = state_lib.model_slice(stacked, 0), keys[0]
-    step = jax.jit(step_lib.make_train_step(penalty))
+    step = jax.jit(step_lib.make_train_step(penalty), compiler_options=options)
     losses = []
     for batch in generated_batches():
         state, metrics = step(state, batch, step_key)
@@ -68,9 +71,9 @@ def checksums(variables) -> dict[str, tuple[float, float, float]]:
     return out
 
 
-def lenet_run():
+def lenet_run(options="training"):
     config = LeNetConfig()
-    return train_a_few_steps(create_lenet(config), lenet_penalty(config), float(config.train.lr))
+    return train_a_few_steps(create_lenet(config), lenet_penalty(config), float(config.train.lr), options)
 
 
 def lstm_run():
@@ -151,6 +154,18 @@ def test_golden_numbers(name):
     bad = mismatches(default_run(name), GOLDEN[name])
     assert not bad, (f"{name} moved from its golden numbers (stored with {STORED_WITH}; this run: {versions()}); "
                      "if that is meant, store the new values (python -m tests.test_golden):\n" + "\n".join(bad))
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's convolution kernels")
+@pytest.mark.parametrize("options", [xla_cpu.EIGEN_CONVOLUTIONS, xla_cpu.YNNPACK_CONVOLUTIONS],
+                         ids=["eigen", "ynnpack"])
+def test_both_cpu_convolution_kernels_give_the_golden_numbers(options):
+    """Training picks Eigen's or YNNPACK's convolutions by core count (common/xla_cpu.py): both are the model's
+    numbers, to the golden tolerance."""
+    if not xla_cpu.supports(tuple(sorted(options.items()))):
+        pytest.skip("this jaxlib has no YNNPACK fusion option")
+    bad = mismatches(lenet_run(options), GOLDEN["lenet"])
+    assert not bad, "\n".join(bad)
 
 
 @contextlib.contextmanager

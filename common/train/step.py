@@ -23,6 +23,7 @@ from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from common import data as data_lib
+from common import xla_cpu
 from common.errors import UserError
 from common.train.state import TrainState, model_slice, model_variables
 
@@ -195,10 +196,15 @@ def compile_program(train_step, n_models: int, mesh: Mesh, *, batch_shape: tuple
         return jax.lax.scan(body, zeros, xs)[0]
 
     replicated = NamedSharding(mesh, P())
+    # On a CPU: Eigen's multi-threaded convolutions, and a one-step call does not donate its state (XLA would
+    # copy the weights it updates in place); both measured in common/xla_cpu.py.
+    options = xla_cpu.compiler_options()
+    donate = (0, 3) if xla_cpu.donate_state(steps_per_call) else (3,)
     jit_train = jax.jit(train, in_shardings=(models, NamedSharding(mesh, P(None, "model", "data")), models, models,
                                              replicated, replicated),
-                        out_shardings=(models, models), donate_argnums=(0, 3))
-    jit_eval = jax.jit(evaluate, in_shardings=(models, replicated, replicated, replicated), out_shardings=models)
+                        out_shardings=(models, models), donate_argnums=donate, compiler_options=options)
+    jit_eval = jax.jit(evaluate, in_shardings=(models, replicated, replicated, replicated), out_shardings=models,
+                       compiler_options=options)
     return Program(train=jit_train, evaluate=lambda state, s: jit_eval(state, s.images, s.labels, s.mask),
                    zeros=_zeros_fn(models_train, n_models, batch_shape, models), mesh=mesh,
                    steps_per_call=steps_per_call)
