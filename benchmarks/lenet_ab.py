@@ -53,6 +53,13 @@ def im2col_conv(x, kernel, *args, **kwargs):
     return (p.reshape(-1, p.shape[-1]) @ kernel.reshape(-1, features)).reshape(x.shape[:3] + (features,))
 
 
+def im2col_one_channel(x, kernel, *args, **kwargs):
+    """`im2col_conv` for convolutions of one input channel (LeNet5's conv1), lax's own for the others."""
+    if kernel.shape[2] == 1:
+        return im2col_conv(x, kernel)
+    return lax.conv_general_dilated(x, kernel, *args, **{"dimension_numbers": _DN, **kwargs})
+
+
 @jax.custom_vjp
 def _conv_dk_matmul(x, kernel):
     return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_DN)
@@ -132,6 +139,7 @@ VARIANTS = {
     "custom-vjp-dk-matmul": Variant(lambda x, k, *a, **kw: _conv_dk_matmul(x, k), xla_cpu.YNNPACK_CONVOLUTIONS,
                                     True),
     "nchw": Variant(nchw_conv),
+    "im2col-conv1": Variant(im2col_one_channel),  # conv1 (one channel) as patches @ kernel, conv2 as it is
     "pool-first-max": Variant("pool"),
     "eigen-dot": Variant(options=_ynn("REDUCE")),  # Eigen's dots too
     "no-ynn": Variant(options=_ynn()),
@@ -148,18 +156,27 @@ VARIANTS = {
 }
 
 
+# Variant.impl names for replacements of the model's own functions while it is traced.
+MODEL_PATCHES = {"pool": ("max_pool_2x2", lambda: pool_first_max)}
+
+
 @contextlib.contextmanager
 def convolutions(impl):
-    """While tracing, every `nn.Conv` uses `impl` as its `conv_general_dilated` (None: Flax's own)."""
-    original, pool = nn.Conv, lenet_model.max_pool_2x2
-    if impl == "pool":
-        lenet_model.max_pool_2x2, impl = pool_first_max, None
-    if impl is not None:
+    """While tracing, every `nn.Conv` uses `impl` as its `conv_general_dilated` (None: Flax's own), or `impl`
+    names one of MODEL_PATCHES."""
+    original = nn.Conv
+    name, replacement = MODEL_PATCHES.get(impl, (None, None)) if isinstance(impl, str) else (None, None)
+    kept = getattr(lenet_model, name) if name else None
+    if name:
+        setattr(lenet_model, name, replacement())
+    elif impl is not None:
         nn.Conv = functools.partial(original, conv_general_dilated=impl)
     try:
         yield
     finally:
-        nn.Conv, lenet_model.max_pool_2x2 = original, pool
+        nn.Conv = original
+        if name:
+            setattr(lenet_model, name, kept)
 
 
 @contextlib.contextmanager

@@ -74,12 +74,14 @@ def test_step_table_sums_thunks_by_layer_with_shares():
     assert table[5] == "| fc1 forward | 4.00 | 50% | c 4.0 |"
 
 
-@pytest.mark.parametrize("variant", ["im2col", "custom-vjp-dk-matmul", "nchw"])
-def test_ab_formulations_compute_the_plain_convolution_and_its_gradients(variant):
+@pytest.mark.parametrize("variant,channels", [("im2col", 3), ("custom-vjp-dk-matmul", 3), ("nchw", 3),
+                                              ("im2col-conv1", 1), ("im2col-conv1", 3)])
+def test_ab_formulations_compute_the_plain_convolution_and_its_gradients(variant, channels):
     """Values and both gradients of each A/B formulation against lax.conv_general_dilated and jax.vjp (1e-5 of
     the largest entry: float rounding of sums of 800 products)."""
     rng = np.random.default_rng(0)
-    x, k = (jnp.asarray(rng.standard_normal(s, dtype=np.float32)) for s in ((2, 6, 6, 3), (5, 5, 3, 4)))
+    x, k = (jnp.asarray(rng.standard_normal(s, dtype=np.float32)) for s in ((2, 6, 6, channels),
+                                                                             (5, 5, channels, 4)))
     g = jnp.asarray(rng.standard_normal((2, 6, 6, 4), dtype=np.float32))
     impl = lenet_ab.VARIANTS[variant][0]
 
@@ -92,6 +94,24 @@ def test_ab_formulations_compute_the_plain_convolution_and_its_gradients(variant
     (y0, vjp0), (y1, vjp1) = jax.vjp(plain, x, k), jax.vjp(other, x, k)
     for a, b in zip((y0, *vjp0(g)), (y1, *vjp1(g))):
         np.testing.assert_allclose(b, a, atol=1e-5 * float(jnp.abs(a).max()), rtol=0)
+
+
+def test_ab_pool_first_max_routes_each_window_gradient_to_its_first_maximum():
+    """The same values as the model's pool; the gradient of a window with one maximum is the model's, a window
+    of ties (ReLU zeros) sends it all to its first element, so every window's gradient sums to the same."""
+    from lenet.model import max_pool_2x2
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(np.maximum(rng.standard_normal((2, 8, 8, 3)), 0).astype(np.float32))
+    g = jnp.asarray(rng.standard_normal((2, 4, 4, 3)).astype(np.float32))
+    (y0, vjp0), (y1, vjp1) = jax.vjp(max_pool_2x2, x), jax.vjp(lenet_ab.pool_first_max, x)
+    np.testing.assert_array_equal(y1, y0)
+    d0, d1 = vjp0(g)[0], vjp1(g)[0]
+    np.testing.assert_array_equal(np.where(x > 0, d1, 0), np.where(x > 0, d0, 0))
+    window_sums = lambda d: d.reshape(2, 4, 2, 4, 2, 3).sum((2, 4))  # noqa: E731
+    np.testing.assert_allclose(window_sums(d1), window_sums(d0), rtol=1e-6)
+    first = np.asarray(d1).reshape(2, 4, 2, 4, 2, 3)[:, :, 0, :, 0]
+    ties = np.asarray(x).reshape(2, 4, 2, 4, 2, 3).max((2, 4)) == 0
+    assert ties.any() and np.allclose(first[ties], np.asarray(g)[ties])
 
 
 def test_lenet_peer_comparison_runs_ours_torch_and_keras_on_lenet5():
