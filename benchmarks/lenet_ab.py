@@ -117,6 +117,33 @@ def _pool_bwd(res, g):
 
 
 pool_first_max.defvjp(_pool_fwd, _pool_bwd)
+
+
+@jax.custom_vjp
+def pool_split_slices(x):
+    """`lenet.model.max_pool_2x2` with jnp.max's own gradient (split equally among ties) written with slices,
+    without a reduction, so that XLA:CPU does not fuse the layer below's gradient into a YNNPACK reduction."""
+    b, h, w, c = x.shape
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def _split_fwd(x):
+    y = pool_split_slices(x)
+    return y, (x, y)
+
+
+def _split_bwd(res, g):
+    x, y = res
+    b, h, w, c = x.shape
+    xr = x.reshape(b, h // 2, 2, w // 2, 2, c)
+    hits = {(i, j): xr[:, :, i, :, j] == y for i in range(2) for j in range(2)}
+    share = g / sum(v.astype(g.dtype) for v in hits.values())
+    parts = {k: jnp.where(v, share, 0.0) for k, v in hits.items()}
+    rows = [jnp.stack([parts[i, 0], parts[i, 1]], axis=3) for i in range(2)]
+    return (jnp.stack(rows, axis=2).reshape(b, h, w, c),)
+
+
+pool_split_slices.defvjp(_split_fwd, _split_bwd)
 def _ynn(*types: str) -> dict:
     """The XLA option that lists what XLA:CPU hands to YNNPACK (the rest: XLA's own / Eigen kernels)."""
     return {xla_cpu.YNN_FUSION_TYPE: ",".join(f"LIBRARY_FUSION_TYPE_{t}" for t in types)}
@@ -141,6 +168,7 @@ VARIANTS = {
     "nchw": Variant(nchw_conv),
     "im2col-conv1": Variant(im2col_one_channel),  # conv1 (one channel) as patches @ kernel, conv2 as it is
     "pool-first-max": Variant("pool"),
+    "pool-split-slices": Variant("pool-split"),
     "eigen-dot": Variant(options=_ynn("REDUCE")),  # Eigen's dots too
     "no-ynn": Variant(options=_ynn()),
     "ynn-dot-only": Variant(options=_ynn("INDIVIDUAL_DOT")),
@@ -157,7 +185,8 @@ VARIANTS = {
 
 
 # Variant.impl names for replacements of the model's own functions while it is traced.
-MODEL_PATCHES = {"pool": ("max_pool_2x2", lambda: pool_first_max)}
+MODEL_PATCHES = {"pool": ("max_pool_2x2", lambda: pool_first_max),
+                 "pool-split": ("max_pool_2x2", lambda: pool_split_slices)}
 
 
 @contextlib.contextmanager

@@ -114,6 +114,17 @@ def test_ab_pool_first_max_routes_each_window_gradient_to_its_first_maximum():
     assert ties.any() and np.allclose(first[ties], np.asarray(g)[ties])
 
 
+def test_ab_pool_split_slices_is_the_model_pool_and_its_gradient():
+    """The slice-written gradient of the A/B pool is jnp.max's own (ties share it equally), to float rounding."""
+    from lenet.model import max_pool_2x2
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(np.maximum(rng.standard_normal((2, 8, 8, 3)), 0).astype(np.float32))
+    g = jnp.asarray(rng.standard_normal((2, 4, 4, 3)).astype(np.float32))
+    (y0, vjp0), (y1, vjp1) = jax.vjp(max_pool_2x2, x), jax.vjp(lenet_ab.pool_split_slices, x)
+    np.testing.assert_array_equal(y1, y0)
+    np.testing.assert_allclose(vjp1(g)[0], vjp0(g)[0], rtol=1e-6, atol=1e-7)
+
+
 def test_lenet_peer_comparison_runs_ours_torch_and_keras_on_lenet5():
     peers = interleaved.commands(["lenet5"], "/usr/bin/python3", flax=True, keras=True)
     assert set(peers) == {"ours", "pytorch", "keras"}  # plain Flax has no LeNet5 reference
