@@ -33,6 +33,7 @@ from jax.sharding import PartitionSpec as P
 
 from benchmarks.harness import prepare, setup
 from common import data as data_lib
+from common import xla_cpu
 from common.train import step as step_lib
 from common.train.state import make_optimizer
 from lenet.config import LeNetConfig
@@ -197,7 +198,8 @@ def parts(batch: int = 50) -> dict[str, tuple]:
 
 def time_parts(pieces: dict[str, tuple], rounds: int = 7, calls: int = 5) -> dict[str, tuple[float, float]]:
     """name -> (median wall ms, median CPU ms) per call, the pieces' windows interleaved round by round."""
-    jitted = {name: (jax.jit(f), args[:-1]) for name, (f, *args) in pieces.items()}
+    options = xla_cpu.compiler_options()  # as training compiles (common/xla_cpu.py)
+    jitted = {name: (jax.jit(f, compiler_options=options), args[:-1]) for name, (f, *args) in pieces.items()}
     for f, args in jitted.values():
         jax.block_until_ready(f(*args))
     wall, cpu = collections.defaultdict(list), collections.defaultdict(list)
@@ -236,6 +238,10 @@ def main(argv=None):
         print(parts_table(pieces, time_parts(pieces)))
     else:
         print(step_table(*profile_step(args.steps)))
+        if xla_cpu.compiler_options():
+            print("# note: the convolutions run on Eigen's threads (common/xla_cpu.py), and an Eigen convolution's "
+                  "thunk returns when it is launched: those rows (conv1/conv2 forward, kernel gradients) are near 0 "
+                  f"here; {xla_cpu.DEFAULTS_VARIABLE}=1 profiles XLA's default step, every layer timed")
     print(f"# load average after: {os.getloadavg()[0]:.2f}")
 
 
