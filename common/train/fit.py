@@ -119,7 +119,7 @@ def _train(run, model, dataset, train: TrainConfig, specs, task, config, show: P
     epochs = loop.epochs(program, splits, state, rng, [s.seed for s in specs], batch_size=train.batch_size,
                          first=len(history) + 1, last=train.epochs, progress=show.progress,
                          describe=lambda e: f"{show.title} epoch {e}/{train.epochs}")
-    for epoch, state, row in epochs:  # noqa: B020 (each epoch's state replaces the donated one)
+    for epoch, state, row in epochs:  # noqa: B020 (each epoch's state replaces the last, which may be donated)
         history.append(row)
         best.update(epoch, row["val_accuracy"], state, mesh)
         if on_epoch is not None:

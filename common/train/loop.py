@@ -124,7 +124,7 @@ class BestEpoch:
             return
         current = model_variables(state)
         if self.variables is None or improved.all():
-            # A copy: the next training call donates (and so invalidates) the state's buffers.
+            # A copy: the next training call may donate (and so invalidate) the state's buffers (common/xla_cpu.py).
             self.variables = jax.tree_util.tree_map(jnp.copy, current)
         else:
             mask = improved if mesh is None else step_lib.put(improved, mesh, P("model"))
