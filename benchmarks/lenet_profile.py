@@ -199,7 +199,7 @@ def parts(batch: int = 50) -> dict[str, tuple]:
 def time_parts(pieces: dict[str, tuple], rounds: int = 7, calls: int = 5) -> dict[str, tuple[float, float]]:
     """name -> (median wall ms, median CPU ms) per call, the pieces' windows interleaved round by round."""
     options = xla_cpu.compiler_options()  # as training compiles (common/xla_cpu.py)
-    jitted = {name: (jax.jit(f, compiler_options=options), args[:-1]) for name, (f, *args) in pieces.items()}
+    jitted = {name: (jax.jit(f, **xla_cpu.jit_kwargs(options)), args[:-1]) for name, (f, *args) in pieces.items()}
     for f, args in jitted.values():
         jax.block_until_ready(f(*args))
     wall, cpu = collections.defaultdict(list), collections.defaultdict(list)

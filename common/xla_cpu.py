@@ -67,6 +67,12 @@ def compiler_options(backend: str | None = None) -> dict | None:
     return dict(EIGEN_CONVOLUTIONS) if supports(tuple(sorted(EIGEN_CONVOLUTIONS.items()))) else None
 
 
+def jit_kwargs(options: dict | None) -> dict:
+    """`jax.jit` keyword arguments for `options`: none when there are none (a jax without `compiler_options`
+    then never sees the keyword)."""
+    return {"compiler_options": options} if options else {}
+
+
 def donate_state(steps_per_call: int, backend: str | None = None) -> bool:
     """Whether a training call donates its state: always on an accelerator and for scanned calls, not for a
     one-step call on a CPU (see 2. above)."""

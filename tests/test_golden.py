@@ -53,7 +53,7 @@ def train_a_few_steps(model, penalty, lr: float, options="training") -> tuple[li
     spec = state_lib.ModelSpec(seed=SEED, lr=lr)
     stacked, keys = state_lib.init_states(model, (BATCH, 28, 28, 1), [spec])  # the model axis [1, ...]
     state, step_key = state_lib.model_slice(stacked, 0), keys[0]
-    step = jax.jit(step_lib.make_train_step(penalty), compiler_options=options)
+    step = jax.jit(step_lib.make_train_step(penalty), **xla_cpu.jit_kwargs(options))
     losses = []
     for batch in generated_batches():
         state, metrics = step(state, batch, step_key)

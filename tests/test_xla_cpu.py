@@ -37,8 +37,9 @@ def test_options_by_backend_cores_and_the_defaults_variable(monkeypatch):
     assert xla_cpu.compiler_options("cpu") is None
 
 
-def test_an_unknown_option_is_not_supported():
+def test_an_unknown_option_is_not_supported_and_no_options_pass_no_keyword():
     assert not xla_cpu.supports((("xla_cpu_no_such_option", True),))
+    assert xla_cpu.jit_kwargs(None) == {} and xla_cpu.jit_kwargs({"a": 1}) == {"compiler_options": {"a": 1}}
 
 
 def compiled_lenet_train(k: int):

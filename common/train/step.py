@@ -202,9 +202,9 @@ def compile_program(train_step, n_models: int, mesh: Mesh, *, batch_shape: tuple
     donate = (0, 3) if xla_cpu.donate_state(steps_per_call) else (3,)
     jit_train = jax.jit(train, in_shardings=(models, NamedSharding(mesh, P(None, "model", "data")), models, models,
                                              replicated, replicated),
-                        out_shardings=(models, models), donate_argnums=donate, compiler_options=options)
+                        out_shardings=(models, models), donate_argnums=donate, **xla_cpu.jit_kwargs(options))
     jit_eval = jax.jit(evaluate, in_shardings=(models, replicated, replicated, replicated), out_shardings=models,
-                       compiler_options=options)
+                       **xla_cpu.jit_kwargs(options))
     return Program(train=jit_train, evaluate=lambda state, s: jit_eval(state, s.images, s.labels, s.mask),
                    zeros=_zeros_fn(models_train, n_models, batch_shape, models), mesh=mesh,
                    steps_per_call=steps_per_call)
