@@ -47,7 +47,8 @@ def time_train_steps(program, state, split, rng, *, images_per_step: int, window
                      steps_per_window: int = 20):
     """Times `program.train` as the training loop calls it (indices sent per call, batches gathered on the
     device): one call first (compile + run), then warm-up, then `windows` timed windows of about
-    `steps_per_window` steps. Returns (result, last state); the step donates its state."""
+    `steps_per_window` steps. Returns (result, last state): the step may donate its state
+    (`common.xla_cpu.donate_state`), so callers continue with the returned one."""
     k = program.steps_per_call
     n_models = rng.shape[0]
     calls_per_window = max(1, steps_per_window // k)

@@ -3,14 +3,14 @@ formulations and XLA:CPU options, A/B in one process, their timing windows inter
 
 Each variant is the report configuration's training call as `common.train.fit` runs it
 (`common.train.step.compile_program`'s `train` for one model, batch 50, one step per call, the batch gathered from
-the uint8 split on the device, donated state; built by `benchmarks.harness.prepare`), compiled on its own, with the
-model's convolutions replaced while it is traced (`nn.Conv`'s `conv_general_dilated` argument) or with XLA compiler
-options (`Lowered.compile(compiler_options=...)`). Round after round every variant times one window of
-`--steps` steps, the order rotated, so that a busy spell of a shared machine falls on all of them; the table has
-the median wall time per step, its ratio to the first variant, and the process CPU time per step (all threads),
-which a loaded machine inflates far less than the wall time. These formulations were tried for issue 26; the one
-kept is 'plain' against 'xla-defaults': Eigen's multi-threaded convolutions and no donation on a CPU (common/xla_cpu.py,
-docs/performance.md); the code stays so that the measurement can be rerun.
+the uint8 split on the device, the state donated or not as training does; built by `benchmarks.harness.prepare`),
+compiled on its own, with the model's convolutions replaced while it is traced (`nn.Conv`'s `conv_general_dilated`
+argument) or with XLA compiler options (`Lowered.compile(compiler_options=...)`). Round after round every variant
+times one window of `--steps` steps, the order rotated, so that a busy spell of a shared machine falls on all of
+them; the table has the median wall time per step, its ratio to the first variant, and the process CPU time per step
+(all threads), which a loaded machine inflates far less than the wall time. These formulations were tried for issue
+26; the one kept is 'plain' against 'xla-defaults': Eigen's multi-threaded convolutions and no donation on a CPU
+(common/xla_cpu.py, docs/performance.md); the code stays so that the measurement can be rerun.
 """
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from common import xla_cpu
 from common.train import step as step_lib
 from lenet import model as lenet_model
 from lenet.config import LeNetConfig
+from lenet.model import max_pool_2x2
 from lenet.train import create_model, penalty_fn
 
 _DN = ("NHWC", "HWIO", "NHWC")
@@ -88,69 +89,60 @@ def nchw_conv(x, kernel, strides, padding, **kwargs):
     return jnp.transpose(y, (0, 2, 3, 1))
 
 
-@jax.custom_vjp
-def pool_first_max(x):
-    """`lenet.model.max_pool_2x2` whose gradient goes to the first maximum of each window only (ties are ReLU
-    zeros, whose gradient the ReLU discards), so that no tie count is divided by; tried for issue 26."""
-    b, h, w, c = x.shape
-    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+def _pool_with_gradient(route, doc: str):
+    """`lenet.model.max_pool_2x2`'s values with another backward: `route(hits, g)` turns the four window
+    positions' tie masks `hits[i][j]` ([b, h/2, w/2, c] bools) into the gradient each position receives."""
+
+    @jax.custom_vjp
+    def pool(x):
+        return max_pool_2x2(x)
+
+    def fwd(x):
+        y = max_pool_2x2(x)
+        return y, (x, y)
+
+    def bwd(res, g):
+        x, y = res
+        b, h, w, c = x.shape
+        xr = x.reshape(b, h // 2, 2, w // 2, 2, c)
+        parts = route([[xr[:, :, i, :, j] == y for j in range(2)] for i in range(2)], g)
+        rows = [jnp.stack(parts[i], axis=3) for i in range(2)]  # [b, h/2, w/2, 2, c]
+        return (jnp.stack(rows, axis=2).reshape(b, h, w, c),)
+
+    pool.defvjp(fwd, bwd)
+    pool.__doc__ = doc
+    return pool
 
 
-def _pool_fwd(x):
-    y = pool_first_max(x)
-    return y, (x, y)
-
-
-def _pool_bwd(res, g):
-    x, y = res
-    b, h, w, c = x.shape
-    xr = x.reshape(b, h // 2, 2, w // 2, 2, c)
-    taken = jnp.zeros(y.shape, bool)
-    parts = {}
+def _to_first_maximum(hits, g):
+    taken, parts = jnp.zeros(g.shape, bool), [[None, None], [None, None]]
     for i in range(2):
         for j in range(2):
-            hit = (xr[:, :, i, :, j] == y) & ~taken
-            taken = taken | hit
-            parts[i, j] = jnp.where(hit, g, 0.0)
-    rows = [jnp.stack([parts[i, 0], parts[i, 1]], axis=3) for i in range(2)]  # [b, h2, w2, 2, c]
-    return (jnp.stack(rows, axis=2).reshape(b, h, w, c),)
+            parts[i][j] = jnp.where(hits[i][j] & ~taken, g, 0.0)
+            taken = taken | hits[i][j]
+    return parts
 
 
-pool_first_max.defvjp(_pool_fwd, _pool_bwd)
+def _split_among_ties(hits, g):
+    share = g / sum(hit.astype(g.dtype) for row in hits for hit in row)
+    return [[jnp.where(hit, share, 0.0) for hit in row] for row in hits]
 
 
-@jax.custom_vjp
-def pool_split_slices(x):
-    """`lenet.model.max_pool_2x2` with jnp.max's own gradient (split equally among ties) written with slices,
-    without a reduction, so that XLA:CPU does not fuse the layer below's gradient into a YNNPACK reduction."""
-    b, h, w, c = x.shape
-    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+pool_first_max = _pool_with_gradient(_to_first_maximum, """The model's pool whose gradient goes to the first
+    maximum of each window only (ties are ReLU zeros, whose gradient the ReLU discards), so that no tie count is
+    divided by; tried for issue 26.""")
+pool_split_slices = _pool_with_gradient(_split_among_ties, """The model's pool with jnp.max's own gradient (split
+    equally among ties) written with slices, without a reduction, so that XLA:CPU does not fuse the layer below's
+    gradient into a YNNPACK reduction; tried for issue 26.""")
 
 
-def _split_fwd(x):
-    y = pool_split_slices(x)
-    return y, (x, y)
-
-
-def _split_bwd(res, g):
-    x, y = res
-    b, h, w, c = x.shape
-    xr = x.reshape(b, h // 2, 2, w // 2, 2, c)
-    hits = {(i, j): xr[:, :, i, :, j] == y for i in range(2) for j in range(2)}
-    share = g / sum(v.astype(g.dtype) for v in hits.values())
-    parts = {k: jnp.where(v, share, 0.0) for k, v in hits.items()}
-    rows = [jnp.stack([parts[i, 0], parts[i, 1]], axis=3) for i in range(2)]
-    return (jnp.stack(rows, axis=2).reshape(b, h, w, c),)
-
-
-pool_split_slices.defvjp(_split_fwd, _split_bwd)
 def _ynn(*types: str) -> dict:
     """The XLA option that lists what XLA:CPU hands to YNNPACK (the rest: XLA's own / Eigen kernels)."""
     return {xla_cpu.YNN_FUSION_TYPE: ",".join(f"LIBRARY_FUSION_TYPE_{t}" for t in types)}
 
 
 class Variant(NamedTuple):
-    impl: Any = None  # a conv_general_dilated replacement, "pool" for `pool_first_max`, or None
+    impl: Any = None  # a conv_general_dilated replacement, a name in MODEL_PATCHES, or None
     options: dict | None = None  # XLA compiler options, added to those training compiles with
     xla_defaults: bool = False  # built as with ELEC576_XLA_CPU_DEFAULTS=1: XLA's own choices, state donated
 
