@@ -20,8 +20,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import math
 import os
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -32,6 +34,11 @@ FORMAT_VERSION = 1
 EXTENSION = ".npz"
 SPLITS = ("train", "test")
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]  # {'train'|'test': (uint8 images, int32 labels)}
+Headers = dict[str, tuple[tuple[int, ...], np.dtype]]  # {entry: (shape, dtype)}, from the .npy headers alone
+# What reading a damaged or foreign .npz can raise (zlib.error: a damaged compressed member; MemoryError: an array
+# larger than memory that its zip entry claims to hold)
+READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, zlib.error, NotImplementedError,
+               MemoryError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,14 +96,77 @@ def read(path: str, num_classes: int | None = None) -> DatasetFile:
         raise DataError(f"dataset file {path!r} does not exist; make one with `python run.py --task export "
                         f"--data-dir FOLDER --out {path}` (or --dataset mnist for a TFDS dataset)")
     try:
+        check_headers(path, read_headers(path))  # shapes and sizes before any array is read
         with np.load(path, allow_pickle=False) as z:
             entries = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+    except READ_ERRORS as e:
         raise DataError(f"dataset file {path!r} cannot be read ({e.__class__.__name__}: {str(e)[:120]}); it is "
                         "truncated or not an .npz: export it again") from None
     f = _from_entries(path, entries)
     check_labels(path, f, num_classes)
+    check_classes(path, f)
     return f
+
+
+def read_headers(path: str) -> Headers:
+    """{entry: (shape, dtype)} of every array in the .npz, read from the .npy headers alone (np.load allocates
+    what a header claims before it reads a byte: a small file claiming 10^12 images must be refused first).
+    A header that claims more bytes than its zip member holds is one DataError."""
+    headers = {}
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with zf.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0  # 3.0 differs only in the header's text encoding
+                shape, _, dtype = read_header(f)
+                claimed = f.tell() + math.prod(shape) * dtype.itemsize
+            name = info.filename[:-len(".npy")]
+            if not dtype.hasobject and claimed > info.file_size:
+                raise DataError(f"dataset file {path!r}: the header of {name} claims {dtype} {list(shape)} "
+                                f"({claimed / 1e6:,.1f} MB), its entry holds {info.file_size / 1e6:,.1f} MB; the "
+                                "file is damaged: export it again")
+            headers[name] = (tuple(shape), dtype)
+    return headers
+
+
+def check_headers(path: str, headers: Headers) -> None:
+    """The splits' shapes and dtypes checked from their headers (before any array is read), for a file that says
+    it is in this format (another file is refused, or converted, from its contents)."""
+    if "format" not in headers:
+        return
+    for s in SPLITS:
+        if f"x_{s}" in headers and f"y_{s}" in headers:
+            problem = split_problem(s, *headers[f"x_{s}"], *headers[f"y_{s}"])
+            if problem:
+                raise DataError(f"dataset file {path!r}: {problem}")
+
+
+def split_problem(split: str, x_shape, x_dtype, y_shape, y_dtype) -> str | None:
+    """Why (x, y) of `split` are not uint8 images [n, h, w, 1|3] and integer labels [n], or None."""
+    x_shape, y_shape = tuple(x_shape), tuple(y_shape)
+    if x_dtype != np.uint8 or len(x_shape) != 4 or x_shape[-1] not in (1, 3) or x_shape[0] == 0:
+        return f"x_{split} must be uint8 [n, height, width, 1 or 3] with n > 0, it is {x_dtype} {list(x_shape)}"
+    if not np.issubdtype(y_dtype, np.integer) or y_shape != x_shape[:1]:
+        return f"y_{split} must be integers [{x_shape[0]}], it is {y_dtype} {list(y_shape)}"
+    return None
+
+
+def has_marker(path: str) -> bool:
+    """Whether `path` is a regular file (not a link) holding this project's format entry: a file `--task export`
+    wrote, so the only kind it may replace (a user's .npz of weights or Keras's mnist.npz never is)."""
+    if os.path.islink(path) or not os.path.isfile(path):
+        return False
+    try:
+        shape, dtype = read_headers(path).get("format", ((None,), None))
+        if shape != () or dtype.kind != "U":
+            return False
+        with np.load(path, allow_pickle=False) as z:
+            return str(z["format"]) == FORMAT
+    except (DataError, *READ_ERRORS):
+        return False
 
 
 def _from_entries(path: str, e: dict) -> DatasetFile:
@@ -104,22 +174,23 @@ def _from_entries(path: str, e: dict) -> DatasetFile:
     if str(e.get("format", "")) != FORMAT:
         raise DataError(f"{path!r} is not a dataset file of this project (no format entry {FORMAT!r}); make one "
                         "with `python run.py --task export`")
-    if int(e.get("format_version", -1)) != FORMAT_VERSION:
-        raise DataError(f"dataset file {path!r} has format version {e.get('format_version')}, this project "
-                        f"reads version {FORMAT_VERSION}; export it again")
+    version = e.get("format_version")
+    if version is None or version.shape != () or not np.issubdtype(version.dtype, np.integer) \
+            or int(version) != FORMAT_VERSION:
+        shown = "none" if version is None else repr(version.tolist())[:40]
+        raise DataError(f"dataset file {path!r} has format version {shown}, this project reads version "
+                        f"{FORMAT_VERSION}; export it again")
     missing = [k for k in ("x_train", "y_train", "x_test", "y_test", "class_names") if k not in e]
     if missing:
         raise DataError(f"dataset file {path!r} has no {missing[0]!r} entry; export it again")
-    splits = {s: (e[f"x_{s}"], e[f"y_{s}"]) for s in SPLITS}
-    for s, (x, y) in splits.items():
-        if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] not in (1, 3) or len(x) == 0:
-            raise DataError(f"dataset file {path!r}: x_{s} must be uint8 [n, height, width, 1 or 3] with n > 0, "
-                            f"it is {x.dtype} {list(x.shape)}")
-        if not np.issubdtype(y.dtype, np.integer) or y.shape != (len(x),):
-            raise DataError(f"dataset file {path!r}: y_{s} must be integers [{len(x)}], it is {y.dtype} "
-                            f"{list(y.shape)}")
-    splits = {s: (x, y.astype(np.int32)) for s, (x, y) in splits.items()}
+    raw = {s: (e[f"x_{s}"], e[f"y_{s}"]) for s in SPLITS}
+    for s, (x, y) in raw.items():
+        problem = split_problem(s, x.shape, x.dtype, y.shape, y.dtype)
+        if problem:
+            raise DataError(f"dataset file {path!r}: {problem}")
     names = tuple(str(c) for c in np.atleast_1d(e["class_names"]))
+    check_labels(path, DatasetFile(raw, names, "", ""), None)  # before the cast: a uint64 2**32 + 3 is not 3
+    splits = {s: (x, y.astype(np.int32)) for s, (x, y) in raw.items()}
     if "fingerprint" in e and str(e["fingerprint"]) != content_fingerprint(splits, names):
         raise DataError(f"dataset file {path!r}: its arrays do not match its fingerprint (the file was changed "
                         "or damaged); export it again")
@@ -135,3 +206,16 @@ def check_labels(path: str, f: DatasetFile, num_classes: int | None) -> None:
             model = f"the model has {num_classes} classes" if num_classes is not None and num_classes <= len(
                 f.class_names) else f"the file names {len(f.class_names)} classes"
             raise DataError(f"dataset file {path!r}: y_{s} holds label {int(bad[0])}, outside 0-{k - 1}: {model}")
+
+
+def check_classes(path: str, f: DatasetFile) -> None:
+    """As for an image folder: every class from 0 to the highest label has examples in both splits (a file that
+    lacks a class would train silently on the others, as a folder with an empty label folder would)."""
+    top = max(int(y.max()) for _, y in f.splits.values())
+    for s, (_, y) in f.splits.items():
+        missing = np.setdiff1d(np.arange(top + 1), y)
+        if len(missing):
+            c = int(missing[0])
+            name = f" ({f.class_names[c]!r})" if c < len(f.class_names) else ""
+            raise DataError(f"dataset file {path!r}: y_{s} has no example of class {c}{name}; every class from 0 "
+                            f"to {top} needs examples in both splits: add them, or export the file again")

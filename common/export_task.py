@@ -26,13 +26,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def check_out(out: str) -> str:
-    """The absolute path of the file to write; one line when it cannot be one."""
+    """The absolute path of the file to write; one line when it cannot be one, or when something is there that
+    this project did not write (only an earlier export is replaced)."""
     path = os.path.abspath(out)
     if not dataset_file.is_dataset_file(path):
         raise UserError(f"--out {out}: --task export writes one dataset file, name it FILE{dataset_file.EXTENSION} "
                         "(e.g. --out data/cifar10-course.npz)")
     if os.path.isdir(path):
         raise UserError(f"--out {out} is a folder; name the dataset file to write")
+    if os.path.lexists(path) and not dataset_file.has_marker(path):  # checked before the data are read
+        what = "a link" if os.path.islink(path) else f"not a dataset file this project wrote (no format entry " \
+            f"{dataset_file.FORMAT!r})"
+        raise UserError(f"--out {out} is not replaced: it is {what}; nothing there is touched: choose another "
+                        "--out, or move that file away")
     parent = os.path.dirname(path)
     while not os.path.exists(parent):
         parent = os.path.dirname(parent)
