@@ -328,9 +328,10 @@ def guarded_run(task: Task, args: argparse.Namespace) -> int:
     """`task.run(args)` holding `args.out` (checked: a folder this task may replace, writable; then locked
     against other runs, nested folders included) throughout, so a bad or busy --out is one line before any
     data are loaded."""
-    from common import outputs  # imports jax: not at the top (see check_backend)
+    from common import data, outputs  # import jax and numpy: not at the top (see check_backend)
 
     interrupt.check()
+    data.check_out_outside_data(args.out, getattr(args, "data_dir", None), getattr(args, "mnist", None))
     if task.out_kind == "result":
         outputs.check_replaceable(args.out, task.name)
     elif task.out_kind == "report":

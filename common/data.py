@@ -24,7 +24,7 @@ import numpy as np
 
 from common import data_cache, dataset_file, image_folder, tf_quiet
 from common.dataset_file import DatasetFile
-from common.errors import DataError
+from common.errors import DataError, UserError
 from common.image_folder import FOLDER_LAYOUT, IMAGE_EXTENSIONS, validate_image_folder  # noqa: F401 (API)
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -141,6 +141,19 @@ def check_source(path: str) -> None:
     read_source(DataConfig(data_dir=path))
 
 
+def check_out_outside_data(out: str, *sources: str | None) -> None:
+    """One line before any work when --out is a data folder or inside one (a result among the images breaks the
+    folder for the next read, and a run there trips over its own lock file); sources that are files (.npz) or
+    TFDS names have nothing inside them."""
+    target = os.path.realpath(out)
+    for source in sources:
+        if source and os.path.isdir(source):
+            folder = os.path.realpath(source)
+            if os.path.commonpath([target, folder]) == folder:
+                raise UserError(f"--out {out} is inside the data folder {source}: results written there would "
+                                "become part of the data; choose an --out outside it")
+
+
 def _class_names(dataset: str, splits: dict) -> tuple[str, ...]:
     return CLASS_NAMES.get(dataset) or tuple(str(i) for i in range(int(splits["train"][1].max()) + 1))
 
@@ -152,7 +165,7 @@ def read_folder_cached(root: str, num_classes: int | None, dataset: str = "cifar
     except DataError:  # a bad folder: name the problem a plain read names first (it may be an image in Train)
         image_folder.read_image_folder(root, num_classes)
         raise
-    origin = os.path.abspath(root)
+    origin = os.path.realpath(root)  # the cache's key: one entry however the folder is spelled
     fp, cacheable = data_cache.folder_fingerprint(listing)
     path = data_cache.entry_path("folder", os.path.basename(origin), origin)
     hit = data_cache.lookup(path, origin, fp)
@@ -178,6 +191,7 @@ def read_tfds_cached(name: str, data_dir: str | None) -> DatasetFile:
         if hit is not None:
             return hit
     splits, used_dir = _read_tfds(name, data_dir, no_cache_reason(name, data_dir, version_dir))
+    used_dir = os.path.realpath(used_dir) if os.path.isdir(used_dir) else used_dir  # as tfds_version_dir spells it
     fp = data_cache.tfds_fingerprint(used_dir) if os.path.isdir(used_dir) else None
     entry = DatasetFile(splits, _class_names(name, splits), _tfds_origin(name, used_dir), fp[0] if fp else "")
     if fp is not None:  # not for a mocked or remote dataset: nothing to fingerprint

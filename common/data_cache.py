@@ -2,9 +2,12 @@
 
 The first load of a source writes its arrays (common/dataset_file.py's format) atomically into the cache folder;
 a later load whose source fingerprint matches reads them back (0.2 s, no TensorFlow). The fingerprint is what
-can be known without decoding: for a folder every listed file's path, label, size and mtime; for TFDS the
-prepared version folder's dataset_info.json and its files' names, sizes and mtimes. An entry that is stale
-(the source changed), truncated or not ours is reported in one line and rebuilt, never used.
+can be known without decoding: for a folder every listed file's path (relative to the folder), label, size,
+mtime and ctime; for TFDS the prepared version folder's dataset_info.json and its files' names, sizes, mtimes
+and ctimes. The ctime catches a rewrite that kept the size and set the mtime back (it cannot be set back).
+Entries are keyed on the source's resolved path, so one folder however spelled (relative, absolute, through a
+link, `x/../x`) is one entry. An entry that is stale (the source changed), truncated or not ours is reported in
+one line and rebuilt, never used.
 
 Where: `--data-cache DIR`, else $ELEC576_DATA_CACHE, else $XDG_CACHE_HOME/elec576-jax/datasets (default
 ~/.cache/elec576-jax/datasets); `--no-data-cache` (or ELEC576_DATA_CACHE set to '') turns it off. The flags
@@ -20,7 +23,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from common.errors import DataError
+from common.errors import DataError, UserError
 
 if TYPE_CHECKING:  # numpy, which `run.py --help` (this module's flags) need not import
     from common import dataset_file
@@ -78,7 +81,8 @@ def entry_path(kind: str, name: str, identity: str) -> str | None:
 
 
 def fingerprint(records: list[tuple], newest_ns: int) -> tuple[str, bool]:
-    """(fingerprint of the (path, ..., size, mtime) records, whether they are old enough to be cached)."""
+    """(fingerprint of the (path, ..., size, mtime, ctime) records, whether the newest mtime is old enough for
+    the entry to be cached: a file written within one mtime tick of the caching could change unseen)."""
     h = hashlib.blake2b(digest_size=16)
     for r in records:
         h.update(repr(r).encode() + b"\n")
@@ -86,16 +90,19 @@ def fingerprint(records: list[tuple], newest_ns: int) -> tuple[str, bool]:
 
 
 def folder_fingerprint(listing: dict) -> tuple[str, bool]:
-    """Of common.image_folder.list_image_folder's listing: every file's split, path, label, size and mtime."""
-    records = [(split, f.path, f.label, f.size, f.mtime_ns) for split, (_, files) in listing.items() for f in files]
-    return fingerprint(records, max(r[-1] for r in records))
+    """Of common.image_folder.list_image_folder's listing: every file's split, path inside the folder (split
+    folder, label, name: not the path as typed, so that every spelling of the folder has one fingerprint),
+    size, mtime and ctime."""
+    records = [(split, name, f.label, os.path.basename(f.path), f.size, f.mtime_ns, f.ctime_ns)
+               for split, (name, files) in listing.items() for f in files]
+    return fingerprint(records, max(f.mtime_ns for _, files in listing.values() for f in files))
 
 
 def tfds_version_dir(name: str, data_dir: str | None) -> str | None:
     """The prepared `DATA_DIR/name/<version>` folder with the highest version (what tfds.builder reads when
     the installed TFDS's version of `name` is the newest prepared one), found without importing TFDS."""
     root = data_dir or os.environ.get("TFDS_DATA_DIR") or os.path.join(os.path.expanduser("~"), "tensorflow_datasets")
-    folder = os.path.join(root, name)
+    folder = os.path.join(os.path.realpath(root), name)  # one cache entry however the folder is spelled
     try:
         versions = [v for v in os.listdir(folder) if re.fullmatch(r"\d+\.\d+\.\d+", v)
                     and os.path.isfile(os.path.join(folder, v, "dataset_info.json"))]
@@ -105,14 +112,15 @@ def tfds_version_dir(name: str, data_dir: str | None) -> str | None:
 
 
 def tfds_fingerprint(version_dir: str) -> tuple[str, bool] | None:
-    """Of a prepared TFDS version folder: dataset_info.json's bytes and every file's name, size and mtime."""
+    """Of a prepared TFDS version folder: dataset_info.json's bytes and every file's name, size, mtime, ctime."""
     try:
         with open(os.path.join(version_dir, "dataset_info.json"), "rb") as f:
             info = hashlib.blake2b(f.read(), digest_size=16).hexdigest()
-        stats = sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(version_dir))
+        stats = sorted((e.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                       for e in os.scandir(version_dir) for st in (e.stat(),))
     except OSError:
         return None
-    return fingerprint([("dataset_info.json", info)] + stats, max(s[-1] for s in stats))
+    return fingerprint([("dataset_info.json", info)] + stats, max(s[2] for s in stats))
 
 
 # ------------------------------------------------------------------------------------ reading, writing
@@ -146,5 +154,14 @@ def store(path: str | None, entry: dataset_file.DatasetFile, cacheable: bool) ->
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         dataset_file.write(path, entry)
-    except OSError as e:
-        note(f"cannot write {path} ({e.__class__.__name__}: {e.strerror or e}); going on without the cache")
+    except (OSError, UserError) as e:  # atomic_write_bytes words EROFS, ENOSPC, EACCES as a UserError about --out
+        note(f"cannot write {path} ({_reason(e)}); going on without the cache")
+
+
+def _reason(e: Exception) -> str:
+    """The OS's words for why a write failed (the OSError behind a UserError of common.outputs, which names
+    --out and is not about the cache)."""
+    cause = e if isinstance(e, OSError) else e.__context__
+    if isinstance(cause, OSError):
+        return f"{cause.__class__.__name__}: {cause.strerror or cause}"
+    return str(e)

@@ -2,8 +2,9 @@
 
 Every way a folder can be unusable is one DataError naming the folder or file: a missing split, label folders
 that are not the class indices 0..k-1 (or that the model has no output for), an empty label folder, a file that
-is not an image or whose pixel data cannot be decoded, images of different sizes. Files that file managers leave
-behind (`.DS_Store`, `Thumbs.db`, `desktop.ini`, any dot-file) are skipped.
+is not an image or whose pixel data cannot be decoded or that is too large to decode (a decompression bomb),
+images of different sizes, a link that leads nowhere or out of the data folder (links are never followed out of
+it). Files that file managers leave behind (`.DS_Store`, `Thumbs.db`, `desktop.ini`, any dot-file) are skipped.
 
 The arrays are those TFDS's `ImageFolder` gave (the reader this replaced; tests/test_image_folder.py compares
 both where TensorFlow is installed): each image decoded to 3 channels as `tf.io.decode_image(channels=3)` does,
@@ -15,6 +16,7 @@ import concurrent.futures
 import dataclasses
 import io
 import os
+import warnings
 
 import numpy as np
 
@@ -35,6 +37,7 @@ class FileEntry:
     label: int
     size: int
     mtime_ns: int
+    ctime_ns: int  # changes on every write, and cannot be set back as the mtime can
 
 
 def is_skipped(name: str) -> bool:
@@ -71,11 +74,31 @@ def _split_folders(root: str) -> dict[str, str]:
     if missing:
         raise DataError(f"data folder {root!r} has no {' or '.join(m.capitalize() for m in missing)} split "
                         f"folder; {_HINT}")
+    for split in ("train", "test"):
+        check_link(root, os.path.join(root, entries[split]))
     return {"train": entries["train"], "test": entries["test"]}
+
+
+def check_link(root: str, path: str) -> None:
+    """A link in the data folder `root` must lead to something inside it: one that leads nowhere (dangling, or a
+    loop) or out of the folder is one DataError (links are never followed out of a folder the project reads)."""
+    if not os.path.islink(path):
+        return
+    target = os.path.realpath(path)
+    if not os.path.exists(target):
+        raise DataError(f"{path!r} is a link to {os.readlink(path)!r}, which does not exist (or is a loop of "
+                        "links); remove it from the data folder")
+    top = os.path.realpath(root)
+    if os.path.commonpath([top, target]) != top:
+        raise DataError(f"{path!r} is a link to {target!r}, outside the data folder {root!r}; links out of it are "
+                        "not followed: copy the file in instead")
 
 
 def _list_split(split_dir: str, num_classes: int | None) -> tuple[list[str], list[FileEntry]]:
     labels = _check_labels(split_dir, num_classes)
+    root = os.path.dirname(split_dir)
+    for label in labels:
+        check_link(root, os.path.join(split_dir, label))
     return labels, _list_files(split_dir, labels)
 
 
@@ -115,8 +138,9 @@ def _list_files(split_dir: str, labels: list[str]) -> list[FileEntry]:
         if not found:
             empty.append(label_dir)
         for e in found:
+            check_link(os.path.dirname(split_dir), e.path)
             st = e.stat()
-            files.append(FileEntry(e.path, int(label), st.st_size, st.st_mtime_ns))
+            files.append(FileEntry(e.path, int(label), st.st_size, st.st_mtime_ns, st.st_ctime_ns))
     if not files:
         raise DataError(f"split folder {split_dir!r} contains no images; {_HINT}")
     if empty:  # silently training on 9 of 10 classes would be worse than stopping
@@ -148,18 +172,24 @@ def read_image_folder(root: str, num_classes: int | None = None,
 def decode_split(files: list[FileEntry]) -> tuple[np.ndarray, np.ndarray]:
     """The images of one split, decoded in parallel threads (PIL releases the GIL), checked in file order so
     that the first bad file named is the same on every run."""
-    pool = concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1))
-    try:
-        images = None
-        for i, (f, a) in enumerate(zip(files, pool.map(decode_image, [f.path for f in files]))):
-            if images is None:
-                first, images = f.path, np.empty((len(files),) + a.shape, np.uint8)
-            elif a.shape != images.shape[1:]:
-                raise DataError(f"images of different sizes: {first} is {_describe(images.shape[1:])}, {f.path} is "
-                                f"{_describe(a.shape)}; all images must have one size and colour mode")
-            images[i] = a
-    finally:  # on an error (or Ctrl-C) the files not yet decoded are dropped, not decoded in vain
-        pool.shutdown(wait=True, cancel_futures=True)
+    from PIL import Image
+
+    # PIL only warns between MAX_IMAGE_PIXELS and twice that (a decompression bomb): an error here. Set in this
+    # thread for the pool's threads too (the filters are the process's; catch_warnings is not thread-safe).
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        pool = concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1))
+        try:
+            images = None
+            for i, (f, a) in enumerate(zip(files, pool.map(decode_image, [f.path for f in files]))):
+                if images is None:
+                    first, images = f.path, np.empty((len(files),) + a.shape, np.uint8)
+                elif a.shape != images.shape[1:]:
+                    raise DataError(f"images of different sizes: {first} is {_describe(images.shape[1:])}, {f.path} "
+                                    f"is {_describe(a.shape)}; all images must have one size and colour mode")
+                images[i] = a
+        finally:  # on an error (or Ctrl-C) the files not yet decoded are dropped, not decoded in vain
+            pool.shutdown(wait=True, cancel_futures=True)
     if images.ndim == 4 and _is_gray(images):
         images = images[..., :1]
     elif images.ndim == 3:
@@ -186,6 +216,8 @@ def decode_image(path: str) -> np.ndarray:
         with Image.open(io.BytesIO(payload)) as im:
             im.load()
             return _to_array(im)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(f"{path!r} is too large to decode ({e}); remove or replace it") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path!r} is not a readable image ({e.__class__.__name__}: {e}); remove or replace "
                         "it") from None

@@ -336,3 +336,173 @@ def test_task_all_refuses_a_bad_file_before_its_first_task(tmp_path, capsys, fla
     code, err = run_main(capsys, ["--task", "all", "--quick", flag, bad, "--out", str(tmp_path / "results")])
     assert code == 2 and one_line(err, bad, "cannot be read") and "===" not in err
     assert not (tmp_path / "results").exists()
+
+
+# ------------------------------------------------------------------- damaged headers, labels, classes (issue 31)
+
+
+def npz_with_raw_member(path, name: str, header: dict, payload: bytes = b"") -> str:
+    """A dataset file (write_entries) whose member `name`.npy is replaced by `header` and `payload`."""
+    import io
+    import zipfile
+
+    good = write_entries(str(path) + ".good.npz")
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(path, "w") as dst:
+        for info in src.infolist():
+            raw = buf.getvalue() + payload if info.filename == f"{name}.npy" else src.read(info)
+            dst.writestr(info.filename, raw)
+    return str(path)
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda t: write_entries(t / "v.npz", format_version=np.asarray("abc")), ["has format version 'abc'"]),
+    (lambda t: write_entries(t / "w.npz", format_version=np.asarray([1, 1])), ["has format version [1, 1]"]),
+    (lambda t: npz_with_raw_member(t / "h.npz", "x_train", {"descr": "|u1", "fortran_order": False,
+                                                             "shape": (10**12, 28, 28, 1)}, b"\0" * 100),
+     ["the header of x_train claims uint8 [1000000000000, 28, 28, 1]", "the file is damaged"]),
+    (lambda t: write_entries(t / "u.npz", y_train=(np.arange(20) % 10).astype(np.uint64) + np.uint64(2**32)),
+     ["y_train holds label 4294967296, outside 0-9"]),
+    (lambda t: write_entries(t / "c.npz", y_test=np.arange(10) % 9), ["y_test has no example of class 9 ('truck')"]),
+])
+def test_damaged_headers_versions_and_labels_are_one_line(tmp_path, capsys, make, words):
+    path = make(tmp_path)
+    code, err = run_main(capsys, ["--task", "lenet", "--no-progress", "--epochs", "1", "--batch-size", "10",
+                                  "--data-dir", path, "--out", str(tmp_path / "r")])
+    assert code == 2 and one_line(err, path, *words), err
+    assert not os.path.exists(tmp_path / "r")
+
+
+def test_shapes_are_checked_from_the_headers_before_any_array_is_read(tmp_path, monkeypatch):
+    """A compressed file of wrong shape (here 3-d images) is refused without np.load reading a single array."""
+    path = str(tmp_path / "z.npz")
+    np.savez_compressed(path, x_train=np.zeros((5000, 28, 28), np.uint8), y_train=np.zeros(5000, np.int32),
+                        x_test=np.zeros((10, 28, 28, 1), np.uint8), y_test=np.arange(10),
+                        class_names=np.asarray(data.MNIST_CLASSES), format=np.asarray(dataset_file.FORMAT),
+                        format_version=np.asarray(1))
+    monkeypatch.setattr(dataset_file.np, "load", lambda *a, **k: pytest.fail("an array was read"))
+    with pytest.raises(DataError, match=r"x_train must be uint8 \[n, height, width, 1 or 3\] with n > 0, it is uint8 "
+                                        r"\[5000, 28, 28\]"):
+        dataset_file.read(path)
+
+
+def test_a_label_is_checked_before_the_cast_to_int32(tmp_path):
+    labels = (np.arange(20) % 10).astype(np.uint64)
+    labels[0] = 2**32 + 3  # 3 once cast to int32
+    with pytest.raises(DataError, match="y_train holds label 4294967299, outside 0-9"):
+        dataset_file.read(write_entries(tmp_path / "w.npz", y_train=labels))
+    labels[0] = 3
+    assert dataset_file.read(write_entries(tmp_path / "ok.npz", y_train=labels)).splits["train"][1].dtype == np.int32
+
+
+def test_fewer_classes_than_names_is_fine_when_none_is_missing_below_the_highest(tmp_path):
+    """As a 3-class folder read as CIFAR10 (10 names, labels 0-2): a gap is refused, the top end is not."""
+    f = dataset_file.read(write_entries(tmp_path / "three.npz", y_train=np.arange(20) % 3, y_test=np.arange(10) % 3))
+    assert len(f.class_names) == 10 and set(f.splits["test"][1]) == {0, 1, 2}
+    with pytest.raises(DataError, match="y_train has no example of class 1 .'automobile'.; every class from 0 to 2"):
+        dataset_file.read(write_entries(tmp_path / "gap.npz", y_train=np.arange(20) % 3 * (np.arange(20) % 3 != 1),
+                                        y_test=np.arange(10) % 3))
+
+
+# ------------------------------------------------------------------------- export replaces only its own file
+
+
+def keras_like(t) -> str:
+    """The layout of Keras's mnist.npz (3-d images, no format entry), which the README names as the model."""
+    path = t / "mnist.npz"
+    np.savez(path, x_train=np.zeros((4, 28, 28), np.uint8), y_train=np.arange(4), x_test=np.zeros((2, 28, 28),
+             np.uint8), y_test=np.arange(2))
+    return str(path)
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda t: str(np.savez(t / "weights.npz", w=np.arange(5)) or t / "weights.npz"), ["not a dataset file"]),
+    (keras_like, ["not a dataset file this project wrote"]),
+    (lambda t: str((t / "notes.npz").write_text("my notes\n") and t / "notes.npz"), ["not a dataset file"]),
+    (lambda t: write_entries(t / "other.npz", format=np.asarray("another format")), ["not a dataset file"]),
+])
+def test_export_never_replaces_a_file_it_did_not_write(tmp_path, capsys, folder, cache, monkeypatch, make, words):
+    path = make(tmp_path)
+    before = open(path, "rb").read()
+    monkeypatch.setattr(image_folder, "list_image_folder", lambda *a: pytest.fail("the data were read"))
+    code, err = run_main(capsys, ["--task", "export", "--data-dir", folder, "--out", path])
+    assert code == 2 and one_line(err, f"--out {path} is not replaced", *words), err
+    assert open(path, "rb").read() == before and not cache.exists()
+
+
+def test_export_does_not_write_through_or_over_a_link(tmp_path, capsys, folder, cache):
+    mine = export(capsys, tmp_path, "--data-dir", folder)  # a file export wrote: replaceable, but not via a link
+    link = tmp_path / "link.npz"
+    link.symlink_to(mine)
+    before = open(mine, "rb").read()
+    code, err = run_main(capsys, ["--task", "export", "--data-dir", folder, "--out", str(link)])
+    assert code == 2 and one_line(err, "is not replaced: it is a link"), err
+    assert link.is_symlink() and open(mine, "rb").read() == before
+
+
+# ------------------------------------------------------------------------------- the cache (issue 31)
+
+
+def test_one_folder_spelled_three_ways_is_one_entry_without_a_note(tmp_path, folder, cache, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first = data.fingerprint(data.load_dataset(data.DataConfig(data_dir=folder)))
+    capsys.readouterr()
+    name = os.path.basename(folder)
+    (tmp_path / "alias").symlink_to(folder)
+    for spelling in (name, f"{name}/../{name}", f"./{name}/", "alias"):
+        assert data.fingerprint(data.load_dataset(data.DataConfig(data_dir=spelling))) == first
+        assert capsys.readouterr().err == "", spelling
+    assert len(os.listdir(cache)) == 1
+
+
+def test_a_same_size_rewrite_with_the_old_mtime_is_caught_by_the_ctime(tmp_path, cache, capsys):
+    from PIL import Image
+
+    root = tmp_path / "flat"
+    for split in ("Train", "Test"):
+        for c in range(2):
+            (root / split / str(c)).mkdir(parents=True)
+            for i in range(2):
+                Image.fromarray(np.full((28, 28), 10 * c + i, np.uint8)).save(root / split / str(c) / f"{i}.png")
+    make_old(root)
+    data.load_dataset(data.DataConfig(data_dir=str(root)))
+    target = root / "Test" / "1" / "0.png"
+    st = os.stat(target)
+    time.sleep(0.01)  # a ctime tick
+    Image.fromarray(np.full((28, 28), 99, np.uint8)).save(target)
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # what `touch -r` or a careful tool does
+    assert os.path.getsize(target) == st.st_size and os.stat(target).st_mtime_ns == st.st_mtime_ns
+    capsys.readouterr()
+    ds = data.load_dataset(data.DataConfig(data_dir=str(root)))
+    assert one_line(capsys.readouterr().err, "data cache:", "an earlier state of the source", "rebuilding")
+    assert 99 in np.round(np.asarray(ds.test.images, np.float64) * (1 if ds.test.images.dtype == np.uint8 else 255))
+
+
+def test_an_unwritable_cache_is_a_note_and_the_run_goes_on(tmp_path, folder, cache, capsys, monkeypatch):
+    """EROFS as a read-only home gives it, through the project's atomic writer (which words it as a UserError
+    about --out): one note, the data still loaded."""
+    import builtins
+    import errno
+
+    real_open = builtins.open
+
+    def read_only(path, *a, **k):
+        if str(path).startswith(str(cache)) and "w" in (a[0] if a else k.get("mode", "r")):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", read_only)
+    ds = data.load_dataset(data.DataConfig(data_dir=folder))
+    err = capsys.readouterr().err
+    assert len(ds.train) + len(ds.val) == 60 and not os.listdir(cache)
+    assert one_line(err, "data cache: cannot write", "Read-only file system", "going on without the cache")
+    assert len(err.splitlines()) == 1 and "--out" not in err
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/kernel"), reason="needs Linux's /sys")
+def test_a_cache_folder_in_sysfs_is_a_note(tmp_path, folder, capsys):
+    code, err = run_main(capsys, ["--task", "export", "--data-dir", folder, "--data-cache", "/sys/kernel",
+                                  "--out", str(tmp_path / "e.npz")])
+    assert code == 0 and "data cache: cannot write /sys/kernel/" in err and "Traceback" not in err, err
+    assert os.path.isfile(tmp_path / "e.npz")
