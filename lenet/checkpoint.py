@@ -1,7 +1,10 @@
 """Reading a `--task lenet` checkpoint back, for the tasks that build on it (visualize, deconv)."""
 from __future__ import annotations
 
+import dataclasses
 import os
+import types
+import typing
 
 import jax
 import jax.numpy as jnp
@@ -31,12 +34,59 @@ def load_lenet(path: str, make_hint: str) -> tuple[LeNetConfig, dict, dict]:
         config = LeNetConfig.from_dict(run_info["config"])
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"the config in {where!r} does not describe a LeNet5: {e}") from None
-    mismatch = variables_mismatch(config, run_info, variables)
+    problem = config_problem(config) or run_info_problem(run_info)
+    if problem:
+        raise CheckpointError(f"the run.json in {where!r} is damaged: {problem}; make a new checkpoint with "
+                              f"`{make_hint}`")
+    try:
+        mismatch = variables_mismatch(config, run_info, variables)
+    except Exception as e:  # values of the right types that still build no model (features [-1]): flax's errors
+        raise CheckpointError(f"the config in {where!r} does not describe a LeNet5 ({e.__class__.__name__}: "
+                              f"{str(e)[:120]}); make a new checkpoint with `{make_hint}`") from None
     if mismatch:
         bn = "with" if config.use_batchnorm else "without"
         raise CheckpointError(f"the variables in {where!r} do not match the LeNet5 its run.json describes ({bn} "
                               f"batch norm): {mismatch}; make a new one with `{make_hint}`")
     return config, variables, run_info
+
+
+def run_info_problem(run_info: dict) -> str | None:
+    """What is wrong with run.json's `class_names` and `image_shape` (absent is fine: older checkpoints), or
+    None; a hand-edited or damaged value would otherwise fail deep inside model building."""
+    names, shape = run_info.get("class_names"), run_info.get("image_shape")
+    if names is not None and not (isinstance(names, list) and names and all(isinstance(c, str) for c in names)):
+        return f"class_names must be a list of names, it is {str(names)[:60]}"
+    if shape is not None and not (isinstance(shape, list) and len(shape) == 3 and all(
+            _fits(d, int) and d >= 1 for d in shape) and shape[2] in (1, 3)):
+        return f"image_shape must be [height, width, 1 or 3], it is {str(shape)[:60]}"
+    return None
+
+
+def config_problem(config) -> str | None:
+    """The first field of a config read from run.json whose value is not of the field's type (features
+    'abc', hidden [1]), or None; nested configs (data, train) are entered."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            problem = config_problem(value)
+        else:
+            problem = None if _fits(value, hints[f.name]) else f"{f.name} is {str(value)[:60]}"
+        if problem:
+            return problem
+    return None
+
+
+def _fits(value, hint) -> bool:
+    """Whether a value read from JSON fits a type hint (an int fits float; a bool is no int; tuples itemwise)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is tuple:
+        return isinstance(value, tuple) and all(_fits(v, args[0]) for v in value)
+    if hint in (int, float):
+        return isinstance(value, int if hint is int else (int, float)) and not isinstance(value, bool)
+    return isinstance(value, hint)
 
 
 def variables_mismatch(config: LeNetConfig, run_info: dict, variables: dict) -> str | None:

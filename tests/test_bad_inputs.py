@@ -434,3 +434,74 @@ def test_missing_checkpoint_hint_is_well_formed(tmp_path, capsys, task):
     assert_one_line_refusal(code, err, 2, ["no checkpoint at", "python run.py --task lenet --out"])
     line = err.strip().splitlines()[-1]
     assert line.count("`") % 2 == 0 and line.count("(") == line.count(")"), line
+
+
+# ------------------------------------------------------------------------------ issue 31: data and run.json
+
+
+@pytest.mark.parametrize("argv, inside", [
+    (TINY, "Train/out"), (TINY, "Train/3/out"), (TINY, "."), (TINY, "Test/../Train/0"),
+    (["--task", "export"], "Train/x.npz"),
+    (["--task", "rnn", "--no-progress", "--epochs", "1"], "Test/out"),
+])
+def test_out_inside_the_data_folder_is_refused_before_any_work(tmp_path, capsys, argv, inside):
+    data = write_image_folder(tmp_path / "D", n_train_per_class=1, n_test_per_class=1, classes=4)
+    before = digest(data)
+    flag = "--mnist" if "rnn" in argv else "--data-dir"
+    out = os.path.join(data, inside)
+    code, err = run_main(capsys, [*argv, flag, data, "--out", out])
+    assert_one_line_refusal(code, err, 2, [f"--out {out} is inside the data folder {data}"])
+    assert digest(data) == before and sorted(os.listdir(tmp_path)) == ["D"]  # no folder, lock or partial made
+
+
+def test_out_beside_the_data_folder_is_not_taken_for_inside(tmp_path):
+    from common import data
+
+    (tmp_path / "D").mkdir()
+    data.check_out_outside_data(str(tmp_path / "D2" / "out"), str(tmp_path / "D"), None, str(tmp_path / "x.npz"))
+    with pytest.raises(Exception, match="inside the data folder"):
+        data.check_out_outside_data(str(tmp_path / "D" / "out"), None, str(tmp_path / "D"))
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("features", "abc", "features is abc"),
+    ("features", [32, [64]], "features is (32, [64])"),
+    ("hidden", 1.5, "hidden is 1.5"),
+    ("data_dir", 7, "data_dir is 7"),
+    ("image_shape", 28, "image_shape must be [height, width, 1 or 3], it is 28"),
+    ("image_shape", [28, 28], "image_shape must be [height, width, 1 or 3], it is [28, 28]"),
+    ("image_shape", [28, 28, True], "image_shape must be [height, width, 1 or 3]"),
+    ("class_names", 10, "class_names must be a list of names, it is 10"),
+    ("class_names", ["a", 1], "class_names must be a list of names"),
+    ("features", [-1, 64], "does not describe a LeNet5"),
+])
+def test_malformed_run_json_is_one_checkpoint_error(tmp_path, course, key, value, words):
+    from common.errors import CheckpointError
+    from lenet import checkpoint as lenet_checkpoint
+
+    path = write_checkpoint(tmp_path / "ck", course, True, True)
+    run_json = os.path.join(path, "checkpoint", "run.json")
+    with open(run_json) as f:
+        info = json.load(f)
+    if key in info:
+        info[key] = value
+    else:
+        info["config"][key] = value
+    with open(run_json, "w") as f:
+        json.dump(info, f)
+    with pytest.raises(CheckpointError) as e:
+        lenet_checkpoint.load_lenet(path, "make it")
+    assert words in str(e.value) and str(e.value).endswith("`make it`"), str(e.value)
+
+
+def test_malformed_run_json_through_the_cli(tmp_path, capsys, course):
+    path = write_checkpoint(tmp_path / "ck", course, True, True)
+    run_json = os.path.join(path, "checkpoint", "run.json")
+    with open(run_json) as f:
+        info = json.load(f)
+    info["class_names"] = {"0": "airplane"}
+    with open(run_json, "w") as f:
+        json.dump(info, f)
+    code, err = run_main(capsys, ["--task", "visualize", "--no-progress", "--checkpoint", path, "--out",
+                                  str(tmp_path / "v")])
+    assert_one_line_refusal(code, err, 2, ["run.json", "is damaged: class_names must be a list of names"])

@@ -1,5 +1,6 @@
 """The PIL image-folder reader: the arrays TFDS's ImageFolder gave (bit for bit), and its one-line refusals."""
 import os
+import re
 
 import numpy as np
 import pytest
@@ -102,3 +103,65 @@ def test_mixed_modes_name_both_files(tmp_path):
     with pytest.raises(DataError, match=r"Train/0/Image00000.png is 28x28 grayscale, .*Train/1/Image00001.png is "
                                         r"28x28 colour"):
         image_folder.read_image_folder(root)
+
+
+# --------------------------------------------------------------------- links and decompression bombs (issue 31)
+
+
+@pytest.mark.parametrize("target, words", [
+    ("/nonexistent/x.png", "is a link to '/nonexistent/x.png', which does not exist (or is a loop of links)"),
+    ("zz.png", "is a link to 'zz.png', which does not exist (or is a loop of links)"),  # itself
+    ("OUTSIDE", "is a link to '{outside}', outside the data folder"),
+])
+def test_a_link_that_leads_nowhere_or_out_of_the_folder_is_refused(tmp_path, target, words):
+    root = write_image_folder(tmp_path / "f", n_train_per_class=2, n_test_per_class=1, classes=3)
+    outside = tmp_path / "secret.png"
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(outside)
+    link = tmp_path / "f" / "Train" / "1" / "zz.png"
+    link.symlink_to(str(outside) if target == "OUTSIDE" else target)
+    with pytest.raises(DataError, match=re.escape("Train/1/zz.png' " + words.format(outside=outside))):
+        data.load_dataset(data.DataConfig(data_dir=root))
+
+
+def test_a_label_or_split_folder_linked_out_of_the_data_folder_is_refused(tmp_path):
+    root = write_image_folder(tmp_path / "f", n_train_per_class=2, n_test_per_class=1, classes=3)
+    elsewhere = write_image_folder(tmp_path / "g", n_train_per_class=2, n_test_per_class=1, classes=3)
+    os.rename(tmp_path / "f" / "Test" / "2", tmp_path / "moved")
+    (tmp_path / "f" / "Test" / "2").symlink_to(tmp_path / "g" / "Test" / "2")
+    with pytest.raises(DataError, match=r"Test/2' is a link to .*g/Test/2', outside the data folder"):
+        image_folder.list_image_folder(root)
+    with pytest.raises(DataError, match="outside the data folder"):
+        image_folder.read_image_folder(root)
+    assert image_folder.list_image_folder(elsewhere)  # the same files, inside their own folder: fine
+
+
+def test_links_inside_the_data_folder_are_read(tmp_path):
+    root = write_image_folder(tmp_path / "f", n_train_per_class=2, n_test_per_class=1, classes=3)
+    (tmp_path / "f" / "Train" / "1" / "zz.png").symlink_to(os.path.join("..", "0", "Image00000.png"))
+    x, y = image_folder.read_image_folder(root)["train"]
+    assert list(y) == [0, 0, 1, 1, 1, 2, 2] and np.array_equal(x[4], x[0])  # Train/1/zz.png: Train/0's first
+
+
+@pytest.mark.parametrize("limit", [500, 100])  # 28x28 = 784 pixels: PIL's warning (limit < 784 < 2x), its error
+def test_a_decompression_bomb_is_one_data_error(tmp_path, monkeypatch, limit):
+    root = write_image_folder(tmp_path / "f", n_train_per_class=2, n_test_per_class=1, classes=3)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", limit)  # a 20000x20000 PNG is the same case for PIL's default
+    with pytest.raises(DataError, match=r"Train/0/Image00000.png' is too large to decode \(Image size \(784 "
+                                        r"pixels\) exceeds limit of"):
+        image_folder.read_image_folder(root)
+    import warnings
+
+    assert not any(f[2] is Image.DecompressionBombWarning for f in warnings.filters)  # the filter was undone
+
+
+@pytest.mark.slow
+def test_a_20000x20000_png_through_the_cli_is_one_line(tmp_path, capsys):
+    from run import main
+
+    root = write_image_folder(tmp_path / "f", n_train_per_class=2, n_test_per_class=1, classes=3)
+    Image.new("L", (20000, 20000)).save(tmp_path / "f" / "Train" / "2" / "zz_bomb.png", optimize=True)
+    code = main(["--task", "lenet", "--no-progress", "--data-dir", root, "--no-data-cache", "--out",
+                 str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "zz_bomb.png' is too large to decode" in err.splitlines()[-1]
+    assert len([line for line in err.splitlines() if line.strip()]) == 1, err
