@@ -8,7 +8,7 @@ task's `--data-dir` takes such a file (the `.npz` extension says so). Entries (d
   class_names       str [k]
   image_mode        str: 'L' (1 channel) or 'RGB' (3 channels), of x_train
   source            str: where the arrays came from (an image folder's path, 'tfds:mnist/3.0.1 in DIR', ...)
-  source_fingerprint str: the source's files (names, sizes, mtimes) when exported; what the cache compares
+  source_fingerprint str: the source's files (names, sizes, mtimes, ctimes) when exported; what the cache compares
   fingerprint       str: 'blake2b:<hex>' of the class names and the four arrays; checked on every read
   format, format_version  'elec576-jax dataset', 1
 
