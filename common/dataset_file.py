@@ -35,10 +35,10 @@ EXTENSION = ".npz"
 SPLITS = ("train", "test")
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]  # {'train'|'test': (uint8 images, int32 labels)}
 Headers = dict[str, tuple[tuple[int, ...], np.dtype]]  # {entry: (shape, dtype)}, from the .npy headers alone
-# What reading a damaged or foreign .npz can raise (zlib.error: a damaged compressed member; MemoryError: an array
-# larger than memory that its zip entry claims to hold)
+# What reading a damaged or foreign .npz can raise (zlib.error: a damaged compressed member; RuntimeError: an
+# encrypted one; MemoryError: an array larger than memory that its zip entry claims to hold)
 READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, zlib.error, NotImplementedError,
-               MemoryError)
+               RuntimeError, MemoryError)
 
 
 @dataclasses.dataclass(frozen=True)

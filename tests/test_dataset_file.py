@@ -356,8 +356,21 @@ def npz_with_raw_member(path, name: str, header: dict, payload: bytes = b"") -> 
     return str(path)
 
 
+def encrypted(t) -> str:
+    """A dataset file whose zip members say they are encrypted (zipfile then refuses them with RuntimeError)."""
+    raw = bytearray(open(write_entries(t / "plain.npz"), "rb").read())
+    for signature, flags in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # local headers, central directory
+        at = raw.find(signature)
+        while at >= 0:
+            raw[at + flags] |= 1
+            at = raw.find(signature, at + 4)
+    (t / "enc.npz").write_bytes(raw)
+    return str(t / "enc.npz")
+
+
 @pytest.mark.parametrize("make, words", [
     (lambda t: write_entries(t / "v.npz", format_version=np.asarray("abc")), ["has format version 'abc'"]),
+    (encrypted, ["cannot be read (RuntimeError: File", "is encrypted"]),
     (lambda t: write_entries(t / "w.npz", format_version=np.asarray([1, 1])), ["has format version [1, 1]"]),
     (lambda t: npz_with_raw_member(t / "h.npz", "x_train", {"descr": "|u1", "fortran_order": False,
                                                              "shape": (10**12, 28, 28, 1)}, b"\0" * 100),
@@ -421,6 +434,7 @@ def keras_like(t) -> str:
     (keras_like, ["not a dataset file this project wrote"]),
     (lambda t: str((t / "notes.npz").write_text("my notes\n") and t / "notes.npz"), ["not a dataset file"]),
     (lambda t: write_entries(t / "other.npz", format=np.asarray("another format")), ["not a dataset file"]),
+    (encrypted, ["not a dataset file"]),
 ])
 def test_export_never_replaces_a_file_it_did_not_write(tmp_path, capsys, folder, cache, monkeypatch, make, words):
     path = make(tmp_path)
