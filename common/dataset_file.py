@@ -147,8 +147,9 @@ def check_headers(path: str, headers: Headers) -> None:
 def split_problem(split: str, x_shape, x_dtype, y_shape, y_dtype) -> str | None:
     """Why (x, y) of `split` are not uint8 images [n, h, w, 1|3] and integer labels [n], or None."""
     x_shape, y_shape = tuple(x_shape), tuple(y_shape)
-    if x_dtype != np.uint8 or len(x_shape) != 4 or x_shape[-1] not in (1, 3) or x_shape[0] == 0:
-        return f"x_{split} must be uint8 [n, height, width, 1 or 3] with n > 0, it is {x_dtype} {list(x_shape)}"
+    if x_dtype != np.uint8 or len(x_shape) != 4 or x_shape[-1] not in (1, 3) or min(x_shape[:3]) == 0:
+        return f"x_{split} must be uint8 [n, height, width, 1 or 3] with n, height, width > 0, it is {x_dtype} " \
+            f"{list(x_shape)}"
     if not np.issubdtype(y_dtype, np.integer) or y_shape != x_shape[:1]:
         return f"y_{split} must be integers [{x_shape[0]}], it is {y_dtype} {list(y_shape)}"
     return None

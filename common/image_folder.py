@@ -13,6 +13,7 @@ a split whose every pixel has R = G = B kept as 1 channel, and the examples in t
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import io
 import os
@@ -69,7 +70,8 @@ def _split_folders(root: str) -> dict[str, str]:
     """{'train': name, 'test': name} of the split folders (any capitalisation)."""
     if not os.path.isdir(root):
         raise DataError(f"data folder {root!r} does not exist; {_HINT}")
-    entries = {e.lower(): e for e in os.listdir(root) if os.path.isdir(os.path.join(root, e))}
+    with _unreadable(root):
+        entries = {e.lower(): e for e in os.listdir(root) if os.path.isdir(os.path.join(root, e))}
     missing = [s for s in ("train", "test") if s not in entries]
     if missing:
         raise DataError(f"data folder {root!r} has no {' or '.join(m.capitalize() for m in missing)} split "
@@ -95,11 +97,22 @@ def check_link(root: str, path: str) -> None:
 
 
 def _list_split(split_dir: str, num_classes: int | None) -> tuple[list[str], list[FileEntry]]:
-    labels = _check_labels(split_dir, num_classes)
-    root = os.path.dirname(split_dir)
-    for label in labels:
-        check_link(root, os.path.join(split_dir, label))
-    return labels, _list_files(split_dir, labels)
+    with _unreadable(split_dir):
+        labels = _check_labels(split_dir, num_classes)
+        root = os.path.dirname(split_dir)
+        for label in labels:
+            check_link(root, os.path.join(split_dir, label))
+        return labels, _list_files(split_dir, labels)
+
+
+@contextlib.contextmanager
+def _unreadable(where: str):
+    """A folder that cannot be listed (no permission, a vanished network mount) as one DataError."""
+    try:
+        yield
+    except OSError as e:
+        raise DataError(f"cannot read {e.filename or where!r} in the data folder ({e.strerror or e}); check its "
+                        "permissions") from None
 
 
 def _check_same_labels(root: str, label_sets: dict[str, list[str]]) -> None:

@@ -371,6 +371,8 @@ def encrypted(t) -> str:
 @pytest.mark.parametrize("make, words", [
     (lambda t: write_entries(t / "v.npz", format_version=np.asarray("abc")), ["has format version 'abc'"]),
     (encrypted, ["cannot be read (RuntimeError: File", "is encrypted"]),
+    (lambda t: write_entries(t / "e.npz", x_test=np.zeros((10, 0, 28, 1), np.uint8)), ["x_test must be uint8",
+                                                                                        "it is uint8 [10, 0, 28, 1]"]),
     (lambda t: write_entries(t / "w.npz", format_version=np.asarray([1, 1])), ["has format version [1, 1]"]),
     (lambda t: npz_with_raw_member(t / "h.npz", "x_train", {"descr": "|u1", "fortran_order": False,
                                                              "shape": (10**12, 28, 28, 1)}, b"\0" * 100),
@@ -395,8 +397,8 @@ def test_shapes_are_checked_from_the_headers_before_any_array_is_read(tmp_path, 
                         class_names=np.asarray(data.MNIST_CLASSES), format=np.asarray(dataset_file.FORMAT),
                         format_version=np.asarray(1))
     monkeypatch.setattr(dataset_file.np, "load", lambda *a, **k: pytest.fail("an array was read"))
-    with pytest.raises(DataError, match=r"x_train must be uint8 \[n, height, width, 1 or 3\] with n > 0, it is uint8 "
-                                        r"\[5000, 28, 28\]"):
+    with pytest.raises(DataError, match=r"x_train must be uint8 \[n, height, width, 1 or 3\] with n, height, width > "
+                                        r"0, it is uint8 \[5000, 28, 28\]"):
         dataset_file.read(path)
 
 

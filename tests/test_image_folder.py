@@ -165,3 +165,18 @@ def test_a_20000x20000_png_through_the_cli_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and "zz_bomb.png' is too large to decode" in err.splitlines()[-1]
     assert len([line for line in err.splitlines() if line.strip()]) == 1, err
+
+
+def test_a_folder_that_cannot_be_listed_is_one_data_error(tmp_path, monkeypatch):
+    """What a label folder without read permission gives a non-root user (simulated: the tests may run as root)."""
+    root = write_image_folder(tmp_path / "f", n_train_per_class=1, n_test_per_class=1, classes=2)
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith(os.path.join("Test", "1")):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(DataError, match=r"cannot read '.*Test/1' in the data folder \(Permission denied\)"):
+        image_folder.list_image_folder(root)
