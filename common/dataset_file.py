@@ -133,8 +133,13 @@ def read_headers(path: str) -> Headers:
 
 
 def check_headers(path: str, headers: Headers) -> None:
-    """The splits' shapes and dtypes checked from their headers (before any array is read), for a file that says
-    it is in this format (another file is refused, or converted, from its contents)."""
+    """What the headers say, checked before any array is read: that the arrays fit in memory (a few MB of zeros
+    compressed can hold an honest header of 20 GB), and, for a file that says it is in this format, the splits'
+    shapes and dtypes (another file is refused, or converted, from its contents)."""
+    total, memory = sum(math.prod(shape) * dtype.itemsize for shape, dtype in headers.values()), physical_memory()
+    if memory and total > memory:
+        raise DataError(f"dataset file {path!r}: its arrays hold {total / 1e9:,.1f} GB once read, more than this "
+                        f"machine's {memory / 1e9:,.1f} GB of memory")
     if "format" not in headers:
         return
     for s in SPLITS:
@@ -142,6 +147,14 @@ def check_headers(path: str, headers: Headers) -> None:
             problem = split_problem(s, *headers[f"x_{s}"], *headers[f"y_{s}"])
             if problem:
                 raise DataError(f"dataset file {path!r}: {problem}")
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def split_problem(split: str, x_shape, x_dtype, y_shape, y_dtype) -> str | None:

@@ -402,6 +402,15 @@ def test_shapes_are_checked_from_the_headers_before_any_array_is_read(tmp_path, 
         dataset_file.read(path)
 
 
+def test_arrays_larger_than_memory_are_refused_from_the_headers(tmp_path, monkeypatch):
+    path = write_entries(tmp_path / "big.npz")
+    assert dataset_file.physical_memory() > os.path.getsize(path)
+    monkeypatch.setattr(dataset_file, "physical_memory", lambda: 10_000)  # the file's arrays: 23,560 bytes
+    monkeypatch.setattr(dataset_file.np, "load", lambda *a, **k: pytest.fail("an array was read"))
+    with pytest.raises(DataError, match="its arrays hold 0.0 GB once read, more than this machine's 0.0 GB"):
+        dataset_file.read(path)
+
+
 def test_a_label_is_checked_before_the_cast_to_int32(tmp_path):
     labels = (np.arange(20) % 10).astype(np.uint64)
     labels[0] = 2**32 + 3  # 3 once cast to int32
