@@ -96,9 +96,10 @@ def read(path: str, num_classes: int | None = None) -> DatasetFile:
         raise DataError(f"dataset file {path!r} does not exist; make one with `python run.py --task export "
                         f"--data-dir FOLDER --out {path}` (or --dataset mnist for a TFDS dataset)")
     try:
-        check_headers(path, read_headers(path))  # shapes and sizes before any array is read
-        with np.load(path, allow_pickle=False) as z:
-            entries = {k: z[k] for k in z.files}
+        headers = read_headers(path)
+        check_headers(path, headers)  # shapes and sizes before any array is read
+        with np.load(path, allow_pickle=False) as z:  # the arrays only: np.load gives other members as bytes
+            entries = {k: z[k] for k in z.files if k in headers}
     except READ_ERRORS as e:
         raise DataError(f"dataset file {path!r} cannot be read ({e.__class__.__name__}: {str(e)[:120]}); it is "
                         "truncated or not an .npz: export it again") from None

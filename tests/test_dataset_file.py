@@ -356,6 +356,15 @@ def npz_with_raw_member(path, name: str, header: dict, payload: bytes = b"") -> 
     return str(path)
 
 
+def raw_member(path: str, name: str, payload: bytes) -> str:
+    """`path` with a zip member that is not an .npy (np.load gives it as bytes, not an array)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr(name, payload)
+    return path
+
+
 def encrypted(t) -> str:
     """A dataset file whose zip members say they are encrypted (zipfile then refuses them with RuntimeError)."""
     raw = bytearray(open(write_entries(t / "plain.npz"), "rb").read())
@@ -371,6 +380,8 @@ def encrypted(t) -> str:
 @pytest.mark.parametrize("make, words", [
     (lambda t: write_entries(t / "v.npz", format_version=np.asarray("abc")), ["has format version 'abc'"]),
     (encrypted, ["cannot be read (RuntimeError: File", "is encrypted"]),
+    (lambda t: raw_member(write_entries(t / "r.npz", format_version=None), "format_version", b"1"),
+     ["has format version none"]),
     (lambda t: write_entries(t / "e.npz", x_test=np.zeros((10, 0, 28, 1), np.uint8)), ["x_test must be uint8",
                                                                                         "it is uint8 [10, 0, 28, 1]"]),
     (lambda t: write_entries(t / "w.npz", format_version=np.asarray([1, 1])), ["has format version [1, 1]"]),
