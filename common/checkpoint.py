@@ -60,6 +60,8 @@ def load_checkpoint(path: str, how_to_make: str = "") -> tuple[dict, dict]:
     except Exception as e:  # msgpack, JSON and I/O errors all mean the same thing to the user
         raise CheckpointError(f"checkpoint in {folder!r} is corrupt or unreadable ({e.__class__.__name__}: "
                               f"{str(e)[:120]}).{hint}") from None
-    if not isinstance(variables, dict) or "params" not in variables or not isinstance(run_info, dict):
+    if not isinstance(run_info, dict):
+        raise CheckpointError(f"checkpoint in {folder!r} is damaged: its {RUN_INFO} is not a JSON object.{hint}")
+    if not isinstance(variables, dict) or "params" not in variables:
         raise CheckpointError(f"checkpoint in {folder!r} has no model parameters.{hint}")
     return run_info, variables

@@ -494,6 +494,17 @@ def test_malformed_run_json_is_one_checkpoint_error(tmp_path, course, key, value
     assert words in str(e.value) and str(e.value).endswith("`make it`"), str(e.value)
 
 
+def test_a_run_json_that_is_not_an_object_is_named(tmp_path, course):
+    from common.errors import CheckpointError
+    from lenet import checkpoint as lenet_checkpoint
+
+    path = write_checkpoint(tmp_path / "ck", course, True, True)
+    with open(os.path.join(path, "checkpoint", "run.json"), "w") as f:
+        f.write('["lenet"]\n')
+    with pytest.raises(CheckpointError, match="is damaged: its run.json is not a JSON object. Make one with `x`"):
+        lenet_checkpoint.load_lenet(path, "x")
+
+
 def test_malformed_run_json_through_the_cli(tmp_path, capsys, course):
     path = write_checkpoint(tmp_path / "ck", course, True, True)
     run_json = os.path.join(path, "checkpoint", "run.json")
