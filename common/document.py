@@ -8,7 +8,7 @@ any string, backticks included. Nothing here knows what the document is about.
 Text may come from data and results (folder names, data sources, commands), so both renderers escape every
 piece of it: the page HTML-escapes it; the Markdown puts code in a CommonMark code span that nothing inside can
 close (`md_code`) and backslash- or entity-escapes the rest (`md_text`), so no string ever becomes raw HTML or a
-link in REPORT.md.
+link in REPORT.md, and no '<' of a string is ever written there.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import html
 import os
 import re
 import stat
+import string
 import urllib.parse
 
 
@@ -90,24 +91,32 @@ def spans(text: str) -> list[tuple[bool, str]]:
             else (False, p.replace(BACKTICK, "`")) for p in parts if p]
 
 
-_MD_ESCAPES = {"\\": "\\\\", "`": "\\`", "[": "\\[", "]": "\\]", "&": "&amp;", "<": "&lt;", ">": "&gt;",
-               "\n": " ", "\r": " "}
+_MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\n": " ", "\r": " "}
+
+
+def _md_escape(text: str, punctuation: str) -> str:
+    """`text` on one line, '<', '>' and '&' as entities, each character of `punctuation` backslash-escaped."""
+    return "".join(_MD_ENTITIES.get(ch) or ("\\" + ch if ch in punctuation else ch) for ch in str(text))
 
 
 def md_text(text: str) -> str:
     """Plain Markdown text showing `text` literally as far as it matters: no raw HTML (`<`, `>`, `&` become
     entities), no code span, link or escape (backslash, backtick and brackets are backslash-escaped), one line.
     Stars are left alone: `**bold**` is the blocks' own markup, and a star in data only changes emphasis."""
-    return "".join(_MD_ESCAPES.get(ch, ch) for ch in str(text))
+    return _md_escape(text, "\\`[]")
 
 
 def md_code(text: str) -> str:
-    """A CommonMark code span showing `text` verbatim: delimited by one backtick more than its longest run of
-    backticks (so nothing inside closes it), padded with a space where it begins or ends with a backtick or a
-    space (CommonMark strips one each side), on one line (a blank line would end it and its paragraph)."""
+    """`text` as Markdown code, verbatim: a CommonMark code span delimited by one backtick more than its longest
+    run of backticks (so nothing inside closes it), padded with a space where it begins or ends with a backtick
+    or a space (CommonMark strips one each side, except from spaces only), on one line (a blank line would end
+    it and its paragraph). A text holding '<' is written as <code> with every character escaped instead, so
+    that no '<' of the data is ever in the file (a code span would carry it verbatim)."""
     text = re.sub(r"[\r\n]", " ", str(text)) or " "  # an empty span would be two literal backticks
+    if "<" in text:
+        return f"<code>{_md_escape(text, string.punctuation)}</code>"
     fence = "`" * (1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
-    pad = " " if text[:1] in ("`", " ") or text[-1:] in ("`", " ") else ""
+    pad = " " if text.strip(" ") and (text[:1] in ("`", " ") or text[-1:] in ("`", " ")) else ""
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
@@ -203,11 +212,10 @@ def open_regular(path: str):
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return None
-    f = open(fd, "rb")
     if not stat.S_ISREG(os.fstat(fd).st_mode):
-        f.close()
+        os.close(fd)
         return None
-    return f
+    return open(fd, "rb")
 
 
 def _data_uri(root: str, rel: str) -> str:

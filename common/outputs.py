@@ -326,8 +326,11 @@ def read_json(path: str) -> dict | None:
     the project writes none, and a results folder someone sent may hold a link to any file of this machine."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
         with open(fd) as f:
-            obj = json.load(f) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+            obj = json.load(f)
         return obj if isinstance(obj, dict) else None
     except (OSError, ValueError):
         return None
