@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 
 from common import stats
 from common.document import (
+    BACKTICK,
     Block,
     Cell,
     CellLike,
@@ -472,16 +473,18 @@ def generic_caption(rel: str) -> str:
     stem = os.path.splitext(os.path.basename(rel))[0]
     stem = re.sub(r"^fig\d*_", "", stem).replace("_", " ").strip() or stem
     where = os.sep.join(rel.split(os.sep)[1:-1])
-    return stem[:1].upper() + stem[1:] + (f" ({where})" if where else "") + "."
+    text = stem[:1].upper() + stem[1:] + (f" ({where})" if where else "") + "."
+    return text.replace("`", BACKTICK)  # a backtick of a file name is shown, never taken for code
 
 
 def under_root(root: str, path: str | None) -> str:
     """`path` relative to the results root, with a trailing '/', when it lies inside it (a checkpoint the chain
-    trained), else as it is."""
+    trained), else as it is; its backticks as `document.BACKTICK`, so that it stays one code span between the
+    backticks its callers put around it."""
     absroot = os.path.abspath(root)
     if path and os.path.abspath(path).startswith(absroot + os.sep):
-        return os.path.relpath(os.path.abspath(path), absroot) + "/"
-    return str(path)
+        path = os.path.relpath(os.path.abspath(path), absroot) + "/"
+    return str(path).replace("`", BACKTICK)
 
 
 def run_folders(root: str) -> list[str]:

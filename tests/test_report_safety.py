@@ -190,6 +190,9 @@ def test_markdown_text_carries_no_html_link_or_code():
     assert "<h1>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert md_inline("run " + code("a`b|c") + " now") == "run ``a`b|c`` now"  # the content verbatim
     assert md_inline(code("a`b<i>")) == "<code>a\\`b&lt;i&gt;</code>"  # no '<' of a string in the file
+    # strings the report builds from paths keep their backticks literal: a caption, a checkpoint in a code span
+    assert md_inline(report.generic_caption("rnn/x`y/fig_a`b.png")) == "A\\`b (x\\`y)."
+    assert md_inline(f"(`{report.under_root('/r', '/elsewhere/a`b')}`)") == "(``/elsewhere/a`b``)"
 
 
 def test_backticks_and_script_in_names_and_data_never_become_raw_html(tmp_path):
