@@ -25,6 +25,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import fnmatch
+import functools
 import hashlib
 import io
 import itertools
@@ -430,8 +431,14 @@ def files_under(root: str, folder: str = "", depth: int = MAX_DEPTH, skip: tuple
             elif e.is_file(follow_symlinks=False):
                 found.append(os.path.relpath(e.path, root))
     if budget <= 0:
-        print(f"note: the report read only the first {MAX_ENTRIES} entries under {top}", file=sys.stderr)
+        _note(f"note: the report read only the first {MAX_ENTRIES} entries under {top}")
     return sorted(found)
+
+
+@functools.cache
+def _note(line: str) -> None:
+    """Prints `line` on stderr once per process (a folder is walked several times for one report)."""
+    print(line, file=sys.stderr)
 
 
 def _matches(rel: str, pattern: str) -> bool:
