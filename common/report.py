@@ -252,9 +252,12 @@ def history_by_model(path: str) -> list[list[dict]]:
         return []
     by_epoch: dict[int, list[dict]] = {}
     with io.TextIOWrapper(raw, encoding="utf-8", newline="") as f:
-        for row in csv.DictReader(f):
-            parsed = {k: _number(v) for k, v in row.items()}
-            by_epoch.setdefault(int(parsed["epoch"]), []).append(parsed)
+        try:
+            for row in csv.DictReader(f):
+                parsed = {k: _number(v) for k, v in row.items()}
+                by_epoch.setdefault(int(parsed["epoch"]), []).append(parsed)
+        except (KeyError, ValueError, TypeError, csv.Error):  # damaged (UnicodeDecodeError is a ValueError)
+            return []
     epochs = sorted(by_epoch)
     n = min(len(by_epoch[e]) for e in epochs) if epochs else 0
     return [[by_epoch[e][i] for e in epochs] for i in range(n)]
@@ -441,6 +444,14 @@ def _note(line: str) -> None:
     print(line, file=sys.stderr)
 
 
+def _size(path: str) -> float:
+    """The file's size in bytes (infinite when it is gone)."""
+    try:
+        return os.lstat(path).st_size
+    except OSError:
+        return float("inf")
+
+
 def _matches(rel: str, pattern: str) -> bool:
     """`rel` matches the glob `pattern` component by component ('*' never crosses a '/', as in glob)."""
     parts, wanted = rel.split(os.sep), pattern.split("/")
@@ -460,7 +471,7 @@ def discover_figures(root: str, section: Section) -> list[Figure]:
     figures = []
     for folder in (section.key,) + section.also:
         for rel in files_under(root, folder):
-            if not rel.endswith(".png") or os.lstat(os.path.join(root, rel)).st_size > MAX_FIGURE_BYTES:
+            if not rel.endswith(".png") or _size(os.path.join(root, rel)) > MAX_FIGURE_BYTES:
                 continue
             order, caption = caption_for(section, rel)
             figures.append((order, natural_key(rel), Figure(rel, caption, assignment=section.figure_number(rel))))
@@ -617,17 +628,24 @@ def provenance_blocks(root: str) -> list[Block]:
     blocks: list[Block] = [Heading("How these results were made", "made"),
                            Para(f"Machine: {machine(env)}. Versions: {versions_text(env)}.")]
     if info:
-        rows = [[t["task"], Cell(t["status"], "" if t["status"] == "ok" else "missing"),
-                 Cell(fmt_seconds(t.get("seconds")), "num"),
-                 Cell(code(command_line({'command': t.get('command'), 'environment': env})), "small")]
-                for t in info.get("tasks", [])]
+        tasks = [t for t in info.get("tasks") or [] if isinstance(t, dict)] if isinstance(info.get("tasks"), list) \
+            else []  # a damaged run_all.json shows what it can
+        rows = [[str(t.get("task")), Cell(str(t.get("status")), "" if t.get("status") == "ok" else "missing"),
+                 Cell(fmt_seconds(_seconds(t.get("seconds"))), "num"),
+                 Cell(code(command_line({"command": str(t.get("command") or ""), "environment": env})), "small")]
+                for t in tasks]
         blocks.append(Table(["task", "status", "task time (the whole command)", "command"], rows,
-                            f"{code(command_line(info))}: {fmt_seconds(info.get('wall_seconds'))} in all, finished "
+                            f"{code(command_line({**info, 'command': str(info.get('command') or '')}))}: "
+                            f"{fmt_seconds(_seconds(info.get('wall_seconds')))} in all, finished "
                             f"{info.get('finished_at')}. Task time: everything the command did (loading data, "
                             "compiling, training, evaluating, figures)."))
     if folders:
         blocks.append(runs_table(root, folders))
     return blocks
+
+
+def _seconds(value) -> float | None:
+    return value if isinstance(value, (int, float)) else None
 
 
 def runs_table(root: str, folders: list[str]) -> Table:

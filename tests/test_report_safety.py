@@ -99,6 +99,17 @@ def test_no_file_is_read_through_a_link(tmp_path):
     assert report.run_folders(root) == ["lenet"]
 
 
+def test_damaged_history_and_run_all_json_show_what_they_can(tmp_path):
+    root = _results(str(tmp_path / "results"))
+    with open(os.path.join(root, "lenet", "history.csv"), "wb") as f:
+        f.write(b"epoch,train_seconds\nnot-a-number,1\n\xff\xfe")
+    with open(os.path.join(root, "run_all.json"), "w") as f:
+        json.dump({"command": 5, "wall_seconds": "long", "tasks": [1, {"task": "lenet", "seconds": "x"}]}, f)
+    assert report.history_by_model(os.path.join(root, "lenet", "history.csv")) == []
+    rc, md, _ = _report(root)
+    assert rc == 0 and "| lenet | None |" in md
+
+
 def test_link_loops_end_quickly_and_walks_are_bounded(tmp_path, monkeypatch, capsys):
     root = _results(str(tmp_path / "results"))
     for name in ("loopA", "loopB"):
