@@ -718,7 +718,7 @@ def write_page(path: str, text: str) -> str | None:
         try:
             os.replace(path, aside)
         except OSError as e:
-            raise UserError(f"cannot move {path} aside to keep it ({e.strerror}); nothing was written") from None
+            raise UserError(f"cannot move {path} aside to keep it ({e.strerror}); it was not replaced") from None
         print(f"note: {path} was not written by --task report (or was changed since): it is kept as {aside}",
               file=sys.stderr)
     atomic_write_bytes(path, stamped(text))

@@ -12,6 +12,7 @@ import pytest
 
 from common import outputs, report
 from common.document import code, md_code, md_inline, md_text
+from recurrent.report import rnn_runs
 from run import main
 
 SECRET = b"TOPSECRET-ssh-key-0123456789-abcdefghijklmnop"
@@ -97,6 +98,15 @@ def test_no_file_is_read_through_a_link(tmp_path):
     assert outputs.read_json(os.path.join(root, "lenet_fifo.json")) is None
     os.symlink(tmp_path / "m.json", os.path.join(lenet, "other_metrics.json"))
     assert report.run_folders(root) == ["lenet"]
+    elsewhere = tmp_path / "elsewhere" / "rnn_h8"  # a sweep member that is a link to another machine's result
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "metrics.json").write_text('{"config": {"cell": "rnn", "hidden": 8}, "test_accuracy": 0.5}')
+    os.makedirs(os.path.join(root, "rnn", "lstm_h4"))
+    os.replace(elsewhere / "metrics.json", os.path.join(root, "rnn", "lstm_h4", "metrics.json"))
+    assert [m["config"]["hidden"] for m in rnn_runs(root)] == [8]  # a real member is read
+    os.replace(os.path.join(root, "rnn", "lstm_h4", "metrics.json"), elsewhere / "metrics.json")
+    os.symlink(elsewhere, os.path.join(root, "rnn", "rnn_h8"))
+    assert rnn_runs(root) == [] and report.run_folders(root) == ["lenet"]
 
 
 def test_damaged_history_and_run_all_json_show_what_they_can(tmp_path):
