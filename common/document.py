@@ -2,7 +2,13 @@
 
 Content is a list of blocks (Heading, Para, Table, Figure, Missing). `to_html` embeds each figure as a base64
 data URI (one file, no network needed); `to_markdown` links figures by their path relative to the page. In the
-text of paragraphs, cells and captions, `backticks` mark code. Nothing here knows what the document is about.
+text of paragraphs, cells and captions, `backticks` mark code and **stars** bold; `code(s)` makes a code span of
+any string, backticks included. Nothing here knows what the document is about.
+
+Text may come from data and results (folder names, data sources, commands), so both renderers escape every
+piece of it: the page HTML-escapes it; the Markdown puts code in a CommonMark code span that nothing inside can
+close (`md_code`) and backslash- or entity-escapes the rest (`md_text`), so no string ever becomes raw HTML or a
+link in REPORT.md, and no '<' of a string is ever written there.
 """
 from __future__ import annotations
 
@@ -11,6 +17,9 @@ import dataclasses
 import html
 import os
 import re
+import stat
+import string
+import urllib.parse
 
 
 @dataclasses.dataclass
@@ -65,6 +74,56 @@ class Missing:
 
 Block = Heading | Para | Table | Figure | Missing
 
+# A backtick inside a code span's content, as `code` writes it: a character of Unicode's private use area, so it
+# never delimits a span; both renderers turn it back into a backtick.
+BACKTICK = "\ue060"
+
+
+def code(text: str) -> str:
+    """`text` as one code span of the blocks' text, verbatim whatever it holds (its backticks included)."""
+    return "`" + str(text).replace("`", BACKTICK) + "`"
+
+
+def spans(text: str) -> list[tuple[bool, str]]:
+    """The text's pieces in order, (is code, content), contents with their backticks restored."""
+    parts = re.split(r"(`[^`]*`)", text)
+    return [(True, p[1:-1].replace(BACKTICK, "`")) if len(p) > 1 and p[0] == p[-1] == "`"
+            else (False, p.replace(BACKTICK, "`")) for p in parts if p]
+
+
+_MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\n": " ", "\r": " "}
+
+
+def _md_escape(text: str, punctuation: str) -> str:
+    """`text` on one line, '<', '>' and '&' as entities, each character of `punctuation` backslash-escaped."""
+    return "".join(_MD_ENTITIES.get(ch) or ("\\" + ch if ch in punctuation else ch) for ch in str(text))
+
+
+def md_text(text: str) -> str:
+    """Plain Markdown text showing `text` literally as far as it matters: no raw HTML (`<`, `>`, `&` become
+    entities), no code span, link or escape (backslash, backtick and brackets are backslash-escaped), one line.
+    Stars are left alone: `**bold**` is the blocks' own markup, and a star in data only changes emphasis."""
+    return _md_escape(text, "\\`[]")
+
+
+def md_code(text: str) -> str:
+    """`text` as Markdown code, verbatim: a CommonMark code span delimited by one backtick more than its longest
+    run of backticks (so nothing inside closes it), padded with a space where it begins or ends with a backtick
+    or a space (CommonMark strips one each side, except from spaces only), on one line (a blank line would end
+    it and its paragraph). A text holding '<' is written as <code> with every character escaped instead, so
+    that no '<' of the data is ever in the file (a code span would carry it verbatim)."""
+    text = re.sub(r"[\r\n]", " ", str(text)) or " "  # an empty span would be two literal backticks
+    if "<" in text:
+        return f"<code>{_md_escape(text, string.punctuation)}</code>"
+    fence = "`" * (1 + max((len(run) for run in re.findall(r"`+", text)), default=0))
+    pad = " " if text.strip(" ") and (text[:1] in ("`", " ") or text[-1:] in ("`", " ")) else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def md_inline(text: str) -> str:
+    """The blocks' text as Markdown: code spans through `md_code`, the rest through `md_text`."""
+    return "".join(md_code(part) if is_code else md_text(part) for is_code, part in spans(text))
+
 
 def number_figures(blocks: list[Block]) -> list[Block]:
     """Labels the figures (in place): a figure of the assignment keeps its number there ('4' for the
@@ -86,10 +145,11 @@ def natural_key(text: str) -> list:
 
 
 def markdown_table(headers: list[str], rows: list[list[CellLike]]) -> str:
-    """A GitHub-flavoured Markdown table; '|' in cells escaped."""
+    """A GitHub-flavoured Markdown table of escaped cells (`md_inline`); every '|' escaped, in code spans too
+    (GFM splits cells before it parses code, and takes the backslash away again)."""
     def cell(c: CellLike) -> str:
         text = c.text if isinstance(c, Cell) else str(c)
-        return text.replace("|", "\\|").replace("\n", " ")
+        return md_inline(text).replace("|", "\\|")
 
     lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
@@ -103,32 +163,69 @@ def _figure_title(b: Figure) -> str:
 def to_markdown(blocks: list[Block], title: str) -> str:
     """GitHub Markdown with the same content as `to_html`; figures are linked by `Figure.path`, relative to the
     page (so the file belongs in the figures' root, where GitHub shows them, each a link to the full size)."""
-    out = [f"# {title}", ""]
+    out = [f"# {md_text(title)}", ""]
     for b in blocks:
         if isinstance(b, Heading):
-            out += [f"{'#' * b.level} {b.text}", ""]
+            out += [f"{'#' * b.level} {md_text(b.text)}", ""]
         elif isinstance(b, Para):
-            out += [("> " if b.css == "finding" else "") + b.text, ""]
+            out += [("> " if b.css == "finding" else "") + md_inline(b.text), ""]
         elif isinstance(b, Table):
-            out += [markdown_table(b.headers, b.rows), ""] + ([f"*{b.caption}*", ""] if b.caption else [])
+            out += [markdown_table(b.headers, b.rows), ""] + ([f"*{md_inline(b.caption)}*", ""] if b.caption else [])
         elif isinstance(b, Figure):
-            out += [f"[![Figure {b.label}]({b.path})]({b.path})", "",
-                    f"**{_figure_title(b)}.** {b.caption} (`{b.path}`)", ""]
+            url = _url(b.path)
+            out += [f"[![Figure {md_text(b.label)}]({url})]({url})", "",
+                    f"**{md_text(_figure_title(b))}.** {md_inline(b.caption)} ({md_code(b.path)})", ""]
         elif isinstance(b, Missing):
-            note = f" ({b.note})" if b.note else ""
-            out += [f"- **Missing:** {b.what}{note}. Make it with: `{b.command}`", ""]
+            note = f" ({md_inline(b.note)})" if b.note else ""
+            out += [f"- **Missing:** {md_inline(b.what)}{note}. Make it with: {md_code(b.command)}", ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _url(path: str) -> str:
+    """A root-relative file path as a relative URL: every character that could end a Markdown link destination
+    or an HTML attribute ('(', ')', '<', '"', spaces, ...) percent-encoded."""
+    return urllib.parse.quote(path.replace(os.sep, "/"))
 
 
 def _inline(text: str) -> str:
     """Escapes HTML, turns `code` spans into <code> and **bold** into <b> (outside code)."""
-    parts = re.split(r"(`[^`]*`)", text)
-    return "".join(f"<code>{html.escape(p[1:-1])}</code>" if p.startswith("`") and p.endswith("`") and len(p) > 1
-                   else re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", html.escape(p)) for p in parts)
+    return "".join(f"<code>{html.escape(part)}</code>" if is_code
+                   else re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", html.escape(part)) for is_code, part in spans(text))
 
 
-def _data_uri(path: str) -> str:
-    with open(path, "rb") as f:
+def regular_file_inside(root: str, path: str) -> bool:
+    """True when `path` is a regular file, not a link, whose real place lies inside the folder `root` (so no
+    link, on the way or at the end, leads out of it)."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+    except OSError:
+        return False
+    real_root = os.path.realpath(root)
+    return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
+
+
+def open_regular(path: str):
+    """`path` opened for reading in binary when it is a regular file and not a link (checked on the open file,
+    so it cannot be swapped in between; a FIFO never blocks), else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return open(fd, "rb")
+
+
+def _data_uri(root: str, rel: str) -> str:
+    """The figure `root`/`rel` as a data URI; an empty image when it is not a regular file inside `root` (a
+    link, or replaced since it was found): the page never carries bytes from outside its results folder."""
+    path = os.path.join(root, rel)
+    f = open_regular(path) if regular_file_inside(root, path) else None
+    if f is None:
+        return "data:,"
+    with f:
         return "data:image/png;base64," + base64.b64encode(f.read()).decode("ascii")
 
 
@@ -154,8 +251,8 @@ def _html_block(b: Block, root: str) -> str:
         # A link to the file beside the page; the script opens the embedded copy at full size instead, so a
         # click works even when the page travels alone.
         alt = html.escape(f"Figure {b.label}: {b.caption}", quote=True)
-        return (f'<figure id="figure-{b.label}"><a href="{html.escape(b.path, quote=True)}" class="zoom">'
-                f'<img src="{_data_uri(os.path.join(root, b.path))}" alt="{alt}"></a>'
+        return (f'<figure id="figure-{b.label}"><a href="{html.escape(_url(b.path), quote=True)}" class="zoom">'
+                f'<img src="{_data_uri(root, b.path)}" alt="{alt}"></a>'
                 f"<figcaption><b>{html.escape(_figure_title(b))}.</b> {_inline(b.caption)} "
                 f"<code>{html.escape(b.path)}</code> (click to enlarge)</figcaption></figure>")
     note = f" ({_inline(b.note)})" if b.note else ""

@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -321,9 +322,14 @@ def write_csv(path: str, rows: Iterable[dict[str, Any]]) -> None:
 
 def read_json(path: str) -> dict | None:
     """The JSON object at `path`, or None when it is absent or unreadable (an earlier result that cannot be
-    read is treated as missing, not as fatal)."""
+    read is treated as missing, not as fatal). A link, a FIFO or anything but a regular file counts as absent:
+    the project writes none, and a results folder someone sent may hold a link to any file of this machine."""
     try:
-        with open(path) as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            return None
+        with open(fd) as f:
             obj = json.load(f)
         return obj if isinstance(obj, dict) else None
     except (OSError, ValueError):

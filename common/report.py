@@ -11,22 +11,33 @@ The page, top to bottom: what kind of run this is (full or shrunk, seeds, data),
 line per claim of the assignment: the measured numbers with their 95% Student-t interval, the assignment's
 number, the verdict), what is missing and why, how the results were made (commands with their environment,
 machine, versions, every time on its named basis), then one section per part. It is built once as a list of
-blocks (common.document) and rendered twice. Figures are found by globbing each part's folders, so a new
+blocks (common.document) and rendered twice. Figures are found by walking each part's folders, so a new
 figure shows up without a change here. On a shrunk run no claim is judged: every verdict reads NOT_JUDGED.
+
+The report reads only what is inside the results root: the walks (`files_under`) follow no link and stop at
+MAX_DEPTH levels and MAX_ENTRIES entries, a figure is embedded only when it is a regular file there, and a file
+read by its name (metrics.json, history.csv) only when it is a regular file, not a link. It writes only its two
+pages, each stamped with a digest of its text (`STAMP`): a REPORT.md or report.html that is not such a page
+unchanged (a user's notes, a page edited since) is first moved aside to `<name>.replaced-<time>`, with a note.
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
 import fnmatch
-import glob
+import functools
+import hashlib
+import io
+import itertools
 import os
 import re
+import sys
 import time
 from collections.abc import Callable, Sequence
 
 from common import stats
 from common.document import (
+    BACKTICK,
     Block,
     Cell,
     CellLike,
@@ -35,13 +46,16 @@ from common.document import (
     Missing,
     Para,
     Table,
+    code,
     natural_key,
     number_figures,
+    open_regular,
+    regular_file_inside,
     to_html,
     to_markdown,
 )
 from common.errors import UserError
-from common.outputs import METRICS_JSON, atomic_write_text, read_json
+from common.outputs import METRICS_JSON, atomic_write_bytes, read_json, unused_name
 from common.provenance import (  # noqa: F401
     command_line,
     fmt_acc,
@@ -59,6 +73,9 @@ MD_NAME = "REPORT.md"
 RUN_ALL_JSON = "run_all.json"  # written by `--task all` into the root; read here for "How these results were made"
 HISTORY_CSV = "history.csv"  # common.train.results' per-epoch rows, beside each run's metrics.json
 SKIP_DIRS = ("checkpoint",)  # model weights, never figures of the report
+MAX_DEPTH = 8  # how many levels below a folder the report looks (results are at most 3 deep)
+MAX_ENTRIES = 20000  # and how many entries of one walk it reads at most, whatever the tree holds
+MAX_FIGURE_BYTES = 64 << 20  # a larger PNG is not embedded (the project's figures are well under 1 MB)
 DEFAULT_TITLE = "Results"
 NOT_JUDGED = "not judged: shrunk run"  # the verdict of every claim on a run smaller than the assignment's
 
@@ -230,13 +247,17 @@ RUN_WALL = ("every epoch's training and evaluation, compilation included; loadin
 def history_by_model(path: str) -> list[list[dict]]:
     """history.csv split into one history per model (its rows come epoch by epoch, the models of an epoch in
     order), numbers as floats; [] when there is none."""
-    if not os.path.isfile(path):
+    raw = open_regular(path)  # never a link: a results folder someone sent may point anywhere
+    if raw is None:
         return []
     by_epoch: dict[int, list[dict]] = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            parsed = {k: _number(v) for k, v in row.items()}
-            by_epoch.setdefault(int(parsed["epoch"]), []).append(parsed)
+    with io.TextIOWrapper(raw, encoding="utf-8", newline="") as f:
+        try:
+            for row in csv.DictReader(f):
+                parsed = {k: _number(v) for k, v in row.items()}
+                by_epoch.setdefault(int(parsed["epoch"]), []).append(parsed)
+        except (KeyError, ValueError, TypeError, csv.Error):  # damaged (UnicodeDecodeError is a ValueError)
+            return []
     epochs = sorted(by_epoch)
     n = min(len(by_epoch[e]) for e in epochs) if epochs else 0
     return [[by_epoch[e][i] for e in epochs] for i in range(n)]
@@ -388,19 +409,69 @@ def shrunk_text(label: str, config: dict, epochs: int | None, defaults: dict) ->
 # ---------------------------------------------------------------------------------------------- reading
 
 
+def files_under(root: str, folder: str = "", depth: int = MAX_DEPTH, skip: tuple[str, ...] = ()) -> list[str]:
+    """The regular files under `root`/`folder` (root-relative paths, sorted) at most `depth` levels below it:
+    no link is followed (`folder` itself is skipped when it is one), hidden names, SKIP_DIRS and folders ending
+    in a suffix of `skip` are left out, and the walk stops, with a note, after MAX_ENTRIES entries."""
+    top = os.path.join(root, folder) if folder else root
+    if folder and (os.path.islink(top) or not os.path.isdir(top)):
+        return []
+    found, stack, budget = [], [(top, 1)], MAX_ENTRIES
+    while stack and budget > 0:
+        where, level = stack.pop()
+        try:
+            with os.scandir(where) as it:
+                entries = list(itertools.islice(it, budget))  # a folder of millions is read only so far
+        except OSError:
+            continue
+        budget -= len(entries)
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            if e.is_dir(follow_symlinks=False):
+                if level < depth and e.name not in SKIP_DIRS and not (skip and e.name.endswith(skip)):
+                    stack.append((e.path, level + 1))
+            elif e.is_file(follow_symlinks=False):
+                found.append(os.path.relpath(e.path, root))
+    if budget <= 0:
+        _note(f"note: the report read only the first {MAX_ENTRIES} entries under {top}")
+    return sorted(found)
+
+
+@functools.cache
+def _note(line: str) -> None:
+    """Prints `line` on stderr once per process (a folder is walked several times for one report)."""
+    print(line, file=sys.stderr)
+
+
+def _size(path: str) -> float:
+    """The file's size in bytes (infinite when it is gone)."""
+    try:
+        return os.lstat(path).st_size
+    except OSError:
+        return float("inf")
+
+
+def _matches(rel: str, pattern: str) -> bool:
+    """`rel` matches the glob `pattern` component by component ('*' never crosses a '/', as in glob)."""
+    parts, wanted = rel.split(os.sep), pattern.split("/")
+    return len(parts) == len(wanted) and all(fnmatch.fnmatchcase(p, w) for p, w in zip(parts, wanted))
+
+
 def is_present(root: str, section: Section) -> bool:
-    folder = os.path.join(root, section.key)
-    return any(glob.glob(os.path.join(folder, pattern)) for pattern in section.required)
+    """Whether a regular file inside the part's folder matches one of its `required` globs."""
+    depth = max((p.count("/") + 1 for p in section.required), default=1)
+    return any(_matches(os.path.relpath(rel, section.key), pattern)
+               for rel in files_under(root, section.key, depth) for pattern in section.required)
 
 
 def discover_figures(root: str, section: Section) -> list[Figure]:
-    """Every PNG under the section's folders (checkpoints excluded), known captions first, in caption order,
-    each with the assignment's figure number where it has one."""
+    """Every PNG inside the section's folders (checkpoints, links and files over MAX_FIGURE_BYTES excluded),
+    known captions first, in caption order, each with the assignment's figure number where it has one."""
     figures = []
     for folder in (section.key,) + section.also:
-        for path in glob.glob(os.path.join(root, folder, "**", "*.png"), recursive=True):
-            rel = os.path.relpath(path, root)
-            if any(d in SKIP_DIRS for d in rel.split(os.sep)[:-1]):
+        for rel in files_under(root, folder):
+            if not rel.endswith(".png") or _size(os.path.join(root, rel)) > MAX_FIGURE_BYTES:
                 continue
             order, caption = caption_for(section, rel)
             figures.append((order, natural_key(rel), Figure(rel, caption, assignment=section.figure_number(rel))))
@@ -420,24 +491,32 @@ def generic_caption(rel: str) -> str:
     stem = os.path.splitext(os.path.basename(rel))[0]
     stem = re.sub(r"^fig\d*_", "", stem).replace("_", " ").strip() or stem
     where = os.sep.join(rel.split(os.sep)[1:-1])
-    return stem[:1].upper() + stem[1:] + (f" ({where})" if where else "") + "."
+    text = stem[:1].upper() + stem[1:] + (f" ({where})" if where else "") + "."
+    return text.replace("`", BACKTICK)  # a backtick of a file name is shown, never taken for code
 
 
 def under_root(root: str, path: str | None) -> str:
     """`path` relative to the results root, with a trailing '/', when it lies inside it (a checkpoint the chain
-    trained), else as it is."""
+    trained), else as it is; its backticks as `document.BACKTICK`, so that it stays one code span between the
+    backticks its callers put around it."""
     absroot = os.path.abspath(root)
     if path and os.path.abspath(path).startswith(absroot + os.sep):
-        return os.path.relpath(os.path.abspath(path), absroot) + "/"
-    return str(path)
+        path = os.path.relpath(os.path.abspath(path), absroot) + "/"
+    return str(path).replace("`", BACKTICK)
 
 
 def run_folders(root: str) -> list[str]:
-    """Every folder under `root` that holds a finished run's metrics.json (root-relative, natural order)."""
-    found = [os.path.relpath(os.path.dirname(p), root)
-             for p in glob.glob(os.path.join(root, "**", METRICS_JSON), recursive=True)]
-    return sorted((f for f in found if not any(d.endswith(".partial") or d in SKIP_DIRS for d in f.split(os.sep))),
-                  key=natural_key)
+    """Every folder inside `root` that holds a finished run's metrics.json (root-relative, natural order; no
+    link followed, unfinished `.partial` folders left out)."""
+    found = [os.path.dirname(rel) or "." for rel in files_under(root, skip=(".partial",))
+             if os.path.basename(rel) == METRICS_JSON]
+    return sorted(found, key=natural_key)
+
+
+def read_inside(root: str, rel: str) -> dict | None:
+    """The JSON object at `root`/`rel` when it is a regular file inside `root` (see read_json), else None."""
+    path = os.path.join(root, rel)
+    return read_json(path) if regular_file_inside(root, path) else None
 
 
 # ------------------------------------------------------------------------------------------------ build
@@ -448,7 +527,9 @@ def section_blocks(root: str, section: Section, command: str) -> tuple[list[Bloc
     head: list[Block] = [Heading(section.title, section.anchor)] + section.blocks(root)
     folder = os.path.join(root, section.key)
     if not is_present(root, section):
-        note = (f"an unfinished run is in `{section.key}.partial/`: the same command resumes it"
+        note = (f"`{section.key}/` is a link, which the report does not follow: it reads only what is inside the "
+                "results folder" if os.path.islink(folder) else
+                f"an unfinished run is in `{section.key}.partial/`: the same command resumes it"
                 if os.path.isdir(folder + ".partial") else "the task was not run")
         missing = [Missing(f"{section.title}: no results in `{section.key}/`", command, note)]
         return head + missing, missing
@@ -457,10 +538,9 @@ def section_blocks(root: str, section: Section, command: str) -> tuple[list[Bloc
     missing = [Missing(f"{section.title}: figure `{section.key}/{name}`", command, "the task did not write it")
                for name in section.expected if name not in found]
     missing += section.gaps(root, command) if section.gaps else []
-    data_files = sorted(os.path.relpath(p, root) for ext in ("json", "csv", "md")
-                        for p in glob.glob(os.path.join(folder, f"*.{ext}")))
+    data_files = [p for p in files_under(root, section.key, depth=1) if p.endswith((".json", ".csv", ".md"))]
     if data_files:
-        head.append(Para("Data: " + ", ".join(f"`{p}`" for p in data_files) + "."))
+        head.append(Para("Data: " + ", ".join(code(p) for p in data_files) + "."))
     return head + figures + missing, missing
 
 
@@ -525,8 +605,8 @@ def build_report(root: str, sections: Sequence[Section], command_for: CommandFor
         missing += miss
     where = f" (`{reference}`)" if reference else ""
     meta = Para(f"Generated {time.strftime('%Y-%m-%d %H:%M:%S %Z')} from the results folder "
-                f"`{os.path.basename(os.path.abspath(root))}`; the assignment's report{where} is quoted beside each "
-                "measured number. " + results_note(root), "meta")
+                f"{code(os.path.basename(os.path.abspath(root)))}; the assignment's report{where} is quoted beside "
+                "each measured number. " + results_note(root), "meta")
     kind = kind_blocks(root, sections)  # the kind of run on top; how it was shrunk below the headline
     head = kind[:1] + headline_blocks(root, sections, command_for) + kind[1:] + [meta]
     head += missing_blocks(root, sections, missing)
@@ -539,7 +619,7 @@ def build_report(root: str, sections: Sequence[Section], command_for: CommandFor
 def provenance_blocks(root: str) -> list[Block]:
     """How the results were made: versions and machine, the commands of `--task all` with the environment
     each needs, and every run's times on their named bases."""
-    info = read_json(os.path.join(root, RUN_ALL_JSON)) or {}
+    info = read_inside(root, RUN_ALL_JSON) or {}
     folders = run_folders(root)
     if not info and not folders:
         return []
@@ -548,17 +628,24 @@ def provenance_blocks(root: str) -> list[Block]:
     blocks: list[Block] = [Heading("How these results were made", "made"),
                            Para(f"Machine: {machine(env)}. Versions: {versions_text(env)}.")]
     if info:
-        rows = [[t["task"], Cell(t["status"], "" if t["status"] == "ok" else "missing"),
-                 Cell(fmt_seconds(t.get("seconds")), "num"),
-                 Cell(f"`{command_line({'command': t.get('command'), 'environment': env})}`", "small")]
-                for t in info.get("tasks", [])]
+        tasks = [t for t in info.get("tasks") or [] if isinstance(t, dict)] if isinstance(info.get("tasks"), list) \
+            else []  # a damaged run_all.json shows what it can
+        rows = [[str(t.get("task")), Cell(str(t.get("status")), "" if t.get("status") == "ok" else "missing"),
+                 Cell(fmt_seconds(_seconds(t.get("seconds"))), "num"),
+                 Cell(code(command_line({"command": str(t.get("command") or ""), "environment": env})), "small")]
+                for t in tasks]
         blocks.append(Table(["task", "status", "task time (the whole command)", "command"], rows,
-                            f"`{command_line(info)}`: {fmt_seconds(info.get('wall_seconds'))} in all, finished "
+                            f"{code(command_line({**info, 'command': str(info.get('command') or '')}))}: "
+                            f"{fmt_seconds(_seconds(info.get('wall_seconds')))} in all, finished "
                             f"{info.get('finished_at')}. Task time: everything the command did (loading data, "
                             "compiling, training, evaluating, figures)."))
     if folders:
         blocks.append(runs_table(root, folders))
     return blocks
+
+
+def _seconds(value) -> float | None:
+    return value if isinstance(value, (int, float)) else None
 
 
 def runs_table(root: str, folders: list[str]) -> Table:
@@ -568,7 +655,7 @@ def runs_table(root: str, folders: list[str]) -> Table:
         m = read_json(os.path.join(root, folder, METRICS_JSON)) or {}
         t = run_timing(os.path.join(root, folder), m)
         seeds = m.get("seeds") or [m.get("config", {}).get("seed")]
-        rows.append([f"`{folder}`", ", ".join(map(str, seeds)), Cell(fmt_train_time(t), "small"),
+        rows.append([code(folder), ", ".join(map(str, seeds)), Cell(fmt_train_time(t), "small"),
                      Cell("n/a" if t is None else f"{t.epoch_seconds:.2f} s", "num"), Cell(fmt_images(t), "small"),
                      Cell(fmt_seconds(m.get("wall_seconds")), "num"), Cell(m.get("finished_at", "n/a"), "small")])
     return Table(["run", "seed(s)", f"{TRAIN_TIME} (basis)", f"{EPOCH_TIME} (same epochs)",
@@ -582,15 +669,60 @@ def runs_table(root: str, folders: list[str]) -> Table:
 def write_report(root: str, sections: Sequence[Section], command_for: CommandFor, *, title: str = DEFAULT_TITLE,
                  reference: str = "") -> tuple[int, list[Missing]]:
     """Writes <root>/report.html (figures embedded, each a link to its file) and <root>/REPORT.md (figures
-    linked relative to it), each atomically, with no absolute path of this machine; returns (number of
-    figures, missing results)."""
+    linked relative to it), each atomically (`write_page`: a file there that this project did not write is
+    kept), with no absolute path of this machine; returns (number of figures, missing results)."""
     blocks, missing = build_report(root, sections, command_for, reference=reference)
     blocks = relative_blocks(blocks, root)
     kind = run_kind(root, sections)[0]
     title += {"quick (shrunk)": " (quick, shrunk run)", "nothing run": " (nothing run yet)"}.get(kind, "")
-    atomic_write_text(os.path.join(root, MD_NAME), to_markdown(blocks, title))
-    atomic_write_text(os.path.join(root, HTML_NAME), to_html(blocks, title, root))
+    write_page(os.path.join(root, MD_NAME), to_markdown(blocks, title))
+    write_page(os.path.join(root, HTML_NAME), to_html(blocks, title, root))
     return sum(isinstance(b, Figure) for b in blocks), missing
+
+
+# The last line of each page the report writes: what tells a page of ours, unchanged, from a user's file.
+STAMP = "<!-- written by elec576-jax --task report; sha256 of the text above: {} -->\n"
+_STAMP = re.compile(rb"<!-- written by elec576-jax --task report; sha256 of the text above: ([0-9a-f]{64}) -->\n")
+MAX_PAGE_BYTES = 1 << 30  # a larger file at a page's name is not read, only moved aside
+
+
+def stamped(text: str) -> bytes:
+    """`text` as UTF-8 (ending with a newline) with STAMP, the digest of those bytes, as its last line."""
+    payload = text.encode("utf-8")
+    payload += b"" if payload.endswith(b"\n") else b"\n"
+    return payload + STAMP.format(hashlib.sha256(payload).hexdigest()).encode("ascii")
+
+
+def written_by_report(path: str) -> bool:
+    """Whether `path` is a page `write_page` wrote, unchanged since: a regular file (not a link) whose last
+    line is STAMP with the digest of everything above it."""
+    f = open_regular(path)
+    if f is None:
+        return False
+    with f:
+        if os.fstat(f.fileno()).st_size > MAX_PAGE_BYTES:
+            return False
+        payload = f.read()
+    cut = payload.rfind(b"\n", 0, len(payload) - 1) + 1  # where the last line begins
+    stamp = _STAMP.fullmatch(payload, cut)
+    return bool(stamp) and hashlib.sha256(payload[:cut]).hexdigest() == stamp.group(1).decode()
+
+
+def write_page(path: str, text: str) -> str | None:
+    """Writes `text`, stamped, to `path` atomically. Whatever is there and is not a page of ours unchanged (a
+    user's REPORT.md, a page edited since, a link) is first renamed to `<path>.replaced-<time>`, with a note;
+    returns that name (None when nothing was moved)."""
+    aside = None
+    if os.path.lexists(path) and not written_by_report(path):
+        aside = unused_name(f"{path}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+        try:
+            os.replace(path, aside)
+        except OSError as e:
+            raise UserError(f"cannot move {path} aside to keep it ({e.strerror}); it was not replaced") from None
+        print(f"note: {path} was not written by --task report (or was changed since): it is kept as {aside}",
+              file=sys.stderr)
+    atomic_write_bytes(path, stamped(text))
+    return aside
 
 
 def relative_blocks(blocks: list[Block], root: str) -> list[Block]:

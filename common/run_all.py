@@ -16,7 +16,8 @@ The chain is one unit: every task writes into `<root>.partial/<task>` (its recor
 (each replacing only an earlier result of the same task: `common.outputs.place`), run_all.json written and
 the report made. A rerun after a kill or Ctrl-C keeps each task that had finished in `<root>.partial` with the
 same command on the same data files (names, sizes, modification times: `data_signature`) instead of running
-it again. Nothing else in the root is touched, so a root may hold a user's own files.
+it again. Nothing else in the root is touched (the report moves a REPORT.md or report.html it did not write
+aside first: `report.write_page`), so a root may hold a user's own files.
 """
 from __future__ import annotations
 

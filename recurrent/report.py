@@ -3,7 +3,6 @@ their verdicts, the sweep's and the comparison's tables, what is missing and why
 figures."""
 from __future__ import annotations
 
-import glob
 import os
 import re
 import shlex
@@ -68,8 +67,8 @@ def rnn_figure_number(path: str) -> int | None:
 def rnn_runs(root: str) -> list[dict]:
     """metrics.json of every recurrent run under <root>/rnn, in cell (CELLS) then hidden-size order."""
     runs = []
-    for path in glob.glob(os.path.join(root, RNN_KEY, "*", METRICS_JSON)):
-        m = read_json(path)
+    for rel in report.files_under(root, RNN_KEY, depth=2):  # no link followed out of the root
+        m = read_json(os.path.join(root, rel)) if rel.split(os.sep)[2:] == [METRICS_JSON] else None
         if m and m.get("config", {}).get("cell") in CELL_TITLES:
             runs.append(m)
     return sorted(runs, key=lambda m: (CELLS.index(m["config"]["cell"]), m["config"]["hidden"]))
