@@ -33,7 +33,8 @@ def prepare(model, train_step, n_models: int, batch_size: int, image_shape, step
     mesh = step_lib.make_mesh(n_models, batch_size)
     eval_batch = step_lib.eval_batch_for(eval_batch, mesh)
     program = step_lib.compile_program(train_step, n_models, mesh, batch_shape=(batch_size,) + tuple(image_shape),
-                                       eval_batch=eval_batch, steps_per_call=steps_per_call)
+                                       eval_batch=eval_batch, steps_per_call=steps_per_call,
+                                       **xla_cpu.program_options(steps_per_call))  # as training compiles
     specs = [ModelSpec(seed + i, 1e-3) for i in range(n_models)]
     state, keys = init_states(model, (1,) + tuple(image_shape), specs)
     state, keys = step_lib.put((state, keys), mesh, P("model"))

@@ -19,6 +19,32 @@ def as_tuple(value) -> tuple:
     return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
+IMAGE_MODES = ("gray28", "rgb32")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from and how it is prepared (nested as `data` in each experiment's config;
+    `common.data.load_dataset` reads it)."""
+
+    dataset: str = "cifar10"
+    data_dir: str | None = None  # image-folder tree or dataset file (.npz); overrides the named TFDS dataset
+    tfds_data_dir: str | None = None  # defaults to $TFDS_DATA_DIR, then TFDS's own default
+    image_mode: str = "gray28"
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    limit: int | None = None  # train on the first `limit` training examples (smoke runs)
+
+    def checks(self) -> list[tuple[bool, str]]:
+        """(condition, message) pairs; see `common.config.require`."""
+        return [
+            (self.limit is None or self.limit >= 1, f"--limit must be positive, got {self.limit}"),
+            (0 <= self.val_fraction < 1, f"validation fraction must be in [0, 1), got {self.val_fraction}"),
+            (self.image_mode in IMAGE_MODES,
+             f"unknown image mode {self.image_mode!r}; choose one of {', '.join(IMAGE_MODES)}"),
+        ]
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """How one classifier is trained; each experiment sets its report's values as its default."""

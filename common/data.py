@@ -23,39 +23,18 @@ from collections.abc import Iterator
 import numpy as np
 
 from common import data_cache, dataset_file, image_folder, tf_quiet
+from common.config import IMAGE_MODES, DataConfig  # noqa: F401 (API)
 from common.dataset_file import DatasetFile
 from common.errors import DataError, UserError
 from common.image_folder import FOLDER_LAYOUT, IMAGE_EXTENSIONS, validate_image_folder  # noqa: F401 (API)
+from common.train.batches import epoch_order, padded, to_float  # noqa: F401 (API: beside the step, one source)
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 CLASS_NAMES = {"cifar10": CIFAR10_CLASSES, "mnist": MNIST_CLASSES}
-IMAGE_MODES = ("gray28", "rgb32")
 # Where each named dataset downloads from; probed before a download so that an offline machine fails in
 # milliseconds instead of retrying for minutes.
 DOWNLOAD_HOSTS = {"cifar10": "www.cs.toronto.edu", "mnist": "storage.googleapis.com"}
-
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    """Where the data comes from and how it is prepared (nested as `data` in each experiment's config)."""
-
-    dataset: str = "cifar10"
-    data_dir: str | None = None  # image-folder tree or dataset file (.npz); overrides the named TFDS dataset
-    tfds_data_dir: str | None = None  # defaults to $TFDS_DATA_DIR, then TFDS's own default
-    image_mode: str = "gray28"
-    val_fraction: float = 0.1
-    split_seed: int = 0
-    limit: int | None = None  # train on the first `limit` training examples (smoke runs)
-
-    def checks(self) -> list[tuple[bool, str]]:
-        """(condition, message) pairs; see `common.config.require`."""
-        return [
-            (self.limit is None or self.limit >= 1, f"--limit must be positive, got {self.limit}"),
-            (0 <= self.val_fraction < 1, f"validation fraction must be in [0, 1), got {self.val_fraction}"),
-            (self.image_mode in IMAGE_MODES,
-             f"unknown image mode {self.image_mode!r}; choose one of {', '.join(IMAGE_MODES)}"),
-        ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -302,22 +281,6 @@ def to_image_mode(images: np.ndarray, mode: str) -> np.ndarray:
     return np.asarray(images, np.uint8)
 
 
-# Each uint8 value's float32 in [0, 1], divided here by numpy: a jitted x / 255 becomes x * (1 / 255), which
-# rounds some pixels differently, so a step looks its pixels up in this table instead (same numbers everywhere).
-PIXEL_FLOATS = np.arange(256, dtype=np.float32) / np.float32(255.0)
-
-
-def to_float(images):
-    """uint8 pixels [...] (numpy, or JAX inside a step) -> float32 in [0, 1]; float input as it is."""
-    if images.dtype != np.uint8:
-        return images
-    if isinstance(images, np.ndarray):
-        return images.astype(np.float32) / np.float32(255.0)
-    import jax.numpy as jnp  # here: common.data is imported by programs that never start JAX
-
-    return jnp.asarray(PIXEL_FLOATS)[images]
-
-
 def to_grayscale_uint8(images: np.ndarray) -> np.ndarray:
     """ITU-R 601 luma, rounded to 8 bits as PIL's convert('L') does: [n, h, w, 3|1] uint8 -> [n, h, w, 1] uint8."""
     if images.shape[-1] == 1:
@@ -361,33 +324,10 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[
 # ----------------------------------------------------------------------------------------------- batching
 
 
-def epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:
-    """The training order of one epoch: int32 [n // batch_size, batch_size] indices from a permutation seeded
-    by (seed, epoch). The short last batch is dropped (a different one each epoch), which keeps a single
-    compiled shape and batch-norm statistics over full batches."""
-    if n < batch_size:
-        raise DataError(f"the training split has {n} examples, fewer than the batch size {batch_size}")
-    perm = np.random.default_rng([seed, epoch]).permutation(n)
-    return perm[: n // batch_size * batch_size].reshape(-1, batch_size).astype(np.int32)
-
-
-def train_batches(split: Split, batch_size: int, seed: int, epoch: int) -> Iterator[dict[str, np.ndarray]]:
-    """Host batches {'image': float [b, h, w, c], 'label': [b]} in `epoch_order` (training gathers the same
-    batches on the device)."""
-    for idx in epoch_order(len(split), batch_size, seed, epoch):
-        yield {"image": to_float(split.images[idx]), "label": split.labels[idx]}
-
-
 def eval_batches(split: Split, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-    """Yields every example once, in order; the last batch is zero-padded to `batch_size` and carries a
-    'mask' (1 for real examples) so that metrics count each example exactly once without recompiling."""
-    n = len(split)
-    for start in range(0, n, batch_size):
-        images, labels = split.images[start:start + batch_size], split.labels[start:start + batch_size]
-        real = len(labels)
-        pad = batch_size - real
-        if pad:
-            images = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
-            labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
-        mask = np.concatenate([np.ones(real, np.float32), np.zeros(pad, np.float32)])
-        yield {"image": to_float(images), "label": labels, "mask": mask}
+    """Yields every example once, in order, in batches of `batch_size`: the split padded as the training core
+    pads it on the device (`common.train.batches.padded`), with a 'mask' (1 for real examples)."""
+    images, labels, mask = padded(split.images, split.labels, batch_size)
+    for start in range(0, len(labels), batch_size):
+        end = start + batch_size
+        yield {"image": to_float(images[start:end]), "label": labels[start:end], "mask": mask[start:end]}

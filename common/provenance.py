@@ -60,15 +60,6 @@ def settings(metrics: dict, default_epochs: int) -> tuple[str, bool]:
     return text, shrunk
 
 
-def settings_cell(metrics: dict, default_epochs: int) -> Cell:
-    """`settings` as a small table cell, highlighted when the run was shrunk."""
-    text, shrunk = settings(metrics, default_epochs)
-    return Cell(text, "warn small" if shrunk else "small")
-
-
-PROVENANCE_HEADERS = ["command", "seed(s)", "machine", "wall time", "finished"]
-
-
 def command_line(metrics: dict) -> str:
     """The recorded command with the environment variables it ran under ('JAX_PLATFORMS=cpu python run.py
     ...'); paths are left as recorded (the report makes them relative)."""

@@ -73,6 +73,12 @@ def jit_kwargs(options: dict | None) -> dict:
     return {"compiler_options": options} if options else {}
 
 
+def program_options(steps_per_call: int, backend: str | None = None) -> dict:
+    """`common.train.step.compile_program`'s keyword arguments for this machine: its compiler options and
+    whether a training call donates its state."""
+    return {"compiler_options": compiler_options(backend), "donate_state": donate_state(steps_per_call, backend)}
+
+
 def donate_state(steps_per_call: int, backend: str | None = None) -> bool:
     """Whether a training call donates its state: always on an accelerator and for scanned calls, not for a
     one-step call on a CPU (see 2. above)."""

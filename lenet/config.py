@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from common.config import FlatFields, TrainConfig, as_tuple, require
-from common.data import DataConfig
+from common.config import DataConfig, FlatFields, TrainConfig, as_tuple, require
 
 
 @dataclasses.dataclass(frozen=True)

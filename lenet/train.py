@@ -44,7 +44,7 @@ def _save_conv1_kernels(filter_epochs, workdir: str, epoch: int, state) -> None:
             print(f"warning: {path} is unreadable ({e.__class__.__name__}); the conv1 filter history restarts at "
                   f"epoch {epoch}", file=sys.stderr)
     kernel = np.asarray(state.params["conv1"]["kernel"])
-    saved[f"epoch_{epoch}"] = kernel if kernel.ndim == 4 else kernel[0]  # first model when seeds are stacked
+    saved[f"epoch_{epoch}"] = kernel[0]  # the first model: the state always has a model axis
     buffer = io.BytesIO()
     np.savez(buffer, **saved)
     outputs.atomic_write_bytes(path, buffer.getvalue())

@@ -6,6 +6,7 @@ from PIL import Image
 
 from common import data
 from common.errors import DataError
+from common.train import batches
 from tests.conftest import SHARED_CIFAR_FOLDER, SHARED_MNIST_TFDS, write_image_folder
 
 
@@ -43,7 +44,7 @@ def test_image_modes():
     np.testing.assert_array_equal(colour, rgb)
     np.testing.assert_array_equal(data.to_float(colour), rgb.astype(np.float32) / np.float32(255.0))
     # the table a step looks pixels up in is numpy's division, value for value
-    np.testing.assert_array_equal(data.PIXEL_FLOATS, np.arange(256, dtype=np.float32) / np.float32(255.0))
+    np.testing.assert_array_equal(batches.PIXEL_FLOATS, np.arange(256, dtype=np.float32) / np.float32(255.0))
     with pytest.raises(DataError, match="rgb32"):
         data.to_image_mode(rgb[:, :28, :28, :1], "rgb32")
 
@@ -61,16 +62,6 @@ def test_epoch_order_is_the_seeded_permutation():
     order = data.epoch_order(25, 10, seed=3, epoch=2)
     np.testing.assert_array_equal(order.ravel(), np.random.default_rng([3, 2]).permutation(25)[:20])
     assert order.shape == (2, 10) and order.dtype == np.int32
-
-
-def test_train_batches_seeded_permutation():
-    split = data.Split(np.zeros((25, 1, 1, 1), np.float32), np.arange(25, dtype=np.int32))
-    epoch1 = [b["label"] for b in data.train_batches(split, 10, seed=0, epoch=1)]
-    assert len(epoch1) == 2 and len(set(np.concatenate(epoch1))) == 20
-    again = [b["label"] for b in data.train_batches(split, 10, seed=0, epoch=1)]
-    np.testing.assert_array_equal(np.concatenate(epoch1), np.concatenate(again))
-    epoch2 = [b["label"] for b in data.train_batches(split, 10, seed=0, epoch=2)]
-    assert not np.array_equal(np.concatenate(epoch1), np.concatenate(epoch2))
 
 
 def test_image_folder_loads_generated_tree(tmp_path):

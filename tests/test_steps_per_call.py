@@ -8,7 +8,7 @@ import pytest
 
 from common import data as data_lib
 from common.config import TrainConfig
-from common.train import fit
+from common.train import loop
 from common.train import step as step_lib
 from common.train.state import ModelSpec, init_states, model_slice
 from lenet.config import LeNetConfig
@@ -77,14 +77,14 @@ def test_scanned_step_compiles_once_per_call_length():
 
 
 def test_auto_steps_per_call_on_this_backend():
-    assert fit.steps_per_call(TrainConfig(steps_per_call=7), 100) == 7
+    assert loop.steps_per_call(TrainConfig(steps_per_call=7), 100) == 7
     if jax.default_backend() == "cpu":
-        assert fit.steps_per_call(LeNetConfig().train, 180) == 1  # LeNet5's convolutions: no scan on a CPU
-        assert fit.steps_per_call(RNNConfig().train, 1687) == 50
-        assert fit.steps_per_call(RNNConfig().train, 4) == 4
+        assert loop.steps_per_call(LeNetConfig().train, 180) == 1  # LeNet5's convolutions: no scan on a CPU
+        assert loop.steps_per_call(RNNConfig().train, 1687) == 50
+        assert loop.steps_per_call(RNNConfig().train, 4) == 4
     else:  # a whole epoch, in equal chunks of at most ACCELERATOR_STEPS_PER_CALL
-        assert fit.steps_per_call(LeNetConfig().train, 180) == 180
-        assert fit.steps_per_call(LeNetConfig().train, 900) == 225
+        assert loop.steps_per_call(LeNetConfig().train, 180) == 180
+        assert loop.steps_per_call(LeNetConfig().train, 900) == 225
 
 
 @pytest.mark.slow

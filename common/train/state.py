@@ -79,11 +79,6 @@ def init_states(model: nn.Module, input_shape, specs: list[ModelSpec]) -> tuple[
     return jax.device_get(state.replace(opt_state=opt_state, penalty_weights=weights)), keys[:, 1]
 
 
-def stack(trees: list) -> Any:
-    """Host trees stacked along a new leading axis: [n, ...] per leaf."""
-    return jax.tree_util.tree_map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
-
-
 def model_slice(tree, i: int):
     """Model i of a tree stacked over the leading model axis."""
     return jax.tree_util.tree_map(lambda x: x[i], tree)

@@ -22,9 +22,8 @@ import optax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from common import data as data_lib
-from common import xla_cpu
 from common.errors import UserError
+from common.train.batches import padded, to_float
 from common.train.state import TrainState, model_slice, model_variables
 
 Metrics = dict[str, jax.Array]
@@ -135,13 +134,9 @@ class DeviceSplit(NamedTuple):
     size: int
 
 
-def put_split(split: data_lib.Split, mesh: Mesh, eval_batch: int) -> DeviceSplit:
-    n = len(split)
-    pad = -n % eval_batch if n else 0
-    images = np.concatenate([split.images, np.zeros((pad,) + split.images.shape[1:], split.images.dtype)])
-    labels = np.concatenate([split.labels, np.zeros(pad, split.labels.dtype)])
-    mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-    return DeviceSplit(*put((images, labels, mask), mesh, P()), n)
+def put_split(split, mesh: Mesh, eval_batch: int) -> DeviceSplit:
+    """`split` (.images uint8 [n, h, w, c], .labels [n]) padded to whole evaluation batches, replicated."""
+    return DeviceSplit(*put(padded(split.images, split.labels, eval_batch), mesh, P()), len(split.labels))
 
 
 def eval_batch_for(size: int, mesh: Mesh) -> int:
@@ -164,9 +159,12 @@ class Program(NamedTuple):
 
 
 def compile_program(train_step, n_models: int, mesh: Mesh, *, batch_shape: tuple, eval_batch: int,
-                    steps_per_call: int, model_axis: str = "auto") -> Program:
+                    steps_per_call: int, model_axis: str = "auto", compiler_options: dict | None = None,
+                    donate_state: bool = True) -> Program:
     """Jits the steps once for N models on `mesh`; `batch_shape` is one training batch's [b, h, w, c] and
-    `eval_batch` a multiple of the 'data' axis (`eval_batch_for`)."""
+    `eval_batch` a multiple of the 'data' axis (`eval_batch_for`). `compiler_options` (XLA's, or None for its
+    defaults) and `donate_state` are the machine's choices: `common.xla_cpu.program_options` gives them (on a
+    CPU, Eigen's convolutions and no donation into a one-step call, both measured there)."""
     if model_axis == "auto":  # models spread over devices are vmapped: a slice of a sharded axis would gather
         model_axis = "unroll" if jax.default_backend() == "cpu" and mesh.shape["model"] == 1 else "vmap"
     models_train, models_eval = over_models(train_step, n_models, model_axis)
@@ -174,7 +172,7 @@ def compile_program(train_step, n_models: int, mesh: Mesh, *, batch_shape: tuple
 
     def step(carry, idx, rng, images, labels):  # idx [N, b]
         state, totals = carry
-        batch = {"image": data_lib.to_float(images[idx]), "label": labels[idx]}
+        batch = {"image": to_float(images[idx]), "label": labels[idx]}
         state, metrics = models_train(state, jax.lax.with_sharding_constraint(batch, batches), rng)
         return (state, jax.tree_util.tree_map(jnp.add, totals, metrics)), None
 
@@ -188,7 +186,7 @@ def compile_program(train_step, n_models: int, mesh: Mesh, *, batch_shape: tuple
         xs = jax.tree_util.tree_map(lambda a: a.reshape((-1, eval_batch) + a.shape[1:]), (images, labels, mask))
 
         def body(totals, x):
-            batch = {"image": data_lib.to_float(x[0]), "label": x[1], "mask": x[2]}
+            batch = {"image": to_float(x[0]), "label": x[1], "mask": x[2]}
             metrics = models_eval(state, jax.lax.with_sharding_constraint(batch, NamedSharding(mesh, P("data"))))
             return jax.tree_util.tree_map(jnp.add, totals, metrics), None
 
@@ -196,15 +194,14 @@ def compile_program(train_step, n_models: int, mesh: Mesh, *, batch_shape: tuple
         return jax.lax.scan(body, zeros, xs)[0]
 
     replicated = NamedSharding(mesh, P())
-    # On a CPU: Eigen's multi-threaded convolutions, and a one-step call does not donate its state (XLA would
-    # copy the weights it updates in place); both measured in common/xla_cpu.py.
-    options = xla_cpu.compiler_options()
-    donate = (0, 3) if xla_cpu.donate_state(steps_per_call) else (3,)
+    # The totals are always donated; the state unless the machine's choice says not (common/xla_cpu.py). No
+    # `compiler_options` keyword without options, so a jax without it never sees the keyword.
+    options = {"compiler_options": compiler_options} if compiler_options else {}
     jit_train = jax.jit(train, in_shardings=(models, NamedSharding(mesh, P(None, "model", "data")), models, models,
                                              replicated, replicated),
-                        out_shardings=(models, models), donate_argnums=donate, **xla_cpu.jit_kwargs(options))
+                        out_shardings=(models, models), donate_argnums=(0, 3) if donate_state else (3,), **options)
     jit_eval = jax.jit(evaluate, in_shardings=(models, replicated, replicated, replicated), out_shardings=models,
-                       **xla_cpu.jit_kwargs(options))
+                       **options)
     return Program(train=jit_train, evaluate=lambda state, s: jit_eval(state, s.images, s.labels, s.mask),
                    zeros=_zeros_fn(models_train, n_models, batch_shape, models), mesh=mesh,
                    steps_per_call=steps_per_call)
