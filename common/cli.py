@@ -48,10 +48,14 @@ class Task:
 
 
 class Registry:
-    """Tasks by name, imported on first use from "package.module:ATTRIBUTE" paths, in the order given."""
+    """Tasks by name, imported on first use from "package.module:ATTRIBUTE" paths, in the order given.
 
-    def __init__(self, paths: dict[str, str], title: str = "Results", reference: str = ""):
-        self.paths = dict(paths)
+    A value may also be ("package.module:ATTRIBUTE", "its one line of help"): then `run.py --help` lists the
+    tasks without importing them (a task module imports jax, scipy and matplotlib: seconds of start-up)."""
+
+    def __init__(self, paths: dict[str, str | tuple[str, str]], title: str = "Results", reference: str = ""):
+        self.paths = {name: v if isinstance(v, str) else v[0] for name, v in paths.items()}
+        self._helps = {name: v[1] for name, v in paths.items() if not isinstance(v, str)}
         self.title = title  # of the report that gathers the tasks' sections
         self.reference = reference  # the document the report's numbers are set beside
 
@@ -62,6 +66,10 @@ class Registry:
     def get(self, name: str) -> Task:
         module, attr = self.paths[name].split(":")
         return getattr(importlib.import_module(module), attr)
+
+    def help(self, name: str) -> str:
+        """The task's one line of help: the registry's copy when it has one, else the task's own."""
+        return self._helps.get(name) or self.get(name).help
 
 
 # ----------------------------------------------------------------------------------------- flag types
@@ -355,4 +363,4 @@ def _interrupted() -> int:
 def _print_tasks(registry: Registry) -> None:
     print("usage: run.py --task TASK [flags]   (run.py --task TASK --help lists its flags)\n\ntasks:")
     for name in registry.names:
-        print(f"  {name:<10} {registry.get(name).help}")
+        print(f"  {name:<10} {registry.help(name)}")
