@@ -125,6 +125,8 @@ def _train(run, model, dataset, train: TrainConfig, specs, task, config, show: P
         if on_epoch is not None:
             on_epoch(workdir, epoch, state)
         resume.save(run, state, best, history, run_info, wall_before + time.perf_counter() - t0)
+        if run.writer:
+            results.write_tensorboard(run, history, specs)  # live curves: tensorboard --logdir <out>.partial
         tqdm.write(results.epoch_line(row, train.epochs), file=sys.stderr)
     interrupt.check()
     params = sum(x.size for x in jax.tree_util.tree_leaves(state.params)) // len(specs)
