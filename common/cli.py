@@ -193,6 +193,19 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"run.py: error: {message} (see {self.hint})\n")
 
 
+# XLA's GPU kernels may sum in a different order from run to run (atomics in scatters and reductions): this flag
+# makes them deterministic. Read when jax starts its backend, so it is set before (`deterministic_gpu_ops`).
+DETERMINISTIC_XLA_FLAG = "--xla_gpu_deterministic_ops=true"
+
+
+def deterministic_gpu_ops(args: argparse.Namespace) -> None:
+    """--deterministic: XLA_FLAGS gains DETERMINISTIC_XLA_FLAG (metrics.json records XLA_FLAGS with the command's
+    environment: common.outputs.COMMAND_ENV)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if getattr(args, "deterministic", False) and DETERMINISTIC_XLA_FLAG not in flags.split():
+        os.environ["XLA_FLAGS"] = f"{flags} {DETERMINISTIC_XLA_FLAG}".strip()
+
+
 def _base_parser(registry: Registry, add_help: bool) -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="run.py", add_help=add_help,
                                      description="ELEC 576 Assignment 2 in JAX/Flax.",
@@ -201,6 +214,9 @@ def _base_parser(registry: Registry, add_help: bool) -> argparse.ArgumentParser:
                         help="one of: " + ", ".join(registry.names) + " (run.py --task TASK --help: its flags)")
     parser.add_argument("--out", help="output folder (default: results/<task>)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    parser.add_argument("--deterministic", action="store_true",
+                        help=f"same seed, same numbers on a GPU too: adds {DETERMINISTIC_XLA_FLAG} to XLA_FLAGS "
+                             "(slower; a CPU is deterministic without it)")
     distributed.add_arguments(parser)
     parser.registry = registry  # for the tasks whose flags are other tasks' (`--task all`)
     return parser
@@ -285,6 +301,7 @@ def main(registry: Registry | dict, argv: list[str] | None = None) -> int:
     stdout, sys.stdout = sys.stdout, _QuietStdout(sys.stdout)
     try:
         args = parse_args(registry, argv)
+        deterministic_gpu_ops(args)  # before anything starts a JAX backend
         host_memory.retain_freed_memory()
         compile_cache.enable()  # reruns and sweep members reuse compiles (ELEC576_JAX_CACHE=off: none)
         return run_task(registry.get(args.task), args)

@@ -62,3 +62,19 @@ def test_pyproject_names_the_project_and_leaves_the_rest_to_setup_cfg():
     assert {"version", "dependencies", "optional-dependencies", "scripts"} <= set(project["dynamic"])
     assert "python_requires" not in cfg["options"]  # one Python range: pyproject's
     assert not [c for c in cfg["metadata"]["classifiers"].splitlines() if c.startswith("License ::")]
+
+
+def test_deterministic_adds_the_xla_flag_once(monkeypatch):
+    from common import cli, outputs
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
+    args = cli.parse_args(cli.Registry({"export": "common.export_task:EXPORT"}),
+                          ["--task", "export", "--deterministic", "--out", "x.npz"])
+    cli.deterministic_gpu_ops(args)
+    cli.deterministic_gpu_ops(args)
+    assert os.environ["XLA_FLAGS"] == f"--xla_dump_to=/tmp/x {cli.DETERMINISTIC_XLA_FLAG}"
+    assert "XLA_FLAGS" in outputs.COMMAND_ENV  # so metrics.json's environment records it
+    args.deterministic = False
+    monkeypatch.delenv("XLA_FLAGS")
+    cli.deterministic_gpu_ops(args)
+    assert "XLA_FLAGS" not in os.environ
