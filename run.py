@@ -1,21 +1,25 @@
-"""Entry point: `python run.py --task lenet` (`python run.py --help` lists the tasks).
+"""Entry point: `python run.py --task lenet`, or `elec576 --task lenet` once installed (`--help` lists the tasks).
 
-The registry names each task's declaration (`common.cli.Task`) by module path; a task is imported only when
-it runs (or when the help lists them). A new experiment adds its line here and nothing in common/.
+The registry names each task's declaration (`common.cli.Task`) by module path, with its one line of help, so
+`--help` lists the tasks without importing any (they import jax: seconds); a task is imported only when it runs.
+tests/test_startup.py checks that these lines are the tasks' own. A new experiment adds its line here and nothing
+in common/.
 """
 import sys
 
 from common import cli
 
 TASKS = cli.Registry({
-    "lenet": "lenet.task:LENET",
-    "visualize": "lenet.task:VISUALIZE",
-    "deconv": "deconv.task:DECONV",
-    "rnn": "recurrent.task:RNN",
-    "compare": "recurrent.task:COMPARE",
-    "report": "common.run_all:REPORT",
-    "all": "common.run_all:ALL",
-    "export": "common.export_task:EXPORT",
+    "lenet": ("lenet.task:LENET", "train LeNet5 on CIFAR10 with the report's settings (Part 1b, Figure 1)"),
+    "visualize": ("lenet.task:VISUALIZE",
+                  "conv1 filters, activation statistics, feature maps (Part 1c, Figures 2-3)"),
+    "deconv": ("deconv.task:DECONV", "Zeiler & Fergus deconvnet: top-9 activations projected to pixels (Part 2)"),
+    "rnn": ("recurrent.task:RNN", "RNN/LSTM/GRU on MNIST rows, hidden-size sweeps (Part 3a-3b)"),
+    "compare": ("recurrent.task:COMPARE", "LeNet5 vs the best recurrent net on the same MNIST splits (Part 3c)"),
+    "report": ("common.run_all:REPORT", "gather every result into report.html and REPORT.md"),
+    "all": ("common.run_all:ALL", "run every task in order, then the report (--quick for a shrunk version)"),
+    "export": ("common.export_task:EXPORT",
+               "write a folder or TFDS dataset as one portable .npz (--data-dir FILE.npz then reads it)"),
 }, title="ELEC 576 Assignment 2 in JAX/Flax: results", reference="../shared/assignment-report.txt")
 
 

@@ -48,10 +48,14 @@ class Task:
 
 
 class Registry:
-    """Tasks by name, imported on first use from "package.module:ATTRIBUTE" paths, in the order given."""
+    """Tasks by name, imported on first use from "package.module:ATTRIBUTE" paths, in the order given.
 
-    def __init__(self, paths: dict[str, str], title: str = "Results", reference: str = ""):
-        self.paths = dict(paths)
+    A value may also be ("package.module:ATTRIBUTE", "its one line of help"): then `run.py --help` lists the
+    tasks without importing them (a task module imports jax, scipy and matplotlib: seconds of start-up)."""
+
+    def __init__(self, paths: dict[str, str | tuple[str, str]], title: str = "Results", reference: str = ""):
+        self.paths = {name: v if isinstance(v, str) else v[0] for name, v in paths.items()}
+        self._helps = {name: v[1] for name, v in paths.items() if not isinstance(v, str)}
         self.title = title  # of the report that gathers the tasks' sections
         self.reference = reference  # the document the report's numbers are set beside
 
@@ -62,6 +66,10 @@ class Registry:
     def get(self, name: str) -> Task:
         module, attr = self.paths[name].split(":")
         return getattr(importlib.import_module(module), attr)
+
+    def help(self, name: str) -> str:
+        """The task's one line of help: the registry's copy when it has one, else the task's own."""
+        return self._helps.get(name) or self.get(name).help
 
 
 # ----------------------------------------------------------------------------------------- flag types
@@ -185,6 +193,19 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"run.py: error: {message} (see {self.hint})\n")
 
 
+# XLA's GPU kernels may sum in a different order from run to run (atomics in scatters and reductions): this flag
+# makes them deterministic. Read when jax starts its backend, so it is set before (`deterministic_gpu_ops`).
+DETERMINISTIC_XLA_FLAG = "--xla_gpu_deterministic_ops=true"
+
+
+def deterministic_gpu_ops(args: argparse.Namespace) -> None:
+    """--deterministic: XLA_FLAGS gains DETERMINISTIC_XLA_FLAG (metrics.json records XLA_FLAGS with the command's
+    environment: common.outputs.COMMAND_ENV)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if getattr(args, "deterministic", False) and DETERMINISTIC_XLA_FLAG not in flags.split():
+        os.environ["XLA_FLAGS"] = f"{flags} {DETERMINISTIC_XLA_FLAG}".strip()
+
+
 def _base_parser(registry: Registry, add_help: bool) -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="run.py", add_help=add_help,
                                      description="ELEC 576 Assignment 2 in JAX/Flax.",
@@ -193,6 +214,9 @@ def _base_parser(registry: Registry, add_help: bool) -> argparse.ArgumentParser:
                         help="one of: " + ", ".join(registry.names) + " (run.py --task TASK --help: its flags)")
     parser.add_argument("--out", help="output folder (default: results/<task>)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    parser.add_argument("--deterministic", action="store_true",
+                        help=f"same seed, same numbers on a GPU too: adds {DETERMINISTIC_XLA_FLAG} to XLA_FLAGS "
+                             "(slower; a CPU is deterministic without it)")
     distributed.add_arguments(parser)
     parser.registry = registry  # for the tasks whose flags are other tasks' (`--task all`)
     return parser
@@ -277,6 +301,7 @@ def main(registry: Registry | dict, argv: list[str] | None = None) -> int:
     stdout, sys.stdout = sys.stdout, _QuietStdout(sys.stdout)
     try:
         args = parse_args(registry, argv)
+        deterministic_gpu_ops(args)  # before anything starts a JAX backend
         host_memory.retain_freed_memory()
         compile_cache.enable()  # reruns and sweep members reuse compiles (ELEC576_JAX_CACHE=off: none)
         return run_task(registry.get(args.task), args)
@@ -356,4 +381,4 @@ def _interrupted() -> int:
 def _print_tasks(registry: Registry) -> None:
     print("usage: run.py --task TASK [flags]   (run.py --task TASK --help lists its flags)\n\ntasks:")
     for name in registry.names:
-        print(f"  {name:<10} {registry.get(name).help}")
+        print(f"  {name:<10} {registry.help(name)}")

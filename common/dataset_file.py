@@ -103,7 +103,7 @@ def read(path: str, num_classes: int | None = None) -> DatasetFile:
     except READ_ERRORS as e:
         raise DataError(f"dataset file {path!r} cannot be read ({e.__class__.__name__}: {str(e)[:120]}); it is "
                         "truncated or not an .npz: export it again") from None
-    f = _from_entries(path, entries)
+    f = _from_entries(path, from_keras_layout(path, entries))
     check_labels(path, f, num_classes)
     check_classes(path, f)
     return f
@@ -182,6 +182,26 @@ def has_marker(path: str) -> bool:
             return str(z["format"]) == FORMAT
     except (DataError, *READ_ERRORS):
         return False
+
+
+KERAS_ENTRIES = frozenset({"x_train", "y_train", "x_test", "y_test"})
+
+
+def from_keras_layout(path: str, e: dict) -> dict:
+    """The entries of a Keras-layout .npz (`keras.datasets.mnist`'s mnist.npz: x_train, y_train, x_test, y_test
+    only; uint8 images [n, height, width] or [n, height, width, 1 or 3], labels [n] or [n, 1]) as this project's
+    (a channel axis, int32 labels, class names '0'..'k-1', the format entries); any other file as it is.
+    So full MNIST needs no TensorFlow: `--mnist mnist.npz` with the file Keras downloads (docs/data.md)."""
+    if set(e) != KERAS_ENTRIES:
+        return e
+    xs = {s: e[f"x_{s}"] for s in SPLITS}
+    ys = {s: e[f"y_{s}"].reshape(-1) if e[f"y_{s}"].ndim == 2 else e[f"y_{s}"] for s in SPLITS}
+    if any(x.ndim == 3 for x in xs.values()):
+        xs = {s: x[..., None] if x.ndim == 3 else x for s, x in xs.items()}
+    top = max((int(y.max()) for y in ys.values() if y.size and np.issubdtype(y.dtype, np.integer)), default=-1)
+    return {**{f"x_{s}": xs[s] for s in SPLITS}, **{f"y_{s}": ys[s] for s in SPLITS},
+            "class_names": np.asarray([str(i) for i in range(top + 1)]), "source": np.asarray(f"keras npz: {path}"),
+            "format": np.asarray(FORMAT), "format_version": np.asarray(FORMAT_VERSION)}
 
 
 def _from_entries(path: str, e: dict) -> DatasetFile:

@@ -2,7 +2,8 @@
 
 `write_history(logdir, history, labels)` writes one run directory per model (`<logdir>/<label>/events.out.
 tfevents...`) with one scalar per metric and epoch, so that `tensorboard --logdir <out>/tensorboard` overlays
-the models of a run (seeds, learning rates, L2 weights) and runs of different commands.
+the models of a run (seeds, learning rates, L2 weights) and runs of different commands. Training calls it after
+every epoch, so the curves grow while a run trains (`<out>.partial/tensorboard/` until the run finishes).
 
 The format, hand-encoded because it is small (TensorFlow's `tensorflow/core/util/event.proto` and
 `summary.proto`, TFRecord framing):
@@ -154,44 +155,77 @@ def model_labels(specs: Sequence[Any]) -> list[str]:
     return ["_".join(p) for p in parts]
 
 
-def write_events(path: str, rows: Sequence[dict[str, Any]], start_time: float) -> None:
-    """One event file at `path`: the file-version record, then every scalar of every row at step = its epoch
-    and wall time = `start_time` plus the epochs' seconds so far (so TensorBoard's relative axis is the run's)."""
+def encode_events(rows: Sequence[dict[str, Any]], start_time: float) -> bytes:
+    """One event file's bytes: the file-version record, then every scalar of every row at step = its epoch and
+    wall time = `start_time` plus the epochs' seconds so far (so TensorBoard's relative axis is the run's). The
+    same rows and start give the same bytes, so the file of epoch N is a prefix of the file of epoch N+1."""
     records = [tfrecord(event(start_time, file_version=FILE_VERSION))]
     wall = start_time
     for i, row in enumerate(rows):
         wall += float(row.get("epoch_seconds") or 0.0)
         step = int(row.get("epoch", i + 1))
         records += [tfrecord(event(wall, step, scalar_summary(tag, v))) for tag, v in scalars(row).items()]
-    outputs.atomic_write_bytes(path, b"".join(records))
+    return b"".join(records)
+
+
+def write_events(path: str, rows: Sequence[dict[str, Any]], start_time: float) -> None:
+    """The event file at `path` made to hold exactly `rows` (see `encode_events`): when the file on disk is a
+    prefix of that (the epochs before), only the new records are appended in place, so a TensorBoard reading it
+    meanwhile (which may keep the file open) sees them; otherwise (a resumed run whose last epoch differs, a
+    record cut by a kill) the file is replaced atomically. Either way a reader never finds a broken record
+    other than a half-written last one, which TensorBoard's reader waits out."""
+    payload = encode_events(rows, start_time)
+    if os.path.isfile(path) and not os.path.islink(path):
+        with open(path, "r+b") as f:
+            old = f.read()
+            if payload.startswith(old):
+                f.write(payload[len(old):])
+                f.flush()
+                os.fsync(f.fileno())
+                return
+    outputs.atomic_write_bytes(path, payload)
+
+
+def _start_of(name: str) -> float | None:
+    """The start time an event file name of ours carries (`events.out.tfevents.<int seconds>.<host>`)."""
+    stamp = name[len(EVENTS_PREFIX):].split(".", 1)[0]
+    return float(stamp) if stamp.isdigit() else None
 
 
 def write_history(logdir: str, history: Sequence[dict[str, Any]], labels: Sequence[str],
                   start_time: float | None = None) -> list[str]:
     """Writes `<logdir>/<label>/events.out.tfevents.<time>.<host>` for each model of a run.
 
+    Called after every epoch (live curves while a run trains: `common.train.results.write_tensorboard`) and at
+    the end, each time with the whole history: the file of the epochs before is extended, never duplicated.
+
     Args:
       logdir: e.g. `<out>/tensorboard`; created if absent.
       history: `fit`'s history, one row per epoch (as history.csv has it before the per-model split): each
         value a number, None, or a list with one value per model when several models trained together.
       labels: one run-directory name per model, in the order of those lists (see `model_labels`).
-      start_time: the wall time of the run's start (default: now minus the history's epoch seconds).
-    Returns the event files written. Earlier event files in those directories are replaced, so a run written
-    twice shows its curves once.
+      start_time: the wall time of the run's start (default: the one in the name of the event file already in a
+        model's directory, so that a rerun after each epoch or a resumed run rewrites the same bytes; else now
+        minus the history's epoch seconds, in whole seconds as the file name has it).
+    Returns the event files written. Other event files in those directories are removed after the new one is
+    written, so a run written twice shows its curves once.
     """
     per_model = model_histories(list(history))
     if len(per_model) != len(labels):
         raise ValueError(f"{len(labels)} labels for a history of {len(per_model)} models")
-    if start_time is None:
-        start_time = time.time() - sum(float(r.get("epoch_seconds") or 0.0) for r in history)
-    name = f"{EVENTS_PREFIX}{int(start_time)}.{socket.gethostname() or 'localhost'}"
+    fresh = float(int(time.time() - sum(float(r.get("epoch_seconds") or 0.0) for r in history)))
+    host = socket.gethostname() or "localhost"
     paths = []
     for label, rows in zip(labels, per_model):
         run_dir = os.path.join(logdir, label)
         os.makedirs(run_dir, exist_ok=True)
-        for old in os.listdir(run_dir):
-            if old.startswith(EVENTS_PREFIX):
-                os.remove(os.path.join(run_dir, old))
+        ours = sorted(n for n in os.listdir(run_dir) if n.startswith(EVENTS_PREFIX) and _start_of(n) is not None
+                      and outputs.TMP_TAG not in n)
+        start = start_time if start_time is not None else (_start_of(ours[-1]) if ours else fresh)
+        name = ours[-1] if ours and start_time is None else f"{EVENTS_PREFIX}{int(start)}.{host}"
         paths.append(os.path.join(run_dir, name))
-        write_events(paths[-1], rows, start_time)
+        write_events(paths[-1], rows, start)
+        for old in os.listdir(run_dir):
+            if old.startswith(EVENTS_PREFIX) and old != name:
+                os.remove(os.path.join(run_dir, old))
     return paths

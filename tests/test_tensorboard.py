@@ -91,3 +91,73 @@ def test_labels_name_what_differs():
     assert tensorboard.model_labels([Spec(s, 1e-3) for s in (3, 4)]) == ["seed3", "seed4"]
     with pytest.raises(ValueError, match="labels"):
         tensorboard.write_history("unused", _history(2), ["only-one"])
+
+
+def _steps(run_dir, tag="accuracy/val"):
+    return [e.step for e in _read(run_dir).Scalars(tag)]
+
+
+def test_written_after_every_epoch_the_file_grows_in_place(tmp_path):
+    """Training writes the whole history after each epoch: one file, extended (so a TensorBoard that holds it
+    open sees the new points), readable at every step, each epoch once."""
+    logdir, history = str(tmp_path / "tb"), _history(2)
+    sizes = []
+    for n in range(1, EPOCHS + 1):
+        path = tensorboard.write_history(logdir, history[:n], ["a", "b"])[0]
+        sizes.append(os.path.getsize(path))
+        assert len(os.listdir(os.path.join(logdir, "a"))) == 1
+        assert _steps(os.path.join(logdir, "a")) == list(range(1, n + 1))
+        with open(path, "rb") as f:
+            before = f.read()
+        tensorboard.write_history(logdir, history[:n], ["a", "b"])
+        with open(path, "rb") as f:
+            assert f.read() == before  # the same history again: the same bytes
+    assert sizes == sorted(sizes) and len(set(sizes)) == EPOCHS
+
+
+def test_a_kill_leaves_a_readable_file_and_a_resumed_run_no_duplicates(tmp_path):
+    logdir, history = str(tmp_path / "tb"), _history(1)
+    [path] = tensorboard.write_history(logdir, history[:2], ["seed0"])
+    start = tensorboard._start_of(os.path.basename(path))
+    two, three = (tensorboard.encode_events(history[:n], start) for n in (2, 3))
+    with open(path, "rb") as f:
+        assert f.read() == two
+    with open(path, "ab") as f:  # killed half-way through appending epoch 3's first record
+        f.write(three[len(two): len(two) + 30])
+    assert _steps(os.path.dirname(path)) == [1, 2]  # TensorBoard reads the whole epochs
+    resumed = [dict(r) for r in history]
+    resumed[2]["val_accuracy"] += 0.05  # the resumed run computes epoch 3 again, with other numbers
+    tensorboard.write_history(logdir, resumed, ["seed0"])
+    val = _read(os.path.dirname(path)).Scalars("accuracy/val")
+    assert [e.step for e in val] == [1, 2, 3, 4]
+    assert val[2].value == pytest.approx(resumed[2]["val_accuracy"], abs=1e-6)
+    assert os.listdir(os.path.dirname(path)) == [os.path.basename(path)]
+
+
+@pytest.mark.slow
+def test_a_training_run_writes_readable_curves_after_each_epoch(tmp_path):
+    """A tiny 2-epoch LeNet5 run: after each epoch the working folder's event files read back with that
+    many epochs; the result holds them after the commit."""
+    from common.train import results
+    from lenet.config import LeNetConfig
+    from lenet.train import train_and_evaluate
+    from tests.conftest import write_image_folder
+
+    folder = str(tmp_path / "data")
+    write_image_folder(folder)
+    out = str(tmp_path / "run")
+    seen, real = [], results.write_tensorboard
+
+    def write_then_read(run, history, specs):
+        real(run, history, specs)
+        run_dir = os.path.join(out + ".partial", results.TENSORBOARD_DIR, "seed0")
+        seen.append(_steps(run_dir))
+
+    results.write_tensorboard = write_then_read
+    try:
+        train_and_evaluate(LeNetConfig.create(data_dir=folder, epochs=2, batch_size=10, eval_batch_size=16, hidden=32),
+                           out, progress=False)
+    finally:
+        results.write_tensorboard = real
+    assert seen[:2] == [[1], [1, 2]]
+    assert _steps(os.path.join(out, results.TENSORBOARD_DIR, "seed0")) == [1, 2]

@@ -23,7 +23,7 @@ from common.config import TrainConfig
 from common.train import loop, results, resume
 from common.train import step as step_lib
 from common.train.loop import steps_per_call  # noqa: F401 (API: what `auto` picks)
-from common.train.state import squeeze
+from common.train.state import model_grid, squeeze
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +88,7 @@ def _train(run, model, dataset, train: TrainConfig, penalties, task, config, sho
                 "class_names": list(dataset.class_names), "image_shape": list(dataset.image_shape),
                 "data_fingerprint": data_lib.fingerprint(dataset)}
     wall = {"before": 0.0, "t0": 0.0}
+    specs = model_grid(train, penalties)  # the core's models, in its order (the TensorBoard runs' names)
 
     def restore(state, best, mesh):
         state, history, wall["before"] = resume.load(run, state, best, run_info, mesh)
@@ -101,6 +102,8 @@ def _train(run, model, dataset, train: TrainConfig, penalties, task, config, sho
             on_epoch(workdir, epoch, state)
         if epoch:
             resume.save(run, state, best, history, run_info, wall["before"] + time.perf_counter() - wall["t0"])
+            if run.writer:
+                results.write_tensorboard(run, history, specs)  # live curves: tensorboard --logdir <out>.partial
             tqdm.write(results.epoch_line(history[-1], train.epochs), file=sys.stderr)
 
     trained = loop.train_models(model, dataset, train, penalty_fn=penalty_fn, penalties=penalties,

@@ -107,6 +107,12 @@ def write(run: outputs.RunDir, history: list[dict], metrics: dict, variables, sp
                          {**run_info, "seed": specs[0].seed, "lr": specs[0].lr, "epoch": metrics["selected_epoch"]})
     if n_models > 1:
         ckpt.save_tree(run.path(ckpt.CHECKPOINT_DIR, "all_models.msgpack"), variables)
-    # TensorBoard's curves of every model (`tensorboard --logdir results` overlays runs and seeds)
-    tensorboard.write_history(run.path(TENSORBOARD_DIR), history, tensorboard.model_labels(specs))
+    write_tensorboard(run, history, specs)
+
+
+def write_tensorboard(run: outputs.RunDir, history: list[dict], specs) -> None:
+    """TensorBoard's curves of every model (`tensorboard --logdir results` overlays runs and seeds), written after
+    every epoch into the working folder (live curves; they move with it at commit) and at the end."""
+    tensorboard.write_history(run.path(TENSORBOARD_DIR), squeeze_rows(history, len(specs)),
+                              tensorboard.model_labels(specs))
 
