@@ -121,10 +121,16 @@ def to_markdown(blocks: list[Block], title: str) -> str:
 
 
 def _inline(text: str) -> str:
-    """Escapes HTML, turns `code` spans into <code> and **bold** into <b> (outside code)."""
+    """Escapes HTML, turns `code` spans into <code>, **bold** into <b> and [text](#anchor) into a link to
+    the page's anchor (outside code)."""
     parts = re.split(r"(`[^`]*`)", text)
     return "".join(f"<code>{html.escape(p[1:-1])}</code>" if p.startswith("`") and p.endswith("`") and len(p) > 1
-                   else re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", html.escape(p)) for p in parts)
+                   else _page_links(re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", html.escape(p))) for p in parts)
+
+
+def _page_links(escaped: str) -> str:
+    """Markdown links to an anchor of the page, '[1b](#part-1b)', as HTML links (Markdown renders them itself)."""
+    return re.sub(r"\[([^\]]+)\]\(#([\w-]+)\)", r'<a href="#\2">\1</a>', escaped)
 
 
 def _data_uri(path: str) -> str:

@@ -31,6 +31,7 @@ import numpy as np
 from common import data as data_lib
 from common.errors import DataError, UserError
 from common.outputs import environment_info
+from common.train import results as results_lib
 from deconv import figures, network, occlusion, ops
 from lenet import checkpoint as lenet_checkpoint
 from lenet.config import LeNetConfig
@@ -121,7 +122,8 @@ def deconv_experiment(config: LeNetConfig, variables: dict, dataset: data_lib.Da
                              dataset.class_names)
     timing["figures"] = time.perf_counter() - t0
 
-    return topk_summary(settings, k, layers, filters, top, rfs, split, dataset, timing, checkpoint, run_info,
+    return topk_summary(settings, k, layers, filters, top, rfs, split, dataset, timing,
+                        results_lib.portable_path(checkpoint, out_dir), run_info,
                         occlusion_study["maps"], occlusion_study["picks"], written)
 
 
@@ -277,8 +279,8 @@ def topk_summary(settings, k, layers, filters, top, rfs, split, dataset, timing,
                         "'box' the receptive field in the image as (r0, r1, c0, c1), half-open, clipped; "
                         "'inside_fraction' the share of the receptive field inside the image, 'padding_dominated' "
                         f"true when it is below {PADDING_DOMINATED} (the patch is mostly zero padding)."),
-        "checkpoint": os.path.abspath(checkpoint) if checkpoint else None,
-        "data_source": dataset.source,
+        "checkpoint": checkpoint or None,  # relative to this file's folder (results.portable_path)
+        "data_source": results_lib.portable(dataset.source, "."),
         "split": settings.split,
         "split_size": len(split),
         "top_k": k,
@@ -289,7 +291,7 @@ def topk_summary(settings, k, layers, filters, top, rfs, split, dataset, timing,
         "layers": layer_entries,
         "figures": written,
         "timing_seconds": {key: round(v, 2) for key, v in timing.items()},
-        "environment": environment_info(),
+        "environment": results_lib.portable(environment_info(), "."),
     }
     if run_info:
         summary["checkpoint_config"] = run_info.get("config")

@@ -29,6 +29,7 @@ from common import data as data_lib
 from common import stats
 from common.errors import DataError
 from common.outputs import RunDir, atomic_write_json
+from common.train import results as results_lib
 from lenet import checkpoint as lenet_checkpoint
 from lenet import visualize_plots as viz_plots
 from lenet.config import LeNetConfig
@@ -123,6 +124,8 @@ def visualize(checkpoint: str, out: str, *, compare_batchnorm: bool = False, tra
     batch_size = main_net.config.train.eval_batch_size
     results = {net.key: activation_statistics(net, dataset.test, batch_size) for net in networks}
     report = stats_report(networks, results, dataset)
+    for net in report["networks"].values():  # relative to this file's folder: true when the results move
+        net["checkpoint"] = results_lib.portable_path(net["checkpoint"], rundir.path())
     atomic_write_json(rundir.path(STATS_JSON), report)
     print(format_table(report["table"]))
     print("test accuracy: " + ", ".join(f"{n['label']} {n['test_accuracy']:.4f}" for n in report["networks"].values()))
@@ -310,7 +313,7 @@ def stats_report(networks: list[Network], results: dict[str, dict], dataset: dat
                        f"bounds it from above); 'histogram' holds the counts summed to {STORED_BINS} bins. "
                        "'networks' and 'table' are model 0's (the first seed's, shown in the figures); "
                        "'per_model' holds the table of each model the checkpoint's run trained.",
-        "split": "test", "test_images": len(dataset.test), "data_source": dataset.source,
+        "split": "test", "test_images": len(dataset.test), "data_source": results_lib.portable(dataset.source, "."),
         "models": len(per_model),
         "networks": nets,
         "table": table,

@@ -73,7 +73,7 @@ def sweep(configs: list[RNNConfig], out: str, progress: bool = True, command: st
             rows.append(summary_row(config, metrics))
             curves.append((config.cell, config.hidden, history))
             print(f"{config.name}: test accuracy {metrics['test_accuracy']:.4f} ({metrics['param_count']} "
-                  f"parameters, {metrics['seconds_per_epoch']:.1f} s/epoch)", file=sys.stdout, flush=True)
+                  f"parameters, {report_time(metrics)})", file=sys.stdout, flush=True)
         if distributed.is_writer():
             _set_aside_strays(run, configs)
             _write_summaries(run, rows, curves)
@@ -88,9 +88,18 @@ def summary_row(config: RNNConfig, m: dict) -> dict:
     return {"cell": config.cell, "hidden": config.hidden, "seeds": config.train.seeds,
             "test_accuracy": m["test_accuracy"], "test_accuracy_std": m.get("test_accuracy_std"),
             "val_accuracy": m["val_accuracy"], "train_accuracy": m["train_accuracy"],
-            "param_count": m["param_count"], "seconds_per_epoch": m["seconds_per_epoch"],
-            "train_seconds_per_epoch": m["train_seconds_per_epoch"],
-            "train_images_per_sec": m["train_images_per_sec"], "epochs": m["epochs"]}
+            "param_count": m["param_count"], "epochs": m["epochs"],
+            # each time with its basis in its name (common.train.results): None where the run had no such epochs
+            **{k: m.get(k) for k in ("train_seconds_per_epoch_after_first", "train_seconds_first_epoch",
+                                     "train_images_per_sec_after_first")}}
+
+
+def report_time(m: dict) -> str:
+    """'0.65 training s/epoch after the first' or '15.5 training s in the only epoch, compilation included'."""
+    after = m.get("train_seconds_per_epoch_after_first")
+    if after is not None:
+        return f"{after:.2f} training s/epoch after the first"
+    return f"{m.get('train_seconds_first_epoch') or 0.0:.2f} training s in the only epoch, compilation included"
 
 
 def finished_member(folder: str, config: RNNConfig, dataset: data_lib.Dataset,

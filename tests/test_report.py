@@ -70,7 +70,7 @@ def test_epochs_and_seconds_to_reach_the_target():
     assert compare.epochs_to_reach(h, 0.995) is None
     assert compare.cumulative_train_seconds(h) == [10.0, 12.0, 15.0, 19.0]
     assert compare.steady_train_seconds(h) == 3.0  # the first (compiling) epoch left out
-    assert compare.steady_train_seconds(h[:1]) == 10.0
+    assert compare.steady_train_seconds(h[:1]) is None  # one epoch: mostly compilation, no steady time
     metrics = {"param_count": 5, "test_accuracy": 0.99, "val_accuracy": 0.98, "train_accuracy": 1.0,
                "epochs": 4, "seconds_per_epoch": 6.0, "wall_seconds": 30.0,
                "config": {"lr": 1e-3, "batch_size": 32}}
@@ -243,17 +243,20 @@ def test_report_finds_and_captions_every_figure_once(tmp_path):
     assert md.count("**Missing:**") == 2 * len(missing)
 
 
-def test_headline_table_has_one_line_per_claim_in_section_order(tmp_path):
+def test_headline_table_has_one_line_per_claim_in_section_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "REFERENCE_JSON", str(tmp_path / "none.json"))  # no published run to show
     root = str(tmp_path)
     _results(root)
     blocks, _ = report.build_report(root, SECTIONS, _command_for(root))
     table = next(b for b in blocks if isinstance(b, document.Table))
     assert table.headers == report.HEADLINE_HEADERS and len(table.headers) <= 7
-    parts = [r[0] for r in table.rows]
+    parts = [r[0].split("](")[0].lstrip("[") for r in table.rows]
     assert parts == ["1b", "1b", "1b", "1c", "1c", "2", "3a", "3b", "3b", "3c"][:len(parts)]
+    assert table.rows[0][0] == "[1b](#part-1b) ([Fig. 1](#figure-1))"  # linked to its section and figure
     lenet_val = table.rows[0]
     assert lenet_val[2].text == "0.6100 (1 seed); one seed: the point value, no interval"
-    assert lenet_val[4].text == "consistent: 0.610 (1 seed: the point value) overlaps the assignment's 0.580-0.620"
+    assert lenet_val[4].text == ("consistent: 0.610 (one seed: the point value checked against the assignment's "
+                                 "band, no interval) lies within the assignment's 0.580 to 0.620")
 
 
 def test_settings_flag_shrunk_runs():

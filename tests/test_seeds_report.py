@@ -32,7 +32,7 @@ def test_one_value_is_the_point_value_said_so():
     e = report.aggregate([0.9712])
     assert (e.mean, e.std, e.low, e.high) == (0.9712, 0.0, 0.9712, 0.9712)
     assert report.fmt_interval(e) == "one seed: the point value, no interval"
-    assert "1 seed: the point value" in report.verdict_line(e, RNN64_TARGET)
+    assert "one seed: the point value checked against the assignment's band" in report.verdict_line(e, RNN64_TARGET)
     # two values 0.0004 apart: the t-interval with 1 degree of freedom is wide (12.7 std/sqrt(2)), not +-2 std/sqrt(2)
     two = report.aggregate([0.7133, 0.7137])
     assert two.high - two.low > 12 * two.std / np.sqrt(2)
