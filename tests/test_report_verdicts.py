@@ -247,7 +247,7 @@ def test_a_full_run_of_one_seed_judges_no_comparison_and_shows_the_numbers(tmp_p
     lenet_val = claims["LeNet5 on CIFAR10: validation accuracy"][1]
     assert lenet_val.startswith("consistent: 0.600 (one seed: the point value checked against the assignment's band")
     assert "One seed: no comparison is judged" in plain[:3000]
-    assert "the intervals do not overlap" not in plain and "do not overlap" not in plain
+    assert "t-intervals do not overlap" not in plain and "t-intervals overlap" not in plain  # nowhere judged
 
 
 def test_two_seeds_judge_comparisons_naming_n_and_the_wide_interval(tmp_path):
