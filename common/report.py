@@ -483,10 +483,13 @@ class Section:
 def recorded_path(root: str, key: str, path: str | None) -> str:
     """A path a part's data file records (e.g. topk.json's checkpoint), shown root-relative: a relative one is
     relative to the part's folder `<root>/<key>` (results written since the paths became portable), an absolute
-    one (older results) is taken as it is."""
+    one (older results) as committed (its `.partial` working names dropped)."""
+    from common.train.results import committed_path  # the training core's rule for committed folders
+
     if not path:
         return "n/a"
-    return under_root(root, path if os.path.isabs(path) else os.path.normpath(os.path.join(root, key, path)))
+    return under_root(root, committed_path(path) if os.path.isabs(path) else
+                      os.path.normpath(os.path.join(root, key, path)))
 
 
 def fixed_caption(text: str) -> Callable[[str], str]:

@@ -288,7 +288,8 @@ def plot_comparison(runs: list[tuple[dict, list[dict]]], path: str, target: floa
     for ax in axes[:2]:
         ax.axhline(target, color="gray", ls="--", lw=1, label=pct_text(target))
         ax.set_ylabel("test accuracy")
-    axes[0].set_xlabel("training seconds (cumulative, all seeds together; compilation in, evaluation out)")
+    # two lines: on one, the label is wider than its panel and is cut at the figure's left edge
+    axes[0].set_xlabel("training seconds, cumulative\n(all seeds together; compilation in, evaluation out)")
     axes[0].set_title("Test accuracy against training time")
     axes[1].set_title("Test accuracy against epoch")
     axes[2].set_title("Training loss (eval mode) against epoch")
@@ -298,6 +299,7 @@ def plot_comparison(runs: list[tuple[dict, list[dict]]], path: str, target: floa
         ax.xaxis.get_major_locator().set_params(integer=True)
     for ax in axes:
         ax.grid(alpha=0.3)
+        ax.ticklabel_format(axis="y", useOffset=False)  # '+1.752' above an axis reads as a value
     plotting.figure_legend(fig, axes)
     fig.suptitle(title)
     return plotting.save(fig, path)

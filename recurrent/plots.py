@@ -85,12 +85,16 @@ def plot_validation_overlay(runs: list[tuple[str, int, list[dict]]], path: str) 
                 plotting.band(ax, epochs, [[r["val_accuracy"] for r in m] for m in per_model], colour)
             if len(epochs) == 1:
                 ax.set_xticks(epochs)  # one epoch: one tick, not fractions of it
-        plotting.draw_targets(ax, plotting.targets_for(f"{CELL_TITLES.get(cell, cell)} with"))
+        # the assignment's band of each configuration drawn in this panel (labelled with its configuration)
+        plotting.draw_targets(ax, dict.fromkeys(line for h in sizes for line in plotting.targets_for(
+            f"{CELL_TITLES.get(cell, cell)} with {h} hidden units")))
         ax.set_title(cell.upper())
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        # 'best' with a translucent frame: the legend goes where it covers least and never hides a point
-        ax.legend(loc="best", fontsize=plotting.LEGEND_SIZE, framealpha=0.6)
+        ax.ticklabel_format(axis="y", useOffset=False)
+        # below the panel: a legend inside would cover a curve or the assignment's band
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2, fontsize=plotting.LEGEND_SIZE,
+                  frameon=False)
     axes[0][0].set_ylabel("validation accuracy" + (f" (mean of {seeds} seeds; band: min-max)" if seeds > 1 else ""))
     fig.suptitle("Validation accuracy per epoch: every hidden size of each cell, one shared axis")
     return plotting.save(fig, path)
