@@ -285,9 +285,9 @@ def test_times_are_compared_after_the_first_epoch_only():
     assert one is None  # the only epoch is mostly compilation
     assert report.time_comparison(None, None, {}, shrunk=False, seeds=3) == \
         "not comparable: one epoch, includes compilation"
-    assert report.time_comparison(None, None, {}, shrunk=True, seeds=3) == f"{report.NOT_JUDGED}; {report.ONE_EPOCH}"
-    slow = report.steady_epoch_seconds([{"train_seconds": 20.0}] + [{"train_seconds": 3.0 + 0.01 * i} for i in range(9)])
-    fast = report.steady_epoch_seconds([{"train_seconds": 10.0}] + [{"train_seconds": 1.0 + 0.01 * i} for i in range(9)])
+    assert report.time_comparison(None, None, {}, True, 3) == f"{report.NOT_JUDGED}; {report.ONE_EPOCH}"
+    slow, fast = (report.steady_epoch_seconds([{"train_seconds": 20.0}] + [{"train_seconds": base + 0.01 * i}
+                                                                           for i in range(9)]) for base in (3.0, 1.0))
     words = {"higher": "supported", "lower": "not supported", "overlap": "not separated"}
     assert slow.n == 9 and slow.mean == pytest.approx(3.04)  # epoch 1 left out
     assert report.time_comparison(slow, fast, words, False, seeds=1) == report.ONE_SEED
