@@ -433,7 +433,9 @@ def reference_label(ref: dict) -> str:
     """'commit 1a2b3c4, 3 seeds, 2-core x86_64 CPU (docs/results/REPORT.md)': what the reference column is."""
     where = f" (`{ref['report']}`)" if ref.get("report") else ""
     note = f"; {ref['note']}" if ref.get("note") else ""
-    return f"commit {ref.get('commit', '?')}, {ref.get('seeds', '?')} seeds, {ref.get('machine', '?')}{where}{note}"
+    seeds = ref.get("seeds", "?")
+    return f"commit {ref.get('commit', '?')}, {seeds} seed{'' if seeds == 1 else 's'}, {ref.get('machine', '?')}" \
+        f"{where}{note}"
 
 
 def reference_cell(ref: dict, key: str) -> Cell:
@@ -636,7 +638,9 @@ def headline_blocks(root: str, sections: Sequence[Section], command_for: Command
     and figure; with `reference` (the published full run), its numbers beside each line, labelled."""
     rows = [claim_row(c, s.anchor, reference) for s in sections if s.claims
             for c in s.claims(root, command_for(s.key))]
-    headers = HEADLINE_HEADERS + ([f"{REFERENCE_HEADER} ({reference_label(reference)})"] if reference else [])
+    headers = HEADLINE_HEADERS + ([f"{REFERENCE_HEADER} (commit {reference.get('commit', '?')}, "
+                                   f"{reference.get('seeds', '?')} seed(s), {reference.get('machine', '?')})"]
+                                  if reference else [])
     return [Heading("Claims of the assignment, measured", "summary"),
             Table(headers, rows,
                   "Measured: mean \u00b1 sample std over the seeds, then the 95% Student-t interval of the mean, "

@@ -319,7 +319,8 @@ def test_the_published_run_stands_beside_a_shrunk_report(tmp_path, monkeypatch):
     results_folder(root, full=False)
     _, plain, blocks = _report(root)
     table = _headline(blocks)
-    assert len(table.headers) == 6 and "commit abc1234, 3 seeds, 2-core x86_64 CPU" in table.headers[-1]
+    assert len(table.headers) == 6 and "commit abc1234, 3 seed(s), 2-core x86_64 CPU" in table.headers[-1]
+    assert "commit abc1234, 3 seeds, 2-core x86_64 CPU (`docs/results/REPORT.md`)" in table.caption
     by_claim = {r[1]: r[-1].text for r in table.rows}
     assert by_claim["LeNet5 on CIFAR10: test accuracy"] == "0.598 \u00b1 0.012 (3 seeds); consistent"
     assert by_claim["LeNet5 on CIFAR10: validation accuracy"] == "not in the published run"
