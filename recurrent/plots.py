@@ -53,6 +53,9 @@ def plot_sweep_summary(rows: list[dict], path: str) -> str:
         ax.set_title(title)
         ax.grid(alpha=0.3)
     axes[1].set_yscale("log")
+    if not any(steady_seconds(r) is not None for r in rows):
+        axes[2].set_xlim(axes[0].get_xlim())
+        axes[2].set_yticks([])
     plotting.figure_legend(fig, axes[:1])
     fig.suptitle("Recurrent nets on MNIST (rows as time steps)")
     return plotting.save(fig, path)
@@ -95,6 +98,6 @@ def plot_validation_overlay(runs: list[tuple[str, int, list[dict]]], path: str) 
         # below the panel: a legend inside would cover a curve or the assignment's band
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncols=2, fontsize=plotting.LEGEND_SIZE,
                   frameon=False)
-    axes[0][0].set_ylabel("validation accuracy" + (f" (mean of {seeds} seeds; band: min-max)" if seeds > 1 else ""))
+    axes[0][0].set_ylabel("validation accuracy" + (f"\n(mean of {seeds} seeds; band: min-max)" if seeds > 1 else ""))
     fig.suptitle("Validation accuracy per epoch: every hidden size of each cell, one shared axis")
     return plotting.save(fig, path)
