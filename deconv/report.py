@@ -41,7 +41,9 @@ def model_text(root: str, topk: dict) -> str:
     epoch = epoch[0] if isinstance(epoch, list) else epoch
     full = LeNetConfig().train.epochs
     shrunk = (m.get("epochs") or 0) < full
-    size = f"{m.get('epochs')} epochs" + (f" (the assignment's: {full}; a shrunk model)" if shrunk else "")
+    epochs = m.get("epochs")
+    size = f"{epochs} epoch{'' if epochs == 1 else 's'}" + (f" (the assignment's: {full}; a shrunk model)"
+                                                          if shrunk else "")
     return (f"The network shown: LeNet5 of `{folder}/`, trained {size}, test accuracy "
             f"{report.fmt_acc(acc)} (seed 0's model, its best-validation epoch {epoch})"
             + ("; a barely trained network has filters and projections to match." if shrunk else "."))

@@ -154,6 +154,7 @@ def _write_summaries(run: outputs.RunDir, rows: list[dict], curves: list) -> Non
     if len(rows) < 2:
         return
     outputs.write_csv(run.path(SUMMARY_CSV), rows)
-    outputs.atomic_write_json(run.path(SUMMARY_JSON), {"runs": rows, "environment": outputs.environment_info()})
+    environment = results.portable(outputs.environment_info(), results.results_root(run.final + os.sep + "member"))
+    outputs.atomic_write_json(run.path(SUMMARY_JSON), {"runs": rows, "environment": environment})
     plots.plot_sweep_summary(rows, run.path(SUMMARY_FIGURE))
     plots.plot_validation_overlay(curves, run.path(VALIDATION_FIGURE))

@@ -1,6 +1,7 @@
 """Tests for `--task compare`, `--task report` and `--task all`: pure pieces, then the chain end to end on
 generated CIFAR10-like images (an image folder) and `tfds.testing.mock_data` MNIST."""
 import base64
+import glob
 import json
 import os
 import re
@@ -372,6 +373,23 @@ def test_all_quick_end_to_end_then_report_and_a_missing_part(mock_tfds, image_fo
     # headline, the tasks and the runs of "how it was made", 1b, 1c statistics, 3a-b sweep, 3c comparison
     assert page.count("<table>") == 7
     assert page.count("not judged: shrunk run") >= 10  # 1 epoch on 60 images: no claim judged
+
+    # Every data file the report links names no path of this machine and no `.partial` folder (the configs
+    # keep the data folder as the user gave it: it reloads the data), so the results can move.
+    for path in glob.glob(os.path.join(root, "**", "*.json"), recursive=True):
+        shown = {k: v for k, v in json.load(open(path)).items() if k not in ("config", "configs", "checkpoint_config")}
+        text = json.dumps(shown)
+        assert str(tmp_path) not in text and ".partial" not in text, (path, text[:300])
+    for path in glob.glob(os.path.join(root, "**", "*.md"), recursive=True):
+        assert str(tmp_path) not in _read(path) and ".partial" not in _read(path), path
+    moved = str(tmp_path / "elsewhere" / "moved")
+    os.makedirs(os.path.dirname(moved))
+    shutil.move(root, moved)
+    assert main(["--task", "report", "--out", moved]) == 0
+    page = _read(os.path.join(moved, "report.html"))
+    assert "checkpoint <code>lenet/</code>" in page and "(<code>lenet_nobn/</code>)" in page  # still found
+    assert "The network shown: LeNet5 of <code>lenet/</code>, trained 1 epoch (the assignment's: 25" in page
+    shutil.move(moved, root)
 
     # A part that disappears is listed as missing with its command; the rest stays.
     shutil.rmtree(os.path.join(root, "deconv"))
