@@ -95,6 +95,7 @@ ACCURACY_RANGE = (0.0, 1.0)  # what an accuracy can be: its intervals are clippe
 MIN_SEEDS = 2  # a comparison of two measured quantities needs this many seeds on both sides
 ONE_SEED = "not judged: one seed (run with --seeds 3 or more to judge)"  # a comparison with N = 1 on a side
 ONE_EPOCH = "not comparable: one epoch, includes compilation"  # a time comparison of one-epoch runs
+SHRUNK_ONE_SEED = NOT_JUDGED + "; " + ONE_SEED.removeprefix("not judged: ")  # a comparison on a shrunk 1-seed run
 WIDE_TWO = "N = 2: wide by nature, t = 12.7"  # said beside every interval over two seeds
 
 
@@ -237,8 +238,8 @@ def comparison_verdict(a: Estimate | None, b: Estimate | None, words: dict[str, 
     NOT_JUDGED on a shrunk run, ONE_SEED when a side has one value, 'n/a' without a measurement."""
     if a is None or b is None:
         return "n/a"
-    if shrunk:
-        return NOT_JUDGED
+    if shrunk:  # both reasons when both hold: a larger run with one seed would still judge nothing
+        return SHRUNK_ONE_SEED if min(a.n, b.n) < MIN_SEEDS and unit == "seeds" else NOT_JUDGED
     sep = separation(a, b)
     if sep == "one seed":
         return ONE_SEED if unit == "seeds" else f"not judged: one {unit[:-1]} on a side, no interval"

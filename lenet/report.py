@@ -201,7 +201,8 @@ def claim_1c_parts(tables: list[list[dict]], shrunk: bool, one_model: bool = Fal
         return "n/a", "n/a", "the statistics lack conv1 or conv2 with and without batch norm"
     d1, _, diff, how = est
     if shrunk:
-        return NOT_JUDGED, NOT_JUDGED, how
+        word = report.SHRUNK_ONE_SEED if d1.n < report.MIN_SEEDS else NOT_JUDGED
+        return word, word, how
     if d1.n < report.MIN_SEEDS and not one_model:
         return report.ONE_SEED, report.ONE_SEED, how
     one = "the value" if d1.n == 1 else f"the 95% t-interval (N = {d1.n} models)"
@@ -239,7 +240,7 @@ def visualize_claims(root: str, command: str) -> list[Claim]:
     v1, v2, _ = claim_1c_parts(tables, shrunk)
     m1 = missing if est is None else report.fmt_measured(est[0], digits=3)
     m2 = missing if est is None else (f"conv2 {report.fmt_measured(est[1], digits=3)}; conv1 minus conv2 "
-                                      f"{report.fmt_interval(est[2])}")
+                                      f"{report.fmt_measured(est[2], digits=3)}")
     return [Claim("1c", "batch norm makes conv1's output markedly more normal (drop of the KS distance to a normal)",
                   m1, f"'significantly' (taken as a drop \u2265 {SIGNIFICANT_KS_DROP})", v1, "1c-conv1", 3),
             Claim("1c", "batch norm changes conv2's distribution only slightly (a smaller KS drop than conv1's)", m2,

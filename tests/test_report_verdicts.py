@@ -348,3 +348,13 @@ def test_data_files_record_paths_that_survive_a_move(tmp_path):
     # the report resolves a recorded relative path from the part's folder, an older absolute one as it is
     assert report.recorded_path(str(tmp_path / "r"), "deconv", "../lenet") == "lenet/"
     assert report.recorded_path(str(tmp_path / "r"), "deconv", str(tmp_path / "r" / "lenet")) == "lenet/"
+
+
+def test_a_shrunk_run_of_one_seed_gives_both_reasons_on_each_comparison(tmp_path):
+    root = str(tmp_path / "results")
+    results_folder(root, full=False, seeds=1)
+    claims = _claims(_report(root)[2])
+    verdicts = {c: v for c, (_, v) in claims.items() if c.startswith(COMPARISONS[:3] + COMPARISONS[4:])}
+    assert len(verdicts) == 4 and all(v.startswith(report.SHRUNK_ONE_SEED) for v in verdicts.values()), verdicts
+    assert report.SHRUNK_ONE_SEED == "not judged: shrunk run; one seed (run with --seeds 3 or more to judge)"
+    assert all(v.startswith(report.NOT_JUDGED) for _, v in claims.values())
