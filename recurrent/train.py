@@ -112,7 +112,9 @@ def finished_member(folder: str, config: RNNConfig, dataset: data_lib.Dataset,
     same_config = metrics.get("config") == json.loads(json.dumps(config.to_dict(), default=outputs.jsonable))
     sizes = (len(dataset.train), len(dataset.val), len(dataset.test))
     same_data = (metrics.get("data_fingerprint", fingerprint) == fingerprint
-                 and metrics.get("data_source") == dataset.source
+                 # metrics.json writes the source as the report does (results.readable): compare it so
+                 and metrics.get("data_source") in (dataset.source, results.portable(dataset.source,
+                                                                                     results.results_root(folder)))
                  and tuple(metrics.get(f"{s}_size", -1) for s in ("train", "val", "test")) == sizes)
     if not (same_config and same_data):
         return None
