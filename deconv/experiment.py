@@ -122,9 +122,11 @@ def deconv_experiment(config: LeNetConfig, variables: dict, dataset: data_lib.Da
                              dataset.class_names)
     timing["figures"] = time.perf_counter() - t0
 
-    return topk_summary(settings, k, layers, filters, top, rfs, split, dataset, timing,
-                        results_lib.portable_path(checkpoint, out_dir), run_info,
-                        occlusion_study["maps"], occlusion_study["picks"], written)
+    # paths as the report writes them, relative to this folder or the results root: true when the results move
+    return results_lib.readable(topk_summary(settings, k, layers, filters, top, rfs, split, dataset, timing,
+                                             results_lib.portable_path(checkpoint, out_dir), run_info,
+                                             occlusion_study["maps"], occlusion_study["picks"], written),
+                                results_lib.results_root(out_dir))
 
 
 def _occlusion_study(model, variables, test: data_lib.Split, settings: DeconvSettings, rfs, names) -> dict:
@@ -280,7 +282,7 @@ def topk_summary(settings, k, layers, filters, top, rfs, split, dataset, timing,
                         "'inside_fraction' the share of the receptive field inside the image, 'padding_dominated' "
                         f"true when it is below {PADDING_DOMINATED} (the patch is mostly zero padding)."),
         "checkpoint": checkpoint or None,  # relative to this file's folder (results.portable_path)
-        "data_source": results_lib.portable(dataset.source, "."),
+        "data_source": dataset.source,
         "split": settings.split,
         "split_size": len(split),
         "top_k": k,
@@ -291,7 +293,7 @@ def topk_summary(settings, k, layers, filters, top, rfs, split, dataset, timing,
         "layers": layer_entries,
         "figures": written,
         "timing_seconds": {key: round(v, 2) for key, v in timing.items()},
-        "environment": results_lib.portable(environment_info(), "."),
+        "environment": environment_info(),
     }
     if run_info:
         summary["checkpoint_config"] = run_info.get("config")

@@ -126,6 +126,7 @@ def visualize(checkpoint: str, out: str, *, compare_batchnorm: bool = False, tra
     report = stats_report(networks, results, dataset)
     for net in report["networks"].values():  # relative to this file's folder: true when the results move
         net["checkpoint"] = results_lib.portable_path(net["checkpoint"], rundir.path())
+    report = results_lib.readable(report, results_lib.results_root(rundir.path()))  # its data source
     atomic_write_json(rundir.path(STATS_JSON), report)
     print(format_table(report["table"]))
     print("test accuracy: " + ", ".join(f"{n['label']} {n['test_accuracy']:.4f}" for n in report["networks"].values()))
@@ -313,7 +314,7 @@ def stats_report(networks: list[Network], results: dict[str, dict], dataset: dat
                        f"bounds it from above); 'histogram' holds the counts summed to {STORED_BINS} bins. "
                        "'networks' and 'table' are model 0's (the first seed's, shown in the figures); "
                        "'per_model' holds the table of each model the checkpoint's run trained.",
-        "split": "test", "test_images": len(dataset.test), "data_source": results_lib.portable(dataset.source, "."),
+        "split": "test", "test_images": len(dataset.test), "data_source": dataset.source,
         "models": len(per_model),
         "networks": nets,
         "table": table,
