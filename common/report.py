@@ -12,7 +12,9 @@ line per claim of the assignment: the measured numbers with their 95% Student-t 
 number, the verdict), what is missing and why, how the results were made (commands with their environment,
 machine, versions, every time on its named basis), then one section per part. It is built once as a list of
 blocks (common.document) and rendered twice. Figures are found by globbing each part's folders, so a new
-figure shows up without a change here. On a shrunk run no claim is judged: every verdict reads NOT_JUDGED.
+figure shows up without a change here. On a shrunk run no claim is judged: every verdict reads NOT_JUDGED;
+with one seed no comparison of two measured quantities is (ONE_SEED), and a judged one names its N. Beside a
+shrunk report's headline stand the published full run's numbers (REFERENCE_JSON).
 """
 from __future__ import annotations
 

@@ -132,9 +132,10 @@ LENET_SECTION = Section(
     expected=(FIGURE,),
     captions=(
         (f"{LENET_KEY}/{FIGURE}", fixed_caption(
-            "Accuracy and loss of LeNet5 on CIFAR10 against epoch: train (eval mode; dotted: the running mean "
-            "with dropout on), validation and test; the dashed lines are the assignment's 0.60 (validation and "
-            "test) and 0.80 (training); the running loss, with dropout on, has its own panel.")),
+            "Accuracy and loss of LeNet5 on CIFAR10 against epoch: train (eval mode, filled circles; dotted with "
+            "hollow triangles: the running mean with dropout on), validation and test; grey dashed line: the "
+            "assignment's 0.60 (validation and test), grey dotted line: its 0.80 (training); the running loss, "
+            "with dropout on, has its own panel. With one epoch the splits' points stand side by side.")),
     ),
     blocks=lenet_blocks, claims=lenet_claims, shrunk=lambda root: lenet_shrunk(root, (LENET_KEY,)),
     figure_number=ASSIGNMENT_FIGURES.get,

@@ -286,11 +286,13 @@ RNN_SECTION = Section(
     required=(f"*/{METRICS_JSON}",), expected=(SUMMARY_FIGURE, VALIDATION_FIGURE),
     captions=((f"{RNN_KEY}/{SUMMARY_FIGURE}", fixed_caption(
         f"Across cells and hidden sizes: test accuracy at the best-validation epoch (error bars: \u00b1 std over "
-        f"seeds when several), parameters and {report.TRAIN_TIME} (evaluation left out; its basis in the axis "
-        "label).")),
+        f"seeds when several), parameters and {report.TRAIN_TIME} over the epochs after the first (evaluation "
+        f"left out; runs of one epoch are not drawn there: {report.ONE_EPOCH}).")),
               (f"{RNN_KEY}/{VALIDATION_FIGURE}", fixed_caption(
         "Validation accuracy per epoch for every hidden size, one panel per cell, all on one y axis (with "
-        "several seeds: their mean and a min-max band). The per-run figures below have their own axes.")))
+        "several seeds: their mean and a min-max band); grey band: the assignment's range for the one "
+        "configuration it names (simple RNN-64, LSTM-128), labelled. The per-run figures below have their own "
+        "axes.")))
     + tuple((f"{RNN_KEY}/*/{figure_name(cell, '*')}", run_caption("", True)) for cell in CELLS),
     blocks=rnn_blocks, claims=rnn_claims, shrunk=rnn_shrunk, gaps=rnn_gaps, figure_number=rnn_figure_number)
 
