@@ -388,7 +388,7 @@ def test_all_quick_end_to_end_then_report_and_a_missing_part(mock_tfds, image_fo
     assert main(["--task", "report", "--out", moved]) == 0
     page = _read(os.path.join(moved, "report.html"))
     assert "checkpoint <code>lenet/</code>" in page and "(<code>lenet_nobn/</code>)" in page  # still found
-    assert "The network shown: LeNet5 of <code>lenet/</code>, trained 1 epoch (the assignment's: 25" in page
+    assert "The network shown: LeNet5 of <code>lenet/</code>, trained 1 epoch (the assignment&#x27;s: 25" in page
     shutil.move(moved, root)
 
     # A part that disappears is listed as missing with its command; the rest stays.
