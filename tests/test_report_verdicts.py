@@ -149,6 +149,8 @@ def test_a_shrunk_two_seed_run_says_so_judges_nothing_and_lists_what_is_missing(
         assert absolute not in plain
     assert "TFDS_DATA_DIR=" in plain and "--out $R/rnn" in plain  # copy-pasteable, with its environment
     assert "checkpoint lenet/" in plain  # a path inside the results folder: relative to it
+    # each headline row links to its section and to the assignment's figure that shows it
+    assert '<a href="#part-1b">1b</a> (<a href="#figure-1">Fig. 1</a>)' in page and 'id="figure-1"' in page
 
 
 def test_a_run_with_every_epoch_the_configs_ask_gives_verdicts(tmp_path):
@@ -358,3 +360,18 @@ def test_a_shrunk_run_of_one_seed_gives_both_reasons_on_each_comparison(tmp_path
     assert len(verdicts) == 4 and all(v.startswith(report.SHRUNK_ONE_SEED) for v in verdicts.values()), verdicts
     assert report.SHRUNK_ONE_SEED == "not judged: shrunk run; one seed (run with --seeds 3 or more to judge)"
     assert all(v.startswith(report.NOT_JUDGED) for _, v in claims.values())
+
+
+def test_run_timing_reads_metrics_named_by_basis_and_older_unnamed_fields(tmp_path):
+    new = {"epochs": 3, "seeds": [0], "train_seconds_per_epoch_after_first": 2.0, "epoch_seconds_after_first": 2.5,
+           "train_images_per_sec_after_first": 400.0, "train_seconds_first_epoch": 9.0, "wall_seconds": 20.0}
+    old = {"epochs": 3, "seeds": [0], "train_seconds_per_epoch": 2.0, "seconds_per_epoch": 2.5,
+           "train_images_per_sec": 400.0, "wall_seconds": 20.0}
+    for metrics in (new, old):  # no history.csv: metrics.json's medians
+        t = report.run_timing(str(tmp_path), metrics)
+        assert (t.train_seconds, t.epoch_seconds, t.images_per_sec) == (2.0, 2.5, 400.0)
+        assert report.fmt_train_time(t) == "2.00 s (median of epochs 2-3; epoch 1 (compiling) left out)"
+    one = {"epochs": 1, "seeds": [0], "train_seconds_first_epoch": 9.0, "epoch_seconds_first_epoch": 10.0,
+           "train_images_per_sec_first_epoch": 50.0, "train_seconds_per_epoch_after_first": None}
+    assert report.fmt_train_time(report.run_timing(str(tmp_path), one)) == \
+        "9.00 s (1 epoch, includes compilation; not comparable)"
