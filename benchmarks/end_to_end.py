@@ -83,7 +83,8 @@ def record(name, result, wall, compile_seconds, sizes, epochs, seeds) -> dict:
     return {"run": name, "train_val_test": list(sizes), "epochs": epochs, "seeds": seeds,
             "wall_seconds": wall, "compile_seconds": compile_seconds, "train_seconds": train,
             "eval_seconds": evaluation, "host_seconds": sum(r["host_seconds"] for r in history),
-            "train_images_per_s": images / train, "train_images_per_s_steady": m["train_images_per_sec"],
+            "train_images_per_s": images / train, "train_images_per_s_steady": (m["train_images_per_sec_after_first"]
+                                          or m["train_images_per_sec_first_epoch"]),
             "steps_per_call_used": m["steps_per_call_used"], "batch_size": m["config"]["batch_size"],
             "backend": jax.default_backend(), "device": getattr(device, "device_kind", str(device)),
             "device_count": jax.device_count()}

@@ -188,9 +188,16 @@ def _url(path: str) -> str:
 
 
 def _inline(text: str) -> str:
-    """Escapes HTML, turns `code` spans into <code> and **bold** into <b> (outside code)."""
+    """Escapes HTML, turns `code` spans into <code>, **bold** into <b> and [text](#anchor) into a link to the
+    page's anchor (outside code)."""
     return "".join(f"<code>{html.escape(part)}</code>" if is_code
-                   else re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", html.escape(part)) for is_code, part in spans(text))
+                   else _page_links(re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", html.escape(part)))
+                   for is_code, part in spans(text))
+
+
+def _page_links(escaped: str) -> str:
+    """Markdown links to an anchor of the page, '[1b](#part-1b)', as HTML links (Markdown renders them itself)."""
+    return re.sub(r"\[([^\]]+)\]\(#([\w-]+)\)", r'<a href="#\2">\1</a>', escaped)
 
 
 def regular_file_inside(root: str, path: str) -> bool:

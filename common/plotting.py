@@ -11,12 +11,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+# Each split its own marker too: with one epoch there are only points, and two of one colour must still differ.
 SPLIT_STYLE = {
-    "train": dict(color="tab:blue", label="train (eval mode)"),
-    "train_running": dict(color="tab:blue", ls=":", alpha=0.8, label="train (running mean while training)"),
-    "val": dict(color="tab:orange", label="validation"),
-    "test": dict(color="tab:green", label="test"),
+    "train": dict(color="tab:blue", marker="o", label="train (eval mode)"),
+    "train_running": dict(color="tab:blue", ls=":", alpha=0.8, marker="^", mfc="white",
+                          label="train (running mean while training)"),
+    "val": dict(color="tab:orange", marker="s", label="validation"),
+    "test": dict(color="tab:green", marker="D", label="test"),
 }
+# With one epoch, each split's point (and its min-max bar over seeds) is drawn this far beside the epoch, so that
+# no point hides another: the running and eval-mode training accuracies can be far apart or equal.
+ONE_EPOCH_OFFSET = {"train": -0.15, "train_running": -0.05, "val": 0.05, "test": 0.15}
 EVAL_SPLITS = ("train", "val", "test")  # the eval-mode losses, on one axis; the running loss has its own
 TARGET_STYLE = dict(color="0.25", ls="--", lw=1.0)
 LEGEND_SIZE = 9  # points: >= 9 screen pixels for a figure shown at or above 70% of its size (130 dpi)
@@ -45,15 +50,18 @@ def draw_targets(ax, lines: Sequence[tuple[float, float, str]]) -> None:
             ax.axhspan(low, high, color="0.5", alpha=0.18, lw=0, label=label)
 
 
-def _curve(ax, epochs, rows, per_model, key: str, style: dict, several: bool) -> None:
+def _curve(ax, epochs, rows, per_model, key: str, style: dict, several: bool, offset: float = 0.0) -> None:
     values = [r.get(key) for r in rows]
     if any(v is None for v in values):
         return
     n = len(per_model) if several else 1
-    ax.plot(epochs, values, marker="o" if len(epochs) < 30 else None, ms=3,
-            **{**style, "label": style["label"] + (f", mean of {n} seeds" if several else "")})
+    x = [e + offset for e in epochs]
+    one = len(epochs) == 1
+    ax.plot(x, values, ms=6 if one else 4, zorder=3,
+            **{**style, "marker": style.get("marker", "o") if len(epochs) < 30 else None,
+               "label": style["label"] + (f", mean of {n} seeds" if several else "")})
     if several:
-        band(ax, epochs, [[r[key] for r in m] for m in per_model], style["color"])
+        band(ax, x, [[r[key] for r in m] for m in per_model], style["color"], width=3 if one else 6)
 
 
 def plot_history(rows: Sequence[dict[str, Any]], path: str, title: str, selected_epoch: int | None = None,
@@ -71,7 +79,8 @@ def plot_history(rows: Sequence[dict[str, Any]], path: str, title: str, selected
               (axes[2], "loss", ("train_running",), "running training loss (train mode)"))
     for ax, metric, splits, ylabel in panels:
         for split in splits:
-            _curve(ax, epochs, rows, per_model, f"{split}_{metric}", SPLIT_STYLE[split], several)
+            offset = ONE_EPOCH_OFFSET[split] if len(epochs) == 1 and len(splits) > 1 else 0.0
+            _curve(ax, epochs, rows, per_model, f"{split}_{metric}", SPLIT_STYLE[split], several, offset)
         if selected_epoch is not None:
             ax.axvline(selected_epoch, color="grey", ls="-.", lw=0.8,
                        label=f"reported model (epoch {selected_epoch}, best validation)")
@@ -80,8 +89,10 @@ def plot_history(rows: Sequence[dict[str, Any]], path: str, title: str, selected
         ax.set_title(ylabel[:1].upper() + ylabel[1:], fontsize=10)
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.ticklabel_format(axis="y", useOffset=False)  # '+1.752' above an axis reads as a value
         if len(epochs) == 1:
             ax.set_xticks(epochs)
+            ax.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
     draw_targets(axes[0], targets_for(title))
     if several:
         axes[0].fill_between([], [], [], color="grey", alpha=0.2, label="shaded: min-max over seeds")
@@ -100,11 +111,11 @@ def figure_legend(fig, axes, ncols: int = 3) -> None:
                fontsize=LEGEND_SIZE, frameon=False)
 
 
-def band(ax, x, curves, color) -> None:
+def band(ax, x, curves, color, width: float = 6) -> None:
     """A min-max band over `curves` (one list of values per model); a vertical bar for a single epoch."""
     lo, hi = [min(v) for v in zip(*curves)], [max(v) for v in zip(*curves)]
     if len(x) == 1:
-        ax.vlines(x, lo, hi, color=color, alpha=0.4, lw=6)
+        ax.vlines(x, lo, hi, color=color, alpha=0.4, lw=width)
     else:
         ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
 

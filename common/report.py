@@ -12,7 +12,9 @@ line per claim of the assignment: the measured numbers with their 95% Student-t 
 number, the verdict), what is missing and why, how the results were made (commands with their environment,
 machine, versions, every time on its named basis), then one section per part. It is built once as a list of
 blocks (common.document) and rendered twice. Figures are found by walking each part's folders, so a new
-figure shows up without a change here. On a shrunk run no claim is judged: every verdict reads NOT_JUDGED.
+figure shows up without a change here. On a shrunk run no claim is judged: every verdict reads NOT_JUDGED;
+with one seed no comparison of two measured quantities is (ONE_SEED), and a judged one names its N. Beside a
+shrunk report's headline stand the published full run's numbers (REFERENCE_JSON).
 
 The report reads only what is inside the results root: the walks (`files_under`) follow no link and stop at
 MAX_DEPTH levels and MAX_ENTRIES entries, a figure is embedded only when it is a regular file there, and a file
@@ -108,27 +110,39 @@ class Target:
 
 NO_TARGET = Target(None, None, "not in the assignment")
 INTERVAL_RULE = "95% Student-t interval, mean \u00b1 t(0.975, N\u22121)\u00b7std/\u221aN"  # how `aggregate` draws it
+ACCURACY_RANGE = (0.0, 1.0)  # what an accuracy can be: its intervals are clipped to this
+MIN_SEEDS = 2  # a comparison of two measured quantities needs this many seeds on both sides
+ONE_SEED = "not judged: one seed (run with --seeds 3 or more to judge)"  # a comparison with N = 1 on a side
+ONE_EPOCH = "not comparable: one epoch, includes compilation"  # a time comparison of one-epoch runs
+SHRUNK_ONE_SEED = NOT_JUDGED + "; " + ONE_SEED.removeprefix("not judged: ")  # a comparison on a shrunk 1-seed run
+WIDE_TWO = "N = 2: wide by nature, t = 12.7"  # said beside every interval over two seeds
 
 
 @dataclasses.dataclass(frozen=True)
 class Estimate:
-    """A measured quantity over N seeds: mean, sample std, the 95% t-interval (the value when N = 1), values."""
+    """A measured quantity over N seeds: mean, sample std, the 95% t-interval (the value when N = 1) clipped to
+    what the quantity can be (`clipped` says it was), values."""
 
     mean: float
     std: float
     low: float
     high: float
     values: tuple[float, ...]
+    clipped: tuple[float, float] | None = None  # the quantity's range, when the interval was cut to it
 
     @property
     def n(self) -> int:
         return len(self.values)
 
 
-def aggregate(values) -> Estimate:
-    """Mean, sample std (ddof=1; 0 for one value) and the interval INTERVAL_RULE of per-seed values."""
+def aggregate(values, bounds: tuple[float, float] | None = None) -> Estimate:
+    """Mean, sample std (ddof=1; 0 for one value) and the interval INTERVAL_RULE of per-seed values; the
+    interval cut to `bounds` (e.g. ACCURACY_RANGE: an accuracy is never below 0 or above 1)."""
     v = tuple(float(x) for x in (values if isinstance(values, (list, tuple)) else [values]))
-    return Estimate(*stats.t_interval(v), v)
+    mean, std, low, high = stats.t_interval(v)
+    if bounds is not None and (low < bounds[0] or high > bounds[1]):
+        return Estimate(mean, std, max(low, bounds[0]), min(high, bounds[1]), v, bounds)
+    return Estimate(mean, std, low, high, v)
 
 
 def target_band(target: Target) -> tuple[float, float]:
@@ -151,10 +165,17 @@ def verdict(estimate: Estimate | None, target: Target) -> str:
 
 
 def estimate_of(metrics: dict | None, key: str) -> Estimate | None:
-    """The Estimate of metrics[key] from its `<key>_per_model` values (one value when N = 1)."""
+    """The Estimate of metrics[key] from its `<key>_per_model` values (one value when N = 1); an accuracy's
+    interval is clipped to ACCURACY_RANGE."""
     if not metrics or metrics.get(key) is None:
         return None
-    return aggregate(metrics.get(f"{key}_per_model") or [metrics[key]])
+    bounds = ACCURACY_RANGE if key.endswith("accuracy") else None
+    return aggregate(metrics.get(f"{key}_per_model") or [metrics[key]], bounds)
+
+
+def fmt_range(low: float, high: float, digits: int = 3) -> str:
+    """'0.506 to 0.686', '-0.181 to 0.555': 'to', never a dash that could be a minus sign."""
+    return f"{low:.{digits}f} to {high:.{digits}f}"
 
 
 def fmt_estimate(estimate: Estimate | None, per_seed: bool = True, digits: int = 4) -> str:
@@ -167,45 +188,83 @@ def fmt_estimate(estimate: Estimate | None, per_seed: bool = True, digits: int =
     return f"{estimate.mean:.{digits}f} \u00b1 {estimate.std:.{digits}f} ({estimate.n} seeds{values})"
 
 
+def interval_notes(estimate: Estimate) -> str:
+    """What to know about an interval: clipped to the quantity's range, and wide by nature with two seeds."""
+    notes = ([f"clipped to {fmt_range(*estimate.clipped, digits=0)}"] if estimate.clipped else []) + \
+        ([WIDE_TWO] if estimate.n == 2 else [])
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
 def fmt_interval(estimate: Estimate | None, digits: int = 3) -> str:
-    """'95% t-interval 0.506-0.686' or, with one seed, 'one seed: the point value, no interval'."""
+    """'95% t-interval 0.506 to 0.686' (with its notes: clipped, N = 2) or, with one seed, 'one seed: the point
+    value, no interval'."""
     if estimate is None:
         return "n/a"
     if estimate.n == 1:
         return "one seed: the point value, no interval"
-    return f"95% t-interval {estimate.low:.{digits}f}-{estimate.high:.{digits}f}"
+    return f"95% t-interval {fmt_range(estimate.low, estimate.high, digits)}{interval_notes(estimate)}"
 
 
 def fmt_measured(estimate: Estimate | None, digits: int = 4) -> str:
-    """The headline's measured cell: '0.6000 \u00b1 0.0141 (2 seeds); 95% t-interval 0.473-0.727'."""
+    """The headline's measured cell: '0.6000 \u00b1 0.0141 (2 seeds); 95% t-interval 0.473 to 0.727 (...)'."""
     if estimate is None:
         return "n/a"
     return f"{fmt_estimate(estimate, per_seed=False, digits=digits)}; {fmt_interval(estimate)}"
 
 
 def verdict_line(estimate: Estimate | None, target: Target, shrunk: bool = False) -> str:
-    """'consistent: 0.598-0.606 (95% t-interval, 3 seeds) overlaps the assignment's 0.580-0.620', with N = 1
-    the point value, NOT_JUDGED on a shrunk run."""
+    """'consistent: 0.598 to 0.606 (95% t-interval, N = 3 seeds) overlaps the assignment's 0.580 to 0.620'; with
+    N = 1 the point value checked against the assignment's band, said so; NOT_JUDGED on a shrunk run."""
     word = verdict(estimate, target)
     if word == "n/a":
         return word
     if shrunk:
         return NOT_JUDGED
     lo, hi = target_band(target)
-    wanted = f"{lo:.3f}" if lo == hi else f"{lo:.3f}-{hi:.3f}"
-    measured = (f"{estimate.mean:.3f} (1 seed: the point value)" if estimate.n == 1 else
-                f"{estimate.low:.3f}-{estimate.high:.3f} (95% t-interval, {estimate.n} seeds)")
+    wanted = f"{lo:.3f}" if lo == hi else fmt_range(lo, hi)
+    if estimate.n == 1:
+        relation = {"consistent": "lies within", "below": "is below", "above": "is above"}[word]
+        return (f"{word}: {estimate.mean:.3f} (one seed: the point value checked against the assignment's band, "
+                f"no interval) {relation} the assignment's {wanted}")
+    measured = f"{fmt_range(estimate.low, estimate.high)} (95% t-interval, N = {estimate.n} seeds)"
     relation = {"consistent": "overlaps", "below": "is below", "above": "is above"}[word]
     return f"{word}: {measured} {relation} the assignment's {wanted}"
 
 
 def separation(a: Estimate, b: Estimate) -> str:
-    """'higher' when a's interval lies above b's, 'lower' when below, else 'overlap' (N = 1: the values)."""
+    """'higher' when a's interval lies above b's, 'lower' when below, 'overlap' when they share a point;
+    'one seed' when either side has fewer than MIN_SEEDS values (a point value is no evidence of a difference)."""
+    if min(a.n, b.n) < MIN_SEEDS:
+        return "one seed"
     if a.low > b.high:
         return "higher"
     if a.high < b.low:
         return "lower"
     return "overlap"
+
+
+def seeds_used(a: Estimate, b: Estimate | None = None, unit: str = "seeds") -> str:
+    """'N = 3 seeds' or 'N = 3 and 2 seeds': the N a comparison used, for the page to name."""
+    if b is None or a.n == b.n:
+        return f"N = {a.n} {unit}"
+    return f"N = {a.n} and {b.n} {unit}"
+
+
+def comparison_verdict(a: Estimate | None, b: Estimate | None, words: dict[str, str], shrunk: bool = False,
+                       unit: str = "seeds") -> str:
+    """One comparison of two measured quantities by `separation`, in `words` ({'higher': ..., 'lower': ...,
+    'overlap': ...}), naming the N it used: 'supported: the 95% t-intervals do not overlap (N = 3 seeds)';
+    NOT_JUDGED on a shrunk run, ONE_SEED when a side has one value, 'n/a' without a measurement."""
+    if a is None or b is None:
+        return "n/a"
+    if shrunk:  # both reasons when both hold: a larger run with one seed would still judge nothing
+        return SHRUNK_ONE_SEED if min(a.n, b.n) < MIN_SEEDS and unit == "seeds" else NOT_JUDGED
+    sep = separation(a, b)
+    if sep == "one seed":
+        return ONE_SEED if unit == "seeds" else f"not judged: one {unit[:-1]} on a side, no interval"
+    relation = "overlap" if sep == "overlap" else "do not overlap"
+    wide = f"; {WIDE_TWO}" if min(a.n, b.n) == 2 else ""
+    return f"{words[sep]}: the 95% t-intervals {relation} ({seeds_used(a, b, unit)}{wide})"
 
 
 # ------------------------------------------------------------------------------------------------ times
@@ -227,7 +286,7 @@ class Timing:
     @property
     def basis(self) -> str:
         if self.total_epochs == 1:
-            return "1 epoch, includes compilation"
+            return "1 epoch, includes compilation; not comparable"
         first, last = self.epochs[0], self.epochs[-1]
         span = f"epoch {first}" if first == last else f"median of epochs {first}-{last}"
         return f"{span}; epoch 1 (compiling) left out"
@@ -276,6 +335,11 @@ def _number(text: str):
         return text
 
 
+def _first(metrics: dict, *keys: str) -> float:
+    """The first of `keys` that metrics.json has (a field's name now, then its name in older results), else 0."""
+    return next((float(metrics[k]) for k in keys if metrics.get(k) is not None), 0.0)
+
+
 def _median(values: list[float]) -> float:
     s = sorted(values)
     mid = len(s) // 2
@@ -291,10 +355,13 @@ def run_timing(folder: str, metrics: dict | None = None) -> Timing | None:
     n_models = len(metrics.get("models") or metrics.get("seeds") or [0])
     history = [r for r in read_history(os.path.join(folder, HISTORY_CSV)) if r.get("train_seconds") is not None]
     steady = history[1:] or history
-    if not steady:
+    if not steady:  # no history: metrics.json's medians (named by basis; older results: unnamed, same rule)
         total = int(metrics.get("epochs") or 1)
-        return Timing(tuple(range(min(2, total), total + 1)), total, metrics.get("train_seconds_per_epoch") or 0.0,
-                      metrics.get("seconds_per_epoch") or 0.0, metrics.get("train_images_per_sec") or 0.0,
+        after = "after_first" if total > 1 else "first_epoch"
+        return Timing(tuple(range(min(2, total), total + 1)), total,
+                      _first(metrics, f"train_seconds_{'per_epoch_' * (total > 1)}{after}", "train_seconds_per_epoch"),
+                      _first(metrics, f"epoch_seconds_{after}", "seconds_per_epoch"),
+                      _first(metrics, f"train_images_per_sec_{after}", "train_images_per_sec"),
                       n_models, metrics.get("wall_seconds"))
     return Timing(tuple(int(r["epoch"]) for r in steady), len(history),
                   _median([r["train_seconds"] for r in steady]), _median([r["epoch_seconds"] for r in steady]),
@@ -305,6 +372,25 @@ def fmt_train_time(t: Timing | None) -> str:
     """'0.52 s (median of epochs 2-10; epoch 1 (compiling) left out)' or '12.6 s (1 epoch, includes
     compilation)'."""
     return "n/a" if t is None else f"{t.train_seconds:.2f} s ({t.basis})"
+
+
+def steady_epoch_seconds(history: list[dict]) -> Estimate | None:
+    """The training seconds of each epoch after the first, over those epochs; None with one epoch (it is mostly
+    compilation, so no time comparison uses it)."""
+    rows = [r for r in history[1:] if r.get("train_seconds") is not None]
+    return aggregate([r["train_seconds"] for r in rows], (0.0, float("inf"))) if rows else None
+
+
+def time_comparison(a: Estimate | None, b: Estimate | None, words: dict[str, str], shrunk: bool,
+                    seeds: int) -> str:
+    """A comparison of two runs' training times over the epochs after the first (`steady_epoch_seconds`):
+    ONE_EPOCH when a run had only one epoch; like every comparison, not judged on a shrunk run or with one seed
+    (`seeds`: the fewer of the two runs'), else `comparison_verdict` over those epochs."""
+    if a is None or b is None:
+        return f"{NOT_JUDGED}; {ONE_EPOCH}" if shrunk else ONE_EPOCH
+    if seeds < MIN_SEEDS and not shrunk:
+        return ONE_SEED
+    return comparison_verdict(a, b, words, shrunk, unit="epochs after the first")
 
 
 def fmt_images(t: Timing | None) -> str:
@@ -336,26 +422,63 @@ class Claim:
     claim: str  # what the assignment says, in a few words
     measured: str  # the numbers, with their interval
     assignment: str  # the assignment's number ('about 0.60')
-    verdict: str  # in words; NOT_JUDGED on a shrunk run
+    verdict: str  # in words; NOT_JUDGED on a shrunk run, ONE_SEED for a comparison of one seed
+    ref: str = ""  # the claim's key in the reference file (REFERENCE_JSON's "claims"): '1b-test'
+    figure: int | None = None  # the assignment's figure that shows it (its anchor on the page: 'figure-<n>')
 
 
 HEADLINE_HEADERS = ["part", "claim of the assignment", "measured (mean \u00b1 std over seeds; 95% t-interval)",
                     "assignment", "verdict"]
+REFERENCE_HEADER = "published full run"
+# The published full run's numbers, shown beside each headline row of a shrunk or one-seed report (the format:
+# docs/report.md, "The reference column"). Beside the repository's code, so any results folder can use it.
+REFERENCE_JSON = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "results",
+                              "reference.json")
 
 
 def accuracy_claim(part: str, claim: str, estimate: Estimate | None, target: Target, shrunk: bool,
-                   command: str = "") -> Claim:
+                   command: str = "", ref: str = "", figure: int | None = None) -> Claim:
     """A claim that one accuracy is near the assignment's; 'missing' (with the command) when not measured."""
     if estimate is None:
-        return Claim(part, claim, "missing" + (f": run `{command}`" if command else ""), target.text, "n/a")
-    return Claim(part, claim, fmt_measured(estimate), target.text, verdict_line(estimate, target, shrunk))
+        return Claim(part, claim, "missing" + (f": run `{command}`" if command else ""), target.text, "n/a", ref,
+                     figure)
+    return Claim(part, claim, fmt_measured(estimate), target.text, verdict_line(estimate, target, shrunk), ref,
+                 figure)
 
 
-def claim_row(c: Claim) -> list[CellLike]:
+def read_reference(path: str = "") -> dict:
+    """The published full run (REFERENCE_JSON): {'commit', 'seeds', 'machine', 'claims': {ref: {'measured',
+    'verdict'}}, ...}; {} when there is none, it is not JSON, or it has no claims."""
+    ref = read_json(path or REFERENCE_JSON)
+    return ref if isinstance(ref, dict) and isinstance(ref.get("claims"), dict) and ref["claims"] else {}
+
+
+def reference_label(ref: dict) -> str:
+    """'commit 1a2b3c4, 3 seeds, 2-core x86_64 CPU (docs/results/REPORT.md)': what the reference column is."""
+    where = f" (`{ref['report']}`)" if ref.get("report") else ""
+    note = f"; {ref['note']}" if ref.get("note") else ""
+    seeds = ref.get("seeds", "?")
+    return f"commit {ref.get('commit', '?')}, {seeds} seed{'' if seeds == 1 else 's'}, {ref.get('machine', '?')}" \
+        f"{where}{note}"
+
+
+def reference_cell(ref: dict, key: str) -> Cell:
+    entry = (ref.get("claims") or {}).get(key) if key else None
+    if not isinstance(entry, dict):
+        return Cell("not in the published run", "small")
+    return Cell("; ".join(str(entry[k]) for k in ("measured", "verdict") if entry.get(k)), "small")
+
+
+def claim_row(c: Claim, anchor: str = "", reference: dict | None = None) -> list[CellLike]:
+    """The headline's line of a claim: its part linked to its section (and the figure that shows it), the
+    numbers, the verdict, and the published run's beside them when `reference` is given."""
     css = "missing" if c.measured.startswith("missing") else ""
-    judged = "" if c.verdict.startswith(("not judged", "n/a")) else "judged"
-    return [c.part, c.claim, Cell(c.measured, css or "small"), Cell(c.assignment, "small"),
-            Cell(c.verdict, f"verdict {judged}".strip())]
+    judged = "" if c.verdict.startswith(("not judged", "not comparable", "n/a")) else "judged"
+    part = f"[{c.part}](#{anchor})" if anchor else c.part
+    part += f" ([Fig. {c.figure}](#figure-{c.figure}))" if c.figure is not None else ""
+    row = [part, c.claim, Cell(c.measured, css or "small"), Cell(c.assignment, "small"),
+           Cell(c.verdict, f"verdict {judged}".strip())]
+    return row + [reference_cell(reference, c.ref)] if reference else row
 
 
 # ----------------------------------------------------------------------------------------------- contract
@@ -381,6 +504,18 @@ class Section:
     figure_number: Callable[[str], int | None] = lambda path: None  # the assignment's number of a figure
     also: tuple[str, ...] = ()  # other folders the task writes figures into (shown in this section too)
     hint: str = ""  # added to the list of missing results (e.g. where the course's data is)
+
+
+def recorded_path(root: str, key: str, path: str | None) -> str:
+    """A path a part's data file records (e.g. topk.json's checkpoint), shown root-relative: a relative one is
+    relative to the part's folder `<root>/<key>` (results written since the paths became portable), an absolute
+    one (older results) as committed (its `.partial` working names dropped)."""
+    from common.train.results import committed_path  # the training core's rule for committed folders
+
+    if not path:
+        return "n/a"
+    return under_root(root, committed_path(path) if os.path.isabs(path) else
+                      os.path.normpath(os.path.join(root, key, path)))
 
 
 def fixed_caption(text: str) -> Callable[[str], str]:
@@ -568,21 +703,52 @@ def kind_blocks(root: str, sections: Sequence[Section]) -> list[Block]:
                      f"\u201c{NOT_JUDGED}\u201d; the numbers are still shown): " + "; ".join(reasons) + ".")
     elif kind == "full":
         lines.append("Every part present ran with the assignment's settings, so its claims are judged: a verdict "
-                     f"compares the {INTERVAL_RULE} of the measured value over the seeds (one seed: the value "
-                     "itself) with the assignment's number.")
+                     f"compares the {INTERVAL_RULE} of the measured value over the seeds with the assignment's "
+                     f"number (one seed: the value itself, said so); a comparison of two measured quantities needs "
+                     f"N \u2265 {MIN_SEEDS} seeds on both sides and names the N it used.")
+    if seeds and min(seeds) == 1:  # on top, beside the kind of run: how to read every comparison below
+        lines[0] += (f" One seed: no comparison is judged (each reads \u201c{ONE_SEED}\u201d); the numbers are "
+                     "still shown.")
+    if 2 in seeds:
+        lines[0] += (" Two seeds: every 95% t-interval is wide by nature (t(0.975, 1) = 12.7, so mean \u00b1 "
+                     "9 std), and only large differences separate.")
     return [Para(line, "lead") for line in lines]
 
 
-def headline_blocks(root: str, sections: Sequence[Section], command_for: CommandFor) -> list[Block]:
-    """The headline table: one line per claim of the assignment, in section order."""
-    claims = [c for s in sections if s.claims for c in s.claims(root, command_for(s.key))]
+def headline_blocks(root: str, sections: Sequence[Section], command_for: CommandFor,
+                    reference: dict | None = None) -> list[Block]:
+    """The headline table: one line per claim of the assignment, in section order, each linked to its section
+    and figure; with `reference` (the published full run), its numbers beside each line, labelled."""
+    rows = [claim_row(c, s.anchor, reference) for s in sections if s.claims
+            for c in s.claims(root, command_for(s.key))]
+    headers = HEADLINE_HEADERS + ([f"{REFERENCE_HEADER} (commit {reference.get('commit', '?')}, "
+                                   f"{reference.get('seeds', '?')} seed(s), {reference.get('machine', '?')})"]
+                                  if reference else [])
     return [Heading("Claims of the assignment, measured", "summary"),
-            Table(HEADLINE_HEADERS, [claim_row(c) for c in claims],
-                  "Measured: mean \u00b1 sample std over the seeds, then the 95% Student-t interval of the mean "
-                  "(with one seed the value itself, no interval). Verdict: consistent when that interval overlaps "
-                  "the assignment's number (a point such as 'about 0.60' counts within \u00b10.02), below/above "
-                  "when it lies wholly on one side; comparisons are 'separated' only when the two intervals do "
-                  "not overlap. Commands, machine and times are under \u201cHow these results were made\u201d.")]
+            Table(headers, rows,
+                  "Measured: mean \u00b1 sample std over the seeds, then the 95% Student-t interval of the mean, "
+                  "clipped to what the quantity can be (an accuracy: 0 to 1) and said so; with one seed the value "
+                  "itself, no interval. Verdict against a number of the assignment: consistent when that interval "
+                  "(one seed: the value) overlaps it (a point such as 'about 0.60' counts within \u00b10.02), "
+                  "below/above when it lies wholly on one side. A comparison of two measured quantities needs "
+                  f"N \u2265 {MIN_SEEDS} seeds on both sides: supported or not supported only when the two "
+                  "intervals do not overlap, and its verdict names the N. Training times are compared over the "
+                  "epochs after the first." + (f" {REFERENCE_HEADER.capitalize()}: the numbers and verdicts of the "
+                                               f"project's published full run ({reference_label(reference)}), "
+                                               "to compare this run with." if reference else "")
+                  + " Commands, machine and times are under \u201cHow these results were made\u201d.")]
+
+
+def reference_for(root: str, sections: Sequence[Section]) -> dict | None:
+    """The published full run (`read_reference`) when this run is shrunk or has fewer seeds than it, so its
+    numbers have something to be compared with; else None (the published report itself shows none)."""
+    ref = read_reference()
+    if not ref:
+        return None
+    seeds = [len(m.get("seeds") or [0]) for m in (read_json(os.path.join(root, f, METRICS_JSON)) or {}
+                                                  for f in run_folders(root))]
+    fewer = bool(seeds) and min(seeds) < int(ref.get("seeds") or 0)
+    return ref if fewer or run_kind(root, sections)[0] != "full" else None
 
 
 def missing_blocks(root: str, sections: Sequence[Section], missing: list[Missing]) -> list[Block]:
@@ -608,7 +774,7 @@ def build_report(root: str, sections: Sequence[Section], command_for: CommandFor
                 f"{code(os.path.basename(os.path.abspath(root)))}; the assignment's report{where} is quoted beside "
                 "each measured number. " + results_note(root), "meta")
     kind = kind_blocks(root, sections)  # the kind of run on top; how it was shrunk below the headline
-    head = kind[:1] + headline_blocks(root, sections, command_for) + kind[1:] + [meta]
+    head = kind[:1] + headline_blocks(root, sections, command_for, reference_for(root, sections)) + kind[1:] + [meta]
     head += missing_blocks(root, sections, missing)
     return number_figures(head + provenance_blocks(root) + body), missing
 

@@ -31,6 +31,7 @@ import numpy as np
 from common import data as data_lib
 from common.errors import DataError, UserError
 from common.outputs import environment_info
+from common.train import results as results_lib
 from deconv import figures, network, occlusion, ops
 from lenet import checkpoint as lenet_checkpoint
 from lenet.config import LeNetConfig
@@ -121,8 +122,11 @@ def deconv_experiment(config: LeNetConfig, variables: dict, dataset: data_lib.Da
                              dataset.class_names)
     timing["figures"] = time.perf_counter() - t0
 
-    return topk_summary(settings, k, layers, filters, top, rfs, split, dataset, timing, checkpoint, run_info,
-                        occlusion_study["maps"], occlusion_study["picks"], written)
+    # paths as the report writes them, relative to this folder or the results root: true when the results move
+    return results_lib.readable(topk_summary(settings, k, layers, filters, top, rfs, split, dataset, timing,
+                                             results_lib.portable_path(checkpoint, out_dir), run_info,
+                                             occlusion_study["maps"], occlusion_study["picks"], written),
+                                results_lib.results_root(out_dir))
 
 
 def _occlusion_study(model, variables, test: data_lib.Split, settings: DeconvSettings, rfs, names) -> dict:
@@ -277,7 +281,7 @@ def topk_summary(settings, k, layers, filters, top, rfs, split, dataset, timing,
                         "'box' the receptive field in the image as (r0, r1, c0, c1), half-open, clipped; "
                         "'inside_fraction' the share of the receptive field inside the image, 'padding_dominated' "
                         f"true when it is below {PADDING_DOMINATED} (the patch is mostly zero padding)."),
-        "checkpoint": os.path.abspath(checkpoint) if checkpoint else None,
+        "checkpoint": checkpoint or None,  # relative to this file's folder (results.portable_path)
         "data_source": dataset.source,
         "split": settings.split,
         "split_size": len(split),

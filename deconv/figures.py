@@ -151,7 +151,8 @@ def plot_layer(projections: np.ndarray, patches: np.ndarray, filter_ids: Sequenc
     if marks is not None:
         for f, i in zip(*np.nonzero(marks)):
             x, y = patch_tile_origin(anchors[f], bw, label_band, k, int(i), rf)
-            ax.add_patch(plt.Rectangle((x - 1, y - 1), rf + 1, rf + 1, fill=False, ec=MARK, lw=1.6))
+            # unclipped: a frame sits half a pixel outside its tile, past the image at the mosaic's right edge
+            ax.add_patch(plt.Rectangle((x - 1, y - 1), rf + 1, rf + 1, fill=False, ec=MARK, lw=1.6, clip_on=False))
     fig.text(0.5, 1 - 22 / fig_h, title, ha="center", va="center", fontsize=15, weight="bold")
     fig.text(0.5, 1 - 40 / fig_h, "\n".join(lines), ha="center", va="top", fontsize=10.5)
     return save(fig, path, dpi=DPI)

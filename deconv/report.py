@@ -8,6 +8,7 @@ from common import report
 from common.document import Block, Para
 from common.report import NOT_JUDGED, Claim, Section, fixed_caption, generic_caption, machine
 from deconv.experiment import FIG_LAYER, FIG_OCCLUSION, PADDING_DOMINATED, TOPK_JSON, DeconvSettings
+from lenet.config import LeNetConfig
 from lenet.report import lenet_shrunk
 
 DECONV_KEY = "deconv"  # the task, and its folder under the results root
@@ -28,6 +29,26 @@ def padding_shares(topk: dict) -> dict[str, float]:
             if entry.get("padding_dominated_fraction") is not None}
 
 
+def model_text(root: str, topk: dict) -> str:
+    """'The network: `lenet/`, 2 epochs (the assignment's: 25), test accuracy 0.158 (seed 0's model, its
+    best-validation epoch 2).' from the checkpoint's metrics.json; '' when it is not under the root."""
+    folder = report.recorded_path(root, DECONV_KEY, topk.get("checkpoint")).rstrip("/")
+    m = report.read_json(os.path.join(root, folder, report.METRICS_JSON)) if not os.path.isabs(folder) else None
+    if not m:
+        return ""
+    acc = (m.get("test_accuracy_per_model") or [m.get("test_accuracy")])[0]
+    epoch = m.get("selected_epoch")
+    epoch = epoch[0] if isinstance(epoch, list) else epoch
+    full = LeNetConfig().train.epochs
+    shrunk = (m.get("epochs") or 0) < full
+    epochs = m.get("epochs")
+    size = f"{epochs} epoch{'' if epochs == 1 else 's'}" + (f" (the assignment's: {full}; a shrunk model)"
+                                                          if shrunk else "")
+    return (f"The network shown: LeNet5 of `{folder}/`, trained {size}, test accuracy "
+            f"{report.fmt_acc(acc)} (seed 0's model, its best-validation epoch {epoch})"
+            + ("; a barely trained network has filters and projections to match." if shrunk else "."))
+
+
 def deconv_blocks(root: str) -> list[Block]:
     """What the figures show beside the paper, the padding-dominated share, then the settings."""
     blocks: list[Block] = [Para(
@@ -39,6 +60,9 @@ def deconv_blocks(root: str) -> list[Block]:
         "than the paper's ImageNet layers, so only layer-1/layer-2 kinds of structure can appear.")]
     topk = read_topk(root)
     shares = padding_shares(topk)
+    described = model_text(root, topk) if topk else ""
+    if described:
+        blocks.append(Para(described, "finding"))
     if shares:
         blocks.append(Para(
             "Padding: a top-9 patch whose receptive field lies mostly outside the image (less than "
@@ -48,10 +72,11 @@ def deconv_blocks(root: str) -> list[Block]:
                                                         for layer, share in shares.items())
             + ". Such a filter responds to the image's border, not to a structure inside it.", "finding"))
     if topk:
+        checkpoint = report.recorded_path(root, DECONV_KEY, topk.get("checkpoint"))
         blocks.append(Para(
             f"Settings (`{DECONV_KEY}/{TOPK_JSON}`): top-{topk.get('top_k')} over the {topk.get('split')} split "
             f"({topk.get('split_size')} images of {topk.get('data_source')}), rule `{topk.get('mode')}`, batch "
-            f"norm passed back by `{topk.get('bn')}`, checkpoint `{report.under_root(root, topk.get('checkpoint'))}`; "
+            f"norm passed back by `{topk.get('bn')}`, checkpoint `{checkpoint}`; "
             f"{machine(topk.get('environment'))}."))
     return blocks
 
@@ -88,7 +113,8 @@ DECONV_SECTION = Section(
             "(receptive fields); red frame: a padding-dominated patch.")),
         (_in_folder(FIG_LAYER.format(layer="*")), lambda p: "Deconvnet projections: " + generic_caption(p)),
         (_in_folder(FIG_OCCLUSION.replace(".png", "*.png")), fixed_caption(
-            "Occlusion sensitivity: how the correct class's probability falls as a grey square covers each part "
-            "of the image (each map on its own colour range).")),
+            "Occlusion sensitivity: how the true class's probability falls as a grey square covers each part "
+            "of the image (each map on its own colour range); '(correct)' marks an image whose most probable class "
+            "is the true one, beside its probability; the network and its accuracy: the text above.")),
     ),
     blocks=deconv_blocks, claims=deconv_claims)

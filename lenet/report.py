@@ -83,7 +83,7 @@ def max_running_accuracy(root: str) -> Estimate | None:
     """Each model's highest running training accuracy over its epochs (what 'up to about 80%' is), over seeds."""
     models = report.history_by_model(os.path.join(root, LENET_KEY, report.HISTORY_CSV))
     values = [max(r["train_running_accuracy"] for r in rows) for rows in models if rows]
-    return report.aggregate(values) if values else None
+    return report.aggregate(values, report.ACCURACY_RANGE) if values else None
 
 
 def _lenet_table(root: str, m: dict, shrunk: bool) -> Table:
@@ -119,11 +119,12 @@ def lenet_claims(root: str, command: str) -> list[Claim]:
     """Part 1b's claims: validation and test accuracy about 0.60, training accuracy up to about 0.80."""
     m, shrunk = lenet_metrics(root), bool(lenet_shrunk(root, (LENET_KEY,)))
     return [report.accuracy_claim("1b", "LeNet5 on CIFAR10: validation accuracy", report.estimate_of(m, "val_accuracy"),
-                                  LENET_TARGET, shrunk, command),
+                                  LENET_TARGET, shrunk, command, "1b-val", 1),
             report.accuracy_claim("1b", "LeNet5 on CIFAR10: test accuracy", report.estimate_of(m, "test_accuracy"),
-                                  LENET_TARGET, shrunk, command),
+                                  LENET_TARGET, shrunk, command, "1b-test", 1),
             report.accuracy_claim("1b", "LeNet5: highest training accuracy (running, dropout on) over the epochs",
-                                  max_running_accuracy(root) if m else None, TRAIN_TARGET, shrunk, command)]
+                                  max_running_accuracy(root) if m else None, TRAIN_TARGET, shrunk, command,
+                                  "1b-train-running-max", 1)]
 
 
 LENET_SECTION = Section(
@@ -131,9 +132,10 @@ LENET_SECTION = Section(
     expected=(FIGURE,),
     captions=(
         (f"{LENET_KEY}/{FIGURE}", fixed_caption(
-            "Accuracy and loss of LeNet5 on CIFAR10 against epoch: train (eval mode; dotted: the running mean "
-            "with dropout on), validation and test; the dashed lines are the assignment's 0.60 (validation and "
-            "test) and 0.80 (training); the running loss, with dropout on, has its own panel.")),
+            "Accuracy and loss of LeNet5 on CIFAR10 against epoch: train (eval mode, filled circles; dotted with "
+            "hollow triangles: the running mean with dropout on), validation and test; grey dashed line: the "
+            "assignment's 0.60 (validation and test), grey dotted line: its 0.80 (training); the running loss, "
+            "with dropout on, has its own panel. With one epoch the splits' points stand side by side.")),
     ),
     blocks=lenet_blocks, claims=lenet_claims, shrunk=lambda root: lenet_shrunk(root, (LENET_KEY,)),
     figure_number=ASSIGNMENT_FIGURES.get,
@@ -144,6 +146,7 @@ LENET_SECTION = Section(
 
 
 SIGNIFICANT_KS_DROP = 0.05  # a drop of the KS distance to the normal this large counts as 'significantly'
+KS_DROP_RANGE = (-1.0, 1.0)  # a difference of two KS distances (each in 0 to 1)
 
 
 def _ks(table: list[dict], network: str, layer: str, stage: str) -> float | None:
@@ -180,28 +183,34 @@ def ks_estimates(tables: list[list[dict]]) -> tuple[Estimate, Estimate, Estimate
     if not drops or any("conv1" not in d or "conv2" not in d for d, _ in drops):
         return None
     d1, d2 = [d["conv1"] for d, _ in drops], [d["conv2"] for d, _ in drops]
-    return (report.aggregate(d1), report.aggregate(d2), report.aggregate([a - b for a, b in zip(d1, d2)]),
-            drops[0][1])
+    # a KS distance lies in 0 to 1, so a drop in -1 to 1 and a difference of two drops in -2 to 2
+    return (report.aggregate(d1, KS_DROP_RANGE), report.aggregate(d2, KS_DROP_RANGE),
+            report.aggregate([a - b for a, b in zip(d1, d2)], (-2.0, 2.0)), drops[0][1])
 
 
 def _word(low_ok: bool, high_bad: bool) -> str:
     return "supported" if low_ok else "not supported" if high_bad else "not separated"
 
 
-def claim_1c_parts(tables: list[list[dict]], shrunk: bool) -> tuple[str, str, str]:
+def claim_1c_parts(tables: list[list[dict]], shrunk: bool, one_model: bool = False) -> tuple[str, str, str]:
     """(conv1 verdict, conv2 verdict, what was compared) on the t-intervals over the models: conv1's KS drop
-    at least SIGNIFICANT_KS_DROP ('significantly'), and conv2's smaller than conv1's ('only slightly')."""
+    at least SIGNIFICANT_KS_DROP ('significantly'), and conv2's smaller than conv1's ('only slightly'). Each is a
+    comparison of two networks' measured distributions, so with one model: ONE_SEED (unless `one_model` asks
+    for the description of model 0's values, `claim_1c_verdict`)."""
     est = ks_estimates(tables)
     if est is None:
         return "n/a", "n/a", "the statistics lack conv1 or conv2 with and without batch norm"
     d1, _, diff, how = est
     if shrunk:
-        return NOT_JUDGED, NOT_JUDGED, how
-    one = "the value" if d1.n == 1 else "the 95% t-interval"
+        word = report.SHRUNK_ONE_SEED if d1.n < report.MIN_SEEDS else NOT_JUDGED
+        return word, word, how
+    if d1.n < report.MIN_SEEDS and not one_model:
+        return report.ONE_SEED, report.ONE_SEED, how
+    one = "the value" if d1.n == 1 else f"the 95% t-interval (N = {d1.n} models)"
     v1 = (f"{_word(d1.low >= SIGNIFICANT_KS_DROP, d1.high < SIGNIFICANT_KS_DROP)}: {one} of conv1's drop, "
-          f"{d1.low:+.3f} to {d1.high:+.3f}, against {SIGNIFICANT_KS_DROP}")
-    v2 = (f"{_word(diff.low > 0, diff.high < 0)}: {one} of conv1's drop minus conv2's, {diff.low:+.3f} to "
-          f"{diff.high:+.3f}, against 0")
+          f"{report.fmt_range(d1.low, d1.high)}{report.interval_notes(d1)}, against {SIGNIFICANT_KS_DROP}")
+    v2 = (f"{_word(diff.low > 0, diff.high < 0)}: {one} of conv1's drop minus conv2's, "
+          f"{report.fmt_range(diff.low, diff.high)}{report.interval_notes(diff)}, against 0")
     return v1, v2, how
 
 
@@ -211,7 +220,7 @@ def claim_1c_verdict(table: list[dict]) -> str:
     if est is None:
         return "n/a (the statistics lack conv1 or conv2 with and without batch norm)."
     d1, d2, _, how = est
-    v1, v2, _ = claim_1c_parts([table], False)
+    v1, v2, _ = claim_1c_parts([table], False, one_model=True)
     s1, s2 = v1.startswith("supported"), v2.startswith("supported")
     word = "supported" if s1 and s2 else "partly supported" if s1 or s2 else "not supported"
     return (f"{word}: batch norm lowers the KS distance to a normal by {d1.mean:+.3f} for conv1 and {d2.mean:+.3f} "
@@ -232,11 +241,11 @@ def visualize_claims(root: str, command: str) -> list[Claim]:
     v1, v2, _ = claim_1c_parts(tables, shrunk)
     m1 = missing if est is None else report.fmt_measured(est[0], digits=3)
     m2 = missing if est is None else (f"conv2 {report.fmt_measured(est[1], digits=3)}; conv1 minus conv2 "
-                                      f"{report.fmt_interval(est[2])}")
+                                      f"{report.fmt_measured(est[2], digits=3)}")
     return [Claim("1c", "batch norm makes conv1's output markedly more normal (drop of the KS distance to a normal)",
-                  m1, f"'significantly' (taken as a drop \u2265 {SIGNIFICANT_KS_DROP})", v1),
+                  m1, f"'significantly' (taken as a drop \u2265 {SIGNIFICANT_KS_DROP})", v1, "1c-conv1", 3),
             Claim("1c", "batch norm changes conv2's distribution only slightly (a smaller KS drop than conv1's)", m2,
-                  "'only slightly' (conv2's drop < conv1's)", v2)]
+                  "'only slightly' (conv2's drop < conv1's)", v2, "1c-conv2", 3)]
 
 
 def visualize_blocks(root: str) -> list[Block]:
@@ -256,7 +265,8 @@ def visualize_blocks(root: str) -> list[Block]:
     nets = stats.get("networks") or {}
     if nets:
         blocks.append(Para("Networks: " + "; ".join(
-            f"`{key}` = {n.get('label', key)} (`{report.under_root(root, n.get('checkpoint'))}`), test accuracy of "
+            f"`{key}` = {n.get('label', key)} (`{report.recorded_path(root, VISUALIZE_KEY, n.get('checkpoint'))}`), "
+            "test accuracy of "
             f"model 0 {fmt_acc(n.get('test_accuracy'))}" for key, n in nets.items()) + "."))
     if stats.get("table"):
         blocks.append(_stats_table(stats))
@@ -285,7 +295,7 @@ def _ks_models_table(tables: list[list[dict]]) -> Table:
         values = [_ks(t, network, layer, stage) for t in tables]
         if any(v is None for v in values):
             continue
-        e = report.aggregate(values)
+        e = report.aggregate(values, (0.0, 1.0))  # a KS distance lies in 0 to 1
         shown = _shown({"network": network, "stage": stage}, "stage")
         rows.append([network, layer, shown, Cell(report.fmt_estimate(e, digits=3), "num"),
                      Cell(report.fmt_interval(e), "small")])

@@ -29,6 +29,7 @@ from common import data as data_lib
 from common import stats
 from common.errors import DataError
 from common.outputs import RunDir, atomic_write_json
+from common.train import results as results_lib
 from lenet import checkpoint as lenet_checkpoint
 from lenet import visualize_plots as viz_plots
 from lenet.config import LeNetConfig
@@ -123,6 +124,9 @@ def visualize(checkpoint: str, out: str, *, compare_batchnorm: bool = False, tra
     batch_size = main_net.config.train.eval_batch_size
     results = {net.key: activation_statistics(net, dataset.test, batch_size) for net in networks}
     report = stats_report(networks, results, dataset)
+    for net in report["networks"].values():  # relative to this file's folder: true when the results move
+        net["checkpoint"] = results_lib.portable_path(net["checkpoint"], rundir.path())
+    report = results_lib.readable(report, results_lib.results_root(rundir.path()))  # its data source
     atomic_write_json(rundir.path(STATS_JSON), report)
     print(format_table(report["table"]))
     print("test accuracy: " + ", ".join(f"{n['label']} {n['test_accuracy']:.4f}" for n in report["networks"].values()))

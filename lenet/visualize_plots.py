@@ -296,8 +296,13 @@ def draw_distribution(ax, s: Mapping[str, Any], *, log: bool, standardize: bool 
     ax.grid(alpha=0.25)
     if show_stats:
         ax.text(0.98, 0.97 if log else 0.80, stats_text(s), transform=ax.transAxes, ha="right", va="top",
-                fontsize=8.5, family="monospace",
+                fontsize=STATS_SIZE, family="monospace",
                 bbox=dict(boxstyle="round,pad=0.3", fc="white", ec="0.7", alpha=0.9))
+
+
+# points: these figures are about 2,000 px wide and shown at about half that, so a statistics box needs 10.5 pt
+# (19 px at 130 dpi) to be read at 9 px or more on screen
+STATS_SIZE = 10.5
 
 
 def _cap_point_masses(ax, s, counts, edges, density, visible, mean: float, std: float) -> None:
@@ -314,7 +319,7 @@ def _cap_point_masses(ax, s, counts, edges, density, visible, mean: float, std: 
         x_peak = centres[spikes][np.argmax(density[spikes])]
         what = "bin at 0 holds" if zero_in_spikes(edges, spikes) and s.get("zero_fraction") else "spikes hold"
         ax.annotate(f"{what} {100 * share:.1f}%\nof all values (clipped)", xy=(x_peak, cap),
-                    xytext=(0.97, 0.97), textcoords="axes fraction", ha="right", va="top", fontsize=7.5,
+                    xytext=(0.97, 0.97), textcoords="axes fraction", ha="right", va="top", fontsize=STATS_SIZE - 1,
                     arrowprops=dict(arrowstyle="->", lw=0.7, color="0.3"))
     else:
         ax.set_ylim(0, None)

@@ -23,8 +23,11 @@ RNN64_TARGET = Target(0.96, 0.97, "0.96-0.97 (96-97%) train, validation and test
 LSTM128_TARGET = Target(0.98, 0.99, "0.98-0.99 (98-99%) train, validation and test")
 RNN_TARGETS = {("rnn", 64): RNN64_TARGET, ("lstm", 128): LSTM128_TARGET}  # (cell, hidden) -> the report's
 # The assignment's ranges on the per-run accuracy panels (recurrent.train's titles start with the cell's title)
-plotting.register_targets(CELL_TITLES["rnn"] + " with", [(0.96, 0.97, "assignment, simple RNN-64: 96-97%")])
-plotting.register_targets(CELL_TITLES["lstm"] + " with", [(0.98, 0.99, "assignment, LSTM-128: 98-99%")])
+# each on its own configuration's figures only (recurrent.train's titles: '<cell title> with <h> hidden units ...')
+plotting.register_targets(f"{CELL_TITLES['rnn']} with 64 hidden units",
+                          [(0.96, 0.97, "assignment, simple RNN-64: 96-97%")])
+plotting.register_targets(f"{CELL_TITLES['lstm']} with 128 hidden units",
+                          [(0.98, 0.99, "assignment, LSTM-128: 98-99%")])
 # The assignment's Figures 4-11: simple RNN then LSTM, hidden 16, 32, 64, 128.
 ASSIGNMENT_HIDDEN = (16, 32, 64, 128)
 ASSIGNMENT_FIGURE = {(cell, h): 4 + 4 * i + j for i, cell in enumerate(("rnn", "lstm"))
@@ -47,7 +50,7 @@ def run_caption(prefix: str, assignment_figure: bool) -> Callable[[str], str]:
             return generic_caption(path)
         cell, hidden = m.group(1), int(m.group(2))
         target = RNN_TARGETS.get((cell, hidden)) if assignment_figure else None
-        lines = f"; dashed: the assignment's {target.text.split(' train')[0]}" if target else ""
+        lines = f"; shaded band: the assignment's {target.text.split(' train')[0]}" if target else ""
         return f"{prefix}{CELL_TITLES[cell]} with {hidden} hidden units: accuracy and loss against epoch{lines}."
 
     return caption
@@ -164,37 +167,51 @@ def _rnn_row(root: str, m: dict, shrunk: bool) -> list[CellLike]:
 
 
 def splits_measured(m: dict | None) -> str:
-    """'test 0.9650 [0.951, 0.979]; validation ...; train ... (2 seeds; 95% t-intervals)'."""
+    """'test 0.9650 (0.951 to 0.979); validation ...; train ... (95% t-intervals, N = 2 seeds; ...)' or, with one
+    seed, the point values said so."""
     if not m:
         return "missing"
-    parts, n = [], 1
+    parts, estimates = [], []
     for key, label in SPLITS:
         e = report.estimate_of(m, f"{key}_accuracy")
         if e is None:
             continue
-        n = e.n
-        parts.append(f"{label} {e.mean:.4f}" + (f" [{e.low:.3f}, {e.high:.3f}]" if e.n > 1 else ""))
-    return "; ".join(parts) + (f" ({n} seeds; [95% t-interval])" if n > 1 else " (1 seed: point values)")
+        estimates.append(e)
+        parts.append(f"{label} {e.mean:.4f}" + (f" ({report.fmt_range(e.low, e.high)})" if e.n > 1 else ""))
+    if not estimates:
+        return "missing"
+    n = estimates[0].n
+    if n == 1:
+        return "; ".join(parts) + " (1 seed: point values, no interval)"
+    notes = (["clipped to 0 to 1"] if any(e.clipped for e in estimates) else []) + \
+        ([report.WIDE_TWO] if n == 2 else [])
+    return "; ".join(parts) + f" (95% t-intervals, N = {n} seeds" + "".join(f"; {x}" for x in notes) + ")"
 
 
 def splits_verdict(m: dict | None, target: Target, shrunk: bool) -> str:
-    """One verdict over the train, validation and test accuracies against one target."""
+    """One verdict over the train, validation and test accuracies against one target (with one seed: the point
+    values checked against the assignment's range, said so)."""
     if not m:
         return "n/a"
     if shrunk:
         return NOT_JUDGED
-    words = {label: report.verdict(report.estimate_of(m, f"{key}_accuracy"), target) for key, label in SPLITS}
+    estimates = {label: report.estimate_of(m, f"{key}_accuracy") for key, label in SPLITS}
+    words = {label: report.verdict(e, target) for label, e in estimates.items()}
     lo, hi = report.target_band(target)
+    n = next((e.n for e in estimates.values() if e is not None), 1)
+    basis = ("one seed: the point values checked against the assignment's range, no interval" if n == 1 else
+             f"95% t-intervals, N = {n} seeds")
     if all(w == "consistent" for w in words.values()):
-        return f"consistent: every split's interval overlaps {lo:.2f}-{hi:.2f}"
-    return "; ".join(f"{label} {w}" for label, w in words.items()) + f" (against {lo:.2f}-{hi:.2f})"
+        return f"consistent: every split {'lies within' if n == 1 else 'overlaps'} {report.fmt_range(lo, hi, 2)} " \
+               f"({basis})"
+    return "; ".join(f"{label} {w}" for label, w in words.items()) + \
+        f" (against {report.fmt_range(lo, hi, 2)}; {basis})"
 
 
 def steady_seconds(root: str, m: dict) -> Estimate | None:
-    """The training seconds of each epoch after the first (the only one when there is one), over epochs."""
-    history = report.read_history(os.path.join(root, RNN_KEY, _run_folder(m), report.HISTORY_CSV))
-    rows = history[1:] or history
-    return report.aggregate([r["train_seconds"] for r in rows]) if rows else None
+    """The training seconds of each epoch after the first, over those epochs; None with one epoch."""
+    return report.steady_epoch_seconds(
+        report.read_history(os.path.join(root, RNN_KEY, _run_folder(m), report.HISTORY_CSV)))
 
 
 WORDS = {"higher": "supported", "lower": "not supported", "overlap": "not separated"}  # report.separation's
@@ -206,31 +223,44 @@ def fewer_units_pair(runs: dict) -> tuple[int, int] | None:
     return max(pairs, key=lambda p: (p[1] / p[0], p[1])) if pairs else None
 
 
+def _seeds(m: dict) -> int:
+    return len(m.get("seeds") or [0])
+
+
+def _fmt_seconds(e: Estimate) -> str:
+    """'0.52 s (0.50 to 0.54 over 9 epochs after the first)' or '0.52 s (1 epoch after the first, no interval)'."""
+    if e.n == 1:
+        return f"{e.mean:.2f} s (1 epoch after the first, no interval)"
+    return f"{e.mean:.2f} s ({report.fmt_range(e.low, e.high, 2)}, 95% t-interval over {e.n} epochs after the first)"
+
+
 def rnn_3b_claims(root: str, runs: dict, shrunk: bool) -> list[Claim]:
-    """Part 3b's comparisons: the LSTM more accurate with fewer units, and slower to train."""
+    """Part 3b's comparisons: the LSTM more accurate with fewer units (over seeds), and slower to train (over the
+    epochs after the first)."""
     claims = []
     pair = fewer_units_pair(runs)
     if pair:
         lstm, rnn = (report.estimate_of(runs[key], "test_accuracy") for key in (("lstm", pair[0]), ("rnn", pair[1])))
-        word = WORDS[report.separation(lstm, rnn)]
         claims.append(Claim("3b", f"the LSTM beats the simple RNN even with many fewer hidden units (LSTM-{pair[0]} "
                                   f"vs RNN-{pair[1]}, test accuracy)",
                             f"LSTM-{pair[0]} {report.fmt_measured(lstm)}; RNN-{pair[1]} {report.fmt_measured(rnn)}",
-                            "LSTM better (no number)", NOT_JUDGED if shrunk else f"{word}: the intervals "
-                            + ("do not overlap" if word != "not separated" else "overlap")))
+                            "LSTM better (no number)", report.comparison_verdict(lstm, rnn, WORDS, shrunk),
+                            ref="3b-fewer-units"))
     hidden = max((h for (c, h) in runs if c == "lstm" and ("rnn", h) in runs), default=None)
     if hidden:
         lstm, rnn = (steady_seconds(root, runs[(c, hidden)]) for c in ("lstm", "rnn"))
         if lstm and rnn:
-            sep = report.separation(lstm, rnn)
-            word = WORDS[sep]
-            timing = report.run_timing(os.path.join(root, RNN_KEY, f"lstm_h{hidden}"), runs[("lstm", hidden)])
-            claims.append(Claim(
-                "3b", f"the LSTM costs significantly more training time (LSTM-{hidden} vs RNN-{hidden}, "
-                f"{report.TRAIN_TIME})", f"LSTM {lstm.mean:.2f} s, RNN {rnn.mean:.2f} s ({lstm.mean / rnn.mean:.2f}x; "
-                f"{timing.basis}; 95% t-intervals over those epochs)", "significantly more (no number)",
-                NOT_JUDGED if shrunk else f"{word}: the intervals over epochs "
-                + ("do not overlap" if word != "not separated" else "overlap")))
+            measured = (f"LSTM {_fmt_seconds(lstm)}, RNN {_fmt_seconds(rnn)}; {lstm.mean / rnn.mean:.2f}x "
+                        "(training only, the same seeds together)")
+        else:
+            timings = {c: report.run_timing(os.path.join(root, RNN_KEY, f"{c}_h{hidden}"), runs[(c, hidden)])
+                       for c in ("lstm", "rnn")}
+            measured = ", ".join(f"{CELL_TITLES[c]}-{hidden} {report.fmt_train_time(t)}" for c, t in timings.items())
+        claims.append(Claim(
+            "3b", f"the LSTM costs significantly more training time (LSTM-{hidden} vs RNN-{hidden}, "
+            f"{report.TRAIN_TIME}, epochs after the first)", measured, "significantly more (no number)",
+            report.time_comparison(lstm, rnn, WORDS, shrunk, min(_seeds(runs[(c, hidden)]) for c in ("lstm", "rnn"))),
+            ref="3b-time"))
     return claims
 
 
@@ -245,7 +275,8 @@ def rnn_claims(root: str, command: str) -> list[Claim]:
         m = runs.get((cell, hidden))
         target = RNN_TARGETS[(cell, hidden)]
         measured = splits_measured(m) if m else f"missing: run `{one_run_command(root, cell, hidden)}`"
-        claims.append(Claim(part, claim, measured, target.text.split(" train")[0], splits_verdict(m, target, shrunk)))
+        claims.append(Claim(part, claim, measured, target.text.split(" train")[0], splits_verdict(m, target, shrunk),
+                            f"{part}-{cell}{hidden}", ASSIGNMENT_FIGURE[(cell, hidden)]))
     return claims + rnn_3b_claims(root, runs, shrunk)
 
 
@@ -254,11 +285,13 @@ RNN_SECTION = Section(
     required=(f"*/{METRICS_JSON}",), expected=(SUMMARY_FIGURE, VALIDATION_FIGURE),
     captions=((f"{RNN_KEY}/{SUMMARY_FIGURE}", fixed_caption(
         f"Across cells and hidden sizes: test accuracy at the best-validation epoch (error bars: \u00b1 std over "
-        f"seeds when several), parameters and {report.TRAIN_TIME} (evaluation left out; its basis in the axis "
-        "label).")),
+        f"seeds when several), parameters and {report.TRAIN_TIME} over the epochs after the first (evaluation "
+        f"left out; runs of one epoch are not drawn there: {report.ONE_EPOCH}).")),
               (f"{RNN_KEY}/{VALIDATION_FIGURE}", fixed_caption(
         "Validation accuracy per epoch for every hidden size, one panel per cell, all on one y axis (with "
-        "several seeds: their mean and a min-max band). The per-run figures below have their own axes.")))
+        "several seeds: their mean and a min-max band); grey band: the assignment's range for the one "
+        "configuration it names (simple RNN-64, LSTM-128), labelled. The per-run figures below have their own "
+        "axes.")))
     + tuple((f"{RNN_KEY}/*/{figure_name(cell, '*')}", run_caption("", True)) for cell in CELLS),
     blocks=rnn_blocks, claims=rnn_claims, shrunk=rnn_shrunk, gaps=rnn_gaps, figure_number=rnn_figure_number)
 
@@ -293,11 +326,11 @@ def compare_claims(root: str, command: str) -> list[Claim]:
     claim = "the RNN was much easier to optimise than the CNN (here: both on the same MNIST splits, test accuracy)"
     if not comp or len(comp.get("rows", [])) != 2:
         return [Claim("3c", claim, "missing" + (f": run `{command}`" if command else ""), "RNN easier (no number)",
-                      "n/a")]
+                      "n/a", "3c")]
     rows = comp["rows"]
     measured = "; ".join(f"{r['model']} {report.fmt_measured(_row_estimate(r, 'test_accuracy'))}" for r in rows)
-    verdict = NOT_JUDGED if compare_shrunk(root) else compare.claim_verdict(rows)
-    return [Claim("3c", claim, measured, "RNN easier (no number)", verdict)]
+    verdict = compare.claim_verdict(rows, bool(compare_shrunk(root)))
+    return [Claim("3c", claim, measured, "RNN easier (no number)", verdict, "3c")]
 
 
 def compare_blocks(root: str) -> list[Block]:
@@ -309,12 +342,16 @@ def compare_blocks(root: str) -> list[Block]:
     comp = comparison(root)
     if comp:
         shrunk = compare_shrunk(root)
-        lead = "What the figures show (a shrunk run: a description, not a finding): " if shrunk else \
-            "What the figures show: "
-        blocks += [_compare_table(root, comp), Para(lead + comp.get("summary", ""), "finding")]
+        blocks.append(_compare_table(root, comp))
         if comp.get("rows") and len(comp["rows"]) == 2:
-            verdict = (f"{NOT_JUDGED} ({'; '.join(shrunk)})" if shrunk else compare.claim_verdict(comp["rows"]))
-            blocks.append(Para("Verdict on the claim: " + verdict, "finding"))
+            # the description is made here, from the rows, by the same rule as the verdict: one judgement
+            lead = ("What the figures show (a shrunk run: a description, not a finding): " if shrunk else
+                    "What the figures show (a description; the verdict below is the finding): ")
+            blocks.append(Para(lead + compare.summary_text(comp["rows"], comp.get("target_accuracy",
+                                                                                   compare.TARGET_ACCURACY)), ""))
+            verdict = compare.claim_verdict(comp["rows"], bool(shrunk))
+            blocks.append(Para("Verdict on the claim: " + verdict + (f" ({'; '.join(shrunk)})" if shrunk else ""),
+                               "finding"))
     return blocks
 
 
@@ -338,9 +375,15 @@ def _compare_table(root: str, comp: dict) -> Table:
                  rows,
                  f"{comp.get('data_source')}: {comp.get('train_size')} train / {comp.get('val_size')} "
                  f"validation / {comp.get('test_size')} test images, seed(s) {', '.join(map(str, seeds))}; "
-                 f"recurrent net: {comp.get('recurrent_choice', {}).get('reason', 'n/a')}. Cumulative training "
+                 f"recurrent net: {_committed(comp.get('recurrent_choice', {}).get('reason', 'n/a'))}. Cumulative "
+                 "training "
                  "seconds: every epoch's training up to that one, compilation included, evaluation left out, all "
                  "seeds together.")
+
+
+def _committed(text: str) -> str:
+    """Older comparison.json files name the sweep's working folder: its committed name."""
+    return text.replace(".partial", "")
 
 
 COMPARE_SECTION = Section(
@@ -348,7 +391,7 @@ COMPARE_SECTION = Section(
     required=(COMPARISON_JSON,), expected=(compare.FIGURE,),
     captions=(
         (f"{COMPARE_KEY}/{compare.FIGURE}", fixed_caption(
-            "LeNet5 against the recurrent net on the same MNIST splits and seed: test accuracy against cumulative "
+            "LeNet5 against the recurrent net on the same MNIST splits and seeds: test accuracy against cumulative "
             f"training seconds (left) and epoch (middle), and training loss (right); dashed: "
             f"{compare.pct_text(compare.TARGET_ACCURACY)}; with several seeds, the mean and a min-max band.")),
         # LeNet5's run folder of the comparison: the only one that writes LeNet5's curves

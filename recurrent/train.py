@@ -73,7 +73,7 @@ def sweep(configs: list[RNNConfig], out: str, progress: bool = True, command: st
             rows.append(summary_row(config, metrics))
             curves.append((config.cell, config.hidden, history))
             print(f"{config.name}: test accuracy {metrics['test_accuracy']:.4f} ({metrics['param_count']} "
-                  f"parameters, {metrics['seconds_per_epoch']:.1f} s/epoch)", file=sys.stdout, flush=True)
+                  f"parameters, {report_time(metrics)})", file=sys.stdout, flush=True)
         if distributed.is_writer():
             _set_aside_strays(run, configs)
             _write_summaries(run, rows, curves)
@@ -88,9 +88,18 @@ def summary_row(config: RNNConfig, m: dict) -> dict:
     return {"cell": config.cell, "hidden": config.hidden, "seeds": config.train.seeds,
             "test_accuracy": m["test_accuracy"], "test_accuracy_std": m.get("test_accuracy_std"),
             "val_accuracy": m["val_accuracy"], "train_accuracy": m["train_accuracy"],
-            "param_count": m["param_count"], "seconds_per_epoch": m["seconds_per_epoch"],
-            "train_seconds_per_epoch": m["train_seconds_per_epoch"],
-            "train_images_per_sec": m["train_images_per_sec"], "epochs": m["epochs"]}
+            "param_count": m["param_count"], "epochs": m["epochs"],
+            # each time with its basis in its name (common.train.results): None where the run had no such epochs
+            **{k: m.get(k) for k in ("train_seconds_per_epoch_after_first", "train_seconds_first_epoch",
+                                     "train_images_per_sec_after_first")}}
+
+
+def report_time(m: dict) -> str:
+    """'0.65 training s/epoch after the first' or '15.5 training s in the only epoch, compilation included'."""
+    after = m.get("train_seconds_per_epoch_after_first")
+    if after is not None:
+        return f"{after:.2f} training s/epoch after the first"
+    return f"{m.get('train_seconds_first_epoch') or 0.0:.2f} training s in the only epoch, compilation included"
 
 
 def finished_member(folder: str, config: RNNConfig, dataset: data_lib.Dataset,
@@ -103,7 +112,9 @@ def finished_member(folder: str, config: RNNConfig, dataset: data_lib.Dataset,
     same_config = metrics.get("config") == json.loads(json.dumps(config.to_dict(), default=outputs.jsonable))
     sizes = (len(dataset.train), len(dataset.val), len(dataset.test))
     same_data = (metrics.get("data_fingerprint", fingerprint) == fingerprint
-                 and metrics.get("data_source") == dataset.source
+                 # metrics.json writes the source as the report does (results.readable): compare it so
+                 and metrics.get("data_source") in (dataset.source, results.portable(dataset.source,
+                                                                                     results.results_root(folder)))
                  and tuple(metrics.get(f"{s}_size", -1) for s in ("train", "val", "test")) == sizes)
     if not (same_config and same_data):
         return None
@@ -145,6 +156,7 @@ def _write_summaries(run: outputs.RunDir, rows: list[dict], curves: list) -> Non
     if len(rows) < 2:
         return
     outputs.write_csv(run.path(SUMMARY_CSV), rows)
-    outputs.atomic_write_json(run.path(SUMMARY_JSON), {"runs": rows, "environment": outputs.environment_info()})
+    environment = results.portable(outputs.environment_info(), results.results_root(run.final + os.sep + "member"))
+    outputs.atomic_write_json(run.path(SUMMARY_JSON), {"runs": rows, "environment": environment})
     plots.plot_sweep_summary(rows, run.path(SUMMARY_FIGURE))
     plots.plot_validation_overlay(curves, run.path(VALIDATION_FIGURE))

@@ -1,6 +1,7 @@
 """Tests for `--task compare`, `--task report` and `--task all`: pure pieces, then the chain end to end on
 generated CIFAR10-like images (an image folder) and `tfds.testing.mock_data` MNIST."""
 import base64
+import glob
 import json
 import os
 import re
@@ -70,7 +71,7 @@ def test_epochs_and_seconds_to_reach_the_target():
     assert compare.epochs_to_reach(h, 0.995) is None
     assert compare.cumulative_train_seconds(h) == [10.0, 12.0, 15.0, 19.0]
     assert compare.steady_train_seconds(h) == 3.0  # the first (compiling) epoch left out
-    assert compare.steady_train_seconds(h[:1]) == 10.0
+    assert compare.steady_train_seconds(h[:1]) is None  # one epoch: mostly compilation, no steady time
     metrics = {"param_count": 5, "test_accuracy": 0.99, "val_accuracy": 0.98, "train_accuracy": 1.0,
                "epochs": 4, "seconds_per_epoch": 6.0, "wall_seconds": 30.0,
                "config": {"lr": 1e-3, "batch_size": 32}}
@@ -243,17 +244,20 @@ def test_report_finds_and_captions_every_figure_once(tmp_path):
     assert md.count("**Missing:**") == 2 * len(missing)
 
 
-def test_headline_table_has_one_line_per_claim_in_section_order(tmp_path):
+def test_headline_table_has_one_line_per_claim_in_section_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(report, "REFERENCE_JSON", str(tmp_path / "none.json"))  # no published run to show
     root = str(tmp_path)
     _results(root)
     blocks, _ = report.build_report(root, SECTIONS, _command_for(root))
     table = next(b for b in blocks if isinstance(b, document.Table))
     assert table.headers == report.HEADLINE_HEADERS and len(table.headers) <= 7
-    parts = [r[0] for r in table.rows]
+    parts = [r[0].split("](")[0].lstrip("[") for r in table.rows]
     assert parts == ["1b", "1b", "1b", "1c", "1c", "2", "3a", "3b", "3b", "3c"][:len(parts)]
+    assert table.rows[0][0] == "[1b](#part-1b) ([Fig. 1](#figure-1))"  # linked to its section and figure
     lenet_val = table.rows[0]
     assert lenet_val[2].text == "0.6100 (1 seed); one seed: the point value, no interval"
-    assert lenet_val[4].text == "consistent: 0.610 (1 seed: the point value) overlaps the assignment's 0.580-0.620"
+    assert lenet_val[4].text == ("consistent: 0.610 (one seed: the point value checked against the assignment's "
+                                 "band, no interval) lies within the assignment's 0.580 to 0.620")
 
 
 def test_settings_flag_shrunk_runs():
@@ -369,6 +373,23 @@ def test_all_quick_end_to_end_then_report_and_a_missing_part(mock_tfds, image_fo
     # headline, the tasks and the runs of "how it was made", 1b, 1c statistics, 3a-b sweep, 3c comparison
     assert page.count("<table>") == 7
     assert page.count("not judged: shrunk run") >= 10  # 1 epoch on 60 images: no claim judged
+
+    # Every data file the report links names no path of this machine and no `.partial` folder (the configs
+    # keep the data folder as the user gave it: it reloads the data), so the results can move.
+    for path in glob.glob(os.path.join(root, "*", "**", "*.json"), recursive=True):  # the parts' (not run_all's)
+        shown = {k: v for k, v in json.load(open(path)).items() if k not in ("config", "configs", "checkpoint_config")}
+        text = json.dumps(shown)
+        assert str(tmp_path) not in text and ".partial" not in text, (path, text[:300])
+    for path in glob.glob(os.path.join(root, "**", "*.md"), recursive=True):
+        assert str(tmp_path) not in _read(path) and ".partial" not in _read(path), path
+    moved = str(tmp_path / "elsewhere" / "moved")
+    os.makedirs(os.path.dirname(moved))
+    shutil.move(root, moved)
+    assert main(["--task", "report", "--out", moved]) == 0
+    page = _read(os.path.join(moved, "report.html"))
+    assert "checkpoint <code>lenet/</code>" in page and "(<code>lenet_nobn/</code>)" in page  # still found
+    assert "The network shown: LeNet5 of <code>lenet/</code>, trained 1 epoch (the assignment&#x27;s: 25" in page
+    shutil.move(moved, root)
 
     # A part that disappears is listed as missing with its command; the rest stays.
     shutil.rmtree(os.path.join(root, "deconv"))

@@ -32,7 +32,7 @@ def test_one_value_is_the_point_value_said_so():
     e = report.aggregate([0.9712])
     assert (e.mean, e.std, e.low, e.high) == (0.9712, 0.0, 0.9712, 0.9712)
     assert report.fmt_interval(e) == "one seed: the point value, no interval"
-    assert "1 seed: the point value" in report.verdict_line(e, RNN64_TARGET)
+    assert "one seed: the point value checked against the assignment's band" in report.verdict_line(e, RNN64_TARGET)
     # two values 0.0004 apart: the t-interval with 1 degree of freedom is wide (12.7 std/sqrt(2)), not +-2 std/sqrt(2)
     two = report.aggregate([0.7133, 0.7137])
     assert two.high - two.low > 12 * two.std / np.sqrt(2)
@@ -91,8 +91,11 @@ def test_comparison_row_per_seed_time_to_threshold():
     np.testing.assert_allclose(row["epochs_to_98_5_std"], np.std([2, 1], ddof=1))
     assert compare.fmt_spread(row, "epochs_to_98_5", "{:.1f}") == "1.5 \u00b1 0.7 (2/2 seeds)"
     assert row["test_accuracy_per_model"] == [0.99, 0.995]
+    # each time with its basis in its name: the epochs after the first, and the first (compiling) one
+    assert (row["train_seconds_per_epoch_after_first"], row["train_seconds_first_epoch"]) == (2.5, 10.0)
+    assert "seconds_per_epoch" not in row and "train_seconds_per_epoch" not in row
     cnn = {**row, "model": "LeNet5", "test_accuracy_per_model": [0.97, 0.971]}
-    # [0.99, 0.995]: 2 seeds, t(0.975, 1) = 12.7: the interval 0.961-1.024 overlaps LeNet5's 0.964-0.977
+    # [0.99, 0.995]: 2 seeds, t(0.975, 1) = 12.7: the interval 0.961 to 1 (clipped) overlaps LeNet5's 0.964 to 0.977
     assert compare.claim_verdict([cnn, row]).startswith("not separated on equal data")
     tight = {**row, "test_accuracy_per_model": [0.99, 0.9905]}
     assert compare.claim_verdict([cnn, tight]).startswith("supported on equal data")
@@ -133,7 +136,8 @@ def test_two_seeds_report_shows_intervals_and_no_absolute_path(image_folder, tmp
     m = json.load(open(root / "lenet" / "metrics.json"))
     assert len(m["test_accuracy_per_model"]) == 2 and m["test_accuracy_std"] is not None
     assert abs(np.mean(m["test_accuracy_per_model"]) - m["test_accuracy"]) < 1e-12
-    assert len(m["train_running_accuracy_per_model"]) == 2 and m["train_seconds_per_epoch"] > 0
+    assert len(m["train_running_accuracy_per_model"]) == 2 and m["train_seconds_first_epoch"] > 0
+    assert m["train_seconds_per_epoch_after_first"] is None  # one epoch: no epoch after the first
     assert m["environment"]["cpu_count"] and "git" in m["environment"]
     # Part 1c: the network without batch norm trains with the checkpoint's settings, seeds included
     assert main(["--task", "visualize", "--checkpoint", str(root / "lenet"), "--compare-batchnorm",

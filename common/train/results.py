@@ -5,6 +5,7 @@ one-model run's history and metrics hold plain numbers, a several-model run's pe
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from typing import Any
@@ -13,7 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from common import checkpoint as ckpt
-from common import outputs, plotting, tensorboard
+from common import outputs, plotting, provenance, tensorboard
 from common.train.history import mean_rows, model_histories, per_model_rows, row_value, split_metrics
 from common.train.state import model_slice
 
@@ -22,8 +23,53 @@ METRICS_JSON = outputs.METRICS_JSON
 TENSORBOARD_DIR = "tensorboard"  # <out>/tensorboard/<model>/events.out.tfevents.*
 DIVERGENCE_GROWTH = 10.0  # last epoch's running loss over the first epoch's
 DIVERGENCE_PER_LN_CLASS = 1e3  # or above this many times a uniform guess's loss, ln(classes)
-FIRST_EPOCH_BASIS = "the only epoch (includes compilation)"
-STEADY_BASIS = "epochs after the first (compilation excluded)"
+
+
+PARTIAL = ".partial"  # common.outputs' working name of a folder until it is committed
+DESCRIPTIVE = ("command", "data_source", "environment")  # the path-bearing fields written for people to read
+
+
+def committed_path(path: str) -> str:
+    """`path` as it will be once every folder on it is committed: '/r.partial/lenet.partial/x' -> '/r/lenet/x'."""
+    return os.sep.join(p.removesuffix(PARTIAL) if p.endswith(PARTIAL) else p
+                       for p in os.path.abspath(path).split(os.sep))
+
+
+def portable_path(path: str | None, start: str) -> str | None:
+    """`path` relative to the folder `start` (the folder of the file that records it), both as committed, so it
+    stays true when the results folder moves and never names a `.partial` folder that is gone."""
+    if not path:
+        return path
+    return os.path.relpath(committed_path(path), committed_path(start))
+
+
+def portable(value: Any, root: str) -> Any:
+    """`value` (a JSON tree) with the machine's absolute paths in its strings written as the report writes them
+    (`provenance.relative_paths`: the results `root` as `$R`, or relative to the repository; folders above the
+    repository as '..'), `.partial` working names dropped."""
+    if isinstance(value, str):
+        return provenance.relative_paths(value.replace(PARTIAL + os.sep, os.sep), committed_path(root))
+    if isinstance(value, dict):
+        return {k: portable(v, root) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v, root) for v in value]
+    return value
+
+
+def results_root(folder: str) -> str:
+    """The results folder a run's folder belongs to, as committed: the nearest of its parent and grandparent
+    (a sweep's member) that `--task all` made (it holds run_all.json), else its parent."""
+    parent = os.path.dirname(committed_path(folder))
+    for candidate in (parent, os.path.dirname(parent)):
+        if any(os.path.isfile(os.path.join(c, "run_all.json")) for c in (candidate, candidate + PARTIAL)):
+            return candidate
+    return parent
+
+
+def readable(record: dict, root: str) -> dict:
+    """metrics.json or run.json with its DESCRIPTIVE fields `portable`; the config keeps the paths as given
+    (they reload the data and are compared on resume)."""
+    return {k: portable(v, root) if k in DESCRIPTIVE else v for k, v in record.items()}
 
 
 def squeeze_rows(history: list[dict], n_models: int) -> list[dict]:
@@ -41,8 +87,12 @@ def final_metrics(history: list[dict], specs, best_epoch: np.ndarray, *, wall: f
     keys += ["train_running_accuracy", "train_running_loss"]  # Keras's: running means with dropout on
     selected = [{k: row_value(history[int(best_epoch[i]) - 1], k, i) for k in keys} for i in range(n)]
     last = [{k: row_value(history[-1], k, i) for k in keys} for i in range(n)]
-    steady = history[1:] or history[:1]  # after the first epoch (which compiles) when there is one
-    per_model = float(np.median([r["train_images_per_sec"] for r in steady])) / n
+    after = history[1:]  # the epochs after the first, whose first steps compile; none in a one-epoch run
+
+    def median(key: str, rows: list[dict]) -> float | None:
+        return float(np.median([r[key] for r in rows])) if rows else None
+
+    per_model_after = median("train_images_per_sec", after)
     return {
         **split_metrics(selected),
         "selected_epoch": int(best_epoch[0]) if n == 1 else best_epoch.tolist(),
@@ -50,11 +100,16 @@ def final_metrics(history: list[dict], specs, best_epoch: np.ndarray, *, wall: f
         "last_epoch": split_metrics(last),
         "epochs": len(history), "seeds": sorted({m.seed for m in specs}),
         "models": [dataclasses.asdict(m) for m in specs],
+        # Every time names its basis: the medians over the epochs after the first (None with one epoch), and the
+        # first epoch alone, compilation included. Images/s count every model; wall: the whole run.
         "wall_seconds": wall,
-        "seconds_per_epoch": float(np.median([r["epoch_seconds"] for r in history])),  # with evaluation
-        "train_seconds_per_epoch": float(np.median([r["train_seconds"] for r in steady])),  # no evaluation
-        "train_seconds_per_epoch_basis": STEADY_BASIS if len(history) > 1 else FIRST_EPOCH_BASIS,
-        "train_images_per_sec": per_model * n, "train_images_per_sec_per_model": per_model,
+        "train_seconds_per_epoch_after_first": median("train_seconds", after),  # evaluation left out
+        "epoch_seconds_after_first": median("epoch_seconds", after),  # training and evaluation
+        "train_images_per_sec_after_first": per_model_after,
+        "train_images_per_sec_per_model_after_first": None if per_model_after is None else per_model_after / n,
+        "train_seconds_first_epoch": float(history[0]["train_seconds"]),
+        "epoch_seconds_first_epoch": float(history[0]["epoch_seconds"]),
+        "train_images_per_sec_first_epoch": float(history[0]["train_images_per_sec"]),
         "param_count": param_count, **{f"{k}_size": v for k, v in sizes.items()},
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
     }
@@ -97,14 +152,16 @@ def write(run: outputs.RunDir, history: list[dict], metrics: dict, variables, sp
     into the run's working folder. `history` and `variables` are squeezed (`squeeze_rows`, `state.squeeze`)."""
     n_models = len(specs)
     outputs.write_csv(run.path(HISTORY_CSV), per_model_rows(history, specs))
-    outputs.atomic_write_json(run.path(METRICS_JSON), metrics)
+    root = results_root(run.final)
+    outputs.atomic_write_json(run.path(METRICS_JSON), readable(metrics, root))
     suffix = "" if n_models == 1 else f" (mean of {n_models} models)"
     selected = metrics["selected_epoch"] if n_models == 1 else None
     plotting.plot_history(mean_rows(history), run.path(figure_name), title + suffix, selected,
                           per_model=model_histories(history) if n_models > 1 else None)
     first = variables if n_models == 1 else model_slice(variables, 0)
     ckpt.save_checkpoint(run.path(ckpt.CHECKPOINT_DIR), first,
-                         {**run_info, "seed": specs[0].seed, "lr": specs[0].lr, "epoch": metrics["selected_epoch"]})
+                         {**readable(run_info, root), "seed": specs[0].seed, "lr": specs[0].lr,
+                          "epoch": metrics["selected_epoch"]})
     if n_models > 1:
         ckpt.save_tree(run.path(ckpt.CHECKPOINT_DIR, "all_models.msgpack"), variables)
     write_tensorboard(run, history, specs)
