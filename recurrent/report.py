@@ -85,6 +85,14 @@ def _run_folder(m: dict) -> str:
     return f"{m['config']['cell']}_h{m['config']['hidden']}"
 
 
+def _compare_member(root: str, row: dict) -> str:
+    """The comparison's run folder a row of comparison.json names, when it names one plain folder of compare/
+    (a '../..' or a path from a file someone edited reads nothing outside the results root); else ''."""
+    name = str(row.get("folder") or "")
+    inside = name and name == os.path.basename(name) and name not in (".", "..") and "\\" not in name
+    return os.path.join(root, COMPARE_KEY, name) if inside else ""
+
+
 def rnn_shrunk(root: str) -> list[str]:
     """How the sweep is smaller than the assignment's: epochs and training examples (runs grouped by how),
     and the hidden sizes of the assignment's figures it did not sweep."""
@@ -309,7 +317,8 @@ def compare_shrunk(root: str) -> list[str]:
     comp, defaults = comparison(root) or {}, RNNConfig().to_dict()
     out = []
     for row in comp.get("rows", []):
-        m = read_json(os.path.join(root, COMPARE_KEY, row.get("folder") or "", METRICS_JSON)) or {}
+        folder = _compare_member(root, row)
+        m = (read_json(os.path.join(folder, METRICS_JSON)) if folder else None) or {}
         text = report.shrunk_text(f"`{COMPARE_KEY}/{row.get('folder')}`", m.get("config", {}), m.get("epochs"),
                                   defaults)
         out += [text] if text else []
@@ -362,7 +371,8 @@ def _compare_table(root: str, comp: dict) -> Table:
     key_e, key_s = f"epochs_to_{compare._pct(target)}", f"train_seconds_to_{compare._pct(target)}"
     rows = []
     for r in comp.get("rows", []):
-        timing = report.run_timing(os.path.join(root, COMPARE_KEY, r.get("folder") or ""))
+        folder = _compare_member(root, r)
+        timing = report.run_timing(folder) if folder else None
         rows.append([r["model"], Cell(f"{r['param_count']:,}", "num"),
                      Cell(report.fmt_estimate(_row_estimate(r, "test_accuracy")), "num"),
                      Cell(report.fmt_estimate(_row_estimate(r, "val_accuracy"), per_seed=False), "num"),
