@@ -13,6 +13,7 @@ TASKS = cli.Registry({
     "deconv": "deconv.task:DECONV",
     "rnn": "recurrent.task:RNN",
     "compare": "recurrent.task:COMPARE",
+    "ablation": "lenet.task:ABLATION",
     "report": "common.run_all:REPORT",
     "all": "common.run_all:ALL",
     "export": "common.export_task:EXPORT",

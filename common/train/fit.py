@@ -62,14 +62,16 @@ def steps_per_call(train: TrainConfig, n_steps: int) -> int:
 
 def fit(model, dataset: data_lib.Dataset, train: TrainConfig, out: str, show: Presentation, *, task: str,
         config: dict, penalty_fn: Callable | None = None, penalties: dict[str, tuple[float, ...]] | None = None,
-        on_epoch: Callable[[str, int, Any], None] | None = None) -> FitResult:
-    """Trains `model` with Nadam on `dataset` as `train` says and writes the results into `out`.
+        on_epoch: Callable[[str, int, Any], None] | None = None, specs: list | None = None,
+        optimizer: str = "nadam") -> FitResult:
+    """Trains `model` with `optimizer` (Nadam) on `dataset` as `train` says and writes the results into `out`.
 
     `config` is the experiment's flat config (recorded, and compared on resume). `penalty_fn(params,
     **weights)` is added to the loss; `penalties` {name: values} lists weights swept as a model axis.
-    `on_epoch(workdir, epoch, state)` runs after each epoch (and with epoch 0 before training).
+    `on_epoch(workdir, epoch, state)` runs after each epoch (and with epoch 0 before training). `specs` (default:
+    `model_grid(train, penalties)`, every combination) lists the models to train together, for a chosen set.
     """
-    specs = model_grid(train, penalties)
+    specs = specs or model_grid(train, penalties)
     if len(dataset.train) < train.batch_size:  # before any folder is made or model compiled
         raise data_lib.DataError(f"the training split has {len(dataset.train)} examples, fewer than the batch "
                                  f"size {train.batch_size}; lower --batch-size")
@@ -77,7 +79,7 @@ def fit(model, dataset: data_lib.Dataset, train: TrainConfig, out: str, show: Pr
     run = outputs.RunDir(out, task=task, config=config)
     try:
         history, metrics, best, state = _train(run, model, dataset, train, specs, task, config, show,
-                                               penalty_fn, on_epoch)
+                                               penalty_fn, on_epoch, optimizer)
         run_info = metrics.pop("run_info")
         metrics.update(command=show.command, environment=environment, **run_info)
         results.warn_if_diverged(metrics, history)
@@ -93,7 +95,8 @@ def fit(model, dataset: data_lib.Dataset, train: TrainConfig, out: str, show: Pr
         run.release()
 
 
-def _train(run, model, dataset, train: TrainConfig, specs, task, config, show: Presentation, penalty_fn, on_epoch):
+def _train(run, model, dataset, train: TrainConfig, specs, task, config, show: Presentation, penalty_fn, on_epoch,
+           optimizer: str = "nadam"):
     """The epochs (resumed from `run`'s working folder when it holds an unfinished run of the same config);
     returns (history, final metrics + 'run_info', best epoch, last state)."""
     workdir = run.open()
@@ -103,7 +106,7 @@ def _train(run, model, dataset, train: TrainConfig, specs, task, config, show: P
     k = steps_per_call(train, len(dataset.train) // train.batch_size)
     program = step_lib.compile_program(step_lib.make_train_step(penalty_fn), len(specs), mesh, eval_batch=eval_batch,
                                        batch_shape=(train.batch_size,) + dataset.image_shape, steps_per_call=k)
-    state, rng = init_states(model, (1,) + dataset.image_shape, specs)
+    state, rng = init_states(model, (1,) + dataset.image_shape, specs, optimizer)
     run_info = {"task": task, "config": config, "data_source": dataset.source,
                 "class_names": list(dataset.class_names), "image_shape": list(dataset.image_shape),
                 "data_fingerprint": data_lib.fingerprint(dataset)}
