@@ -112,8 +112,9 @@ def describe(variant: Variant, base: LeNetConfig) -> str:
         return (f"the best epoch of {base.train.epochs * variant.horizon} instead of {base.train.epochs} "
                 "(the same runs, read longer)")
     flat = base.to_dict() | {k: getattr(base, k, None) for k in ("kernel_init", "optimizer", "bn_position")}
-    field = {"use_batchnorm": "batch norm", "bn_position": "batch norm", "dropout_rate": "dropout rate",
-             "kernel_init": "kernels", "bias_init": "biases", "lr": "learning rate", "batch_size": "batch"}
+    field = {"use_batchnorm": "batch norm", "bn_position": "batch norm", "dropout_rate": "fraction of fc1 dropped",
+             "kernel_init": "kernels", "bias_init": "biases", "lr": "learning rate", "batch_size": "batch",
+             "conv_l2": "L2 weight on the conv kernels", "fc_l2": "L2 weight on fc1"}
     parts = []
     for k, v in variant.changes.items():
         old = flat[k] if k != "use_batchnorm" else base.bn_position
@@ -216,10 +217,18 @@ def _set_aside(run: outputs.RunDir, names: list[str]) -> None:
     print(f"note: {', '.join(names[:3])} (other settings or data) moved to {aside}", file=sys.stderr)
 
 
+def _link(src: str, dst: str) -> None:
+    """A hard link where the filesystem allows (every file is replaced whole, never edited: sharing is safe)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def gather(run: outputs.RunDir, programs: dict[str, Program], fingerprint: str) -> set[str]:
     """The members already finished: in the working folder, or in an earlier result at `out` (copied in, so a
     narrower rerun keeps them); strays moved aside first. Returns their names."""
-    keep = {outputs.PARTIAL_MARKER} | {m + s for m in programs for s in ("", ".partial", ".lock")}
+    keep = {outputs.PARTIAL_MARKER, *OUTPUT_FILES} | {m + s for m in programs for s in ("", ".partial", ".lock")}
     strays = [n for n in sorted(os.listdir(run.work)) if n not in keep and ".tmp-" not in n]
     strays += [m for m in programs if os.path.isdir(run.path(m)) and not finished(run.path(m), programs[m], fingerprint)
                and outputs.read_marker(run.path(m)) is not None]
@@ -229,7 +238,7 @@ def gather(run: outputs.RunDir, programs: dict[str, Program], fingerprint: str) 
         if finished(run.path(member), program, fingerprint):
             done.add(member)
         elif not os.path.exists(run.path(member)) and finished(os.path.join(run.final, member), program, fingerprint):
-            shutil.copytree(os.path.join(run.final, member), run.path(member), symlinks=True)
+            shutil.copytree(os.path.join(run.final, member), run.path(member), symlinks=True, copy_function=_link)
             done.add(member)
     return done
 

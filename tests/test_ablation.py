@@ -238,7 +238,7 @@ def test_report_section_lists_effects_claims_and_what_was_not_varied(tmp_path):
 
 
 def _tiny_base(folder, **kw):
-    return LeNetConfig.create(data_dir=folder, **TINY, epochs=1, seeds=2, batch_size=16, **kw)
+    return LeNetConfig.create(**{"data_dir": folder, **TINY, "epochs": 1, "seeds": 2, "batch_size": 16, **kw})
 
 
 @pytest.mark.slow
@@ -311,3 +311,24 @@ def test_task_ablation_quick_two_seeds_end_to_end(tmp_path, capsys):
     md = open(os.path.join(root, "REPORT.md")).read()
     assert "## Beyond the assignment: which settings matter" in md and "fig_forest.png" in md
     assert md.count("not judged: shrunk run") >= 2 * len(ablation.VARIANTS)
+
+
+# ------------------------------------------------------------------------------------------------ the CPU benchmark
+
+
+def test_sweep_benchmark_splits_the_models_over_the_processes():
+    from benchmarks.sweep_cpu import shares
+
+    assert shares(4, 2) == [2, 2] and shares(5, 2) == [3, 2] and shares(1, 2) == [1] and shares(3, 3) == [1, 1, 1]
+
+
+@pytest.mark.slow
+def test_sweep_benchmark_runs_both_ways_on_a_tiny_network(capsys):
+    from benchmarks import sweep_cpu
+
+    sweep_cpu.main(["--tiny", "--models", "2", "--processes", "2", "--rounds", "2", "--steps", "2", "--windows", "1"])
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert [(x["round"], x["way"]) for x in lines[:4]] == [(0, "one_program"), (0, "per_core"), (1, "per_core"),
+                                                           (1, "one_program")]  # alternating order
+    assert [x["processes"] for x in lines[:2]] == [1, 2] and all(x["train_images_per_sec"] > 0 for x in lines[:4])
+    assert lines[-1]["summary"] and lines[-1]["per_core_over_one_program"] > 0
