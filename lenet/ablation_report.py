@@ -27,10 +27,10 @@ def ablation_blocks(root: str) -> list[Block]:
     if not r:
         return blocks
     n = len(r.get("seeds", []))
+    epochs = r.get("epochs")
+    shrunk = f" \u2014 shrunk ({r['shrunk']}): {NOT_JUDGED}." if r.get("shrunk") else "."
     blocks.append(Para(f"This run: {n} seed{'s' * (n != 1)} ({', '.join(map(str, r.get('seeds', [])))}), baseline "
-                       f"{r.get('epochs')} epochs" + (f" \u2014 shrunk ({r['shrunk']}): {NOT_JUDGED}."
-                                                     if r.get("shrunk") else "."),
-                       "finding" if r.get("shrunk") else ""))
+                       f"{epochs} epoch{'s' * (epochs != 1)}" + shrunk, "finding" if r.get("shrunk") else ""))
     rows = [[row[0], row[1], Cell(row[2], "num"), Cell(row[3], "num"), Cell(row[4], "small"),
              Cell(row[5], "num"), Cell(row[6], "small")] for row in table_rows(r)]
     blocks.append(Table(TABLE_HEADERS, rows, "Paired effects of each setting, variant minus baseline, in accuracy."))
@@ -52,8 +52,9 @@ def ablation_claims(root: str, command: str) -> list[Claim]:
     past = r.get("claims", {}).get("past_epochs")
     if past:
         t = past["max_running_accuracy_after"]
-        out.append(Claim("1b", "training past 25 epochs: training accuracy above 80%, validation and test not "
-                         "improved", f"max running train accuracy after the baseline's epochs {t['mean']:.4f} "
+        epochs = r.get("epochs")
+        out.append(Claim("1b", f"training past {epochs} epochs: training accuracy above 80%, validation and test "
+                         "not improved", f"max running train accuracy after the baseline's epochs {t['mean']:.4f} "
                          f"[{t['low']:.4f}, {t['high']:.4f}]; test gain {fmt_effect(past['test_gain'])}",
                          "above 80%, no gain", past["verdict"]))
     bn = r.get("claims", {}).get("batch_norm")
