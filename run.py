@@ -16,6 +16,8 @@ TASKS = cli.Registry({
     "deconv": ("deconv.task:DECONV", "Zeiler & Fergus deconvnet: top-9 activations projected to pixels (Part 2)"),
     "rnn": ("recurrent.task:RNN", "RNN/LSTM/GRU on MNIST rows, hidden-size sweeps (Part 3a-3b)"),
     "compare": ("recurrent.task:COMPARE", "LeNet5 vs the best recurrent net on the same MNIST splits (Part 3c)"),
+    "ablation": ("lenet.task:ABLATION", "which of the report's ten LeNet5 settings matter: each changed alone, "
+                 "over seeds (hours on a CPU; not part of --task all)"),
     "report": ("common.run_all:REPORT", "gather every result into report.html and REPORT.md"),
     "all": ("common.run_all:ALL", "run every task in order, then the report (--quick for a shrunk version)"),
     "export": ("common.export_task:EXPORT",

@@ -45,6 +45,8 @@ class Task:
     # task results; the task checks its members), "report" (files written into an existing folder) or "file"
     # (one file the task writes atomically: nothing to claim).
     out_kind: str = "result"
+    in_all: bool = True  # False: not run by `--task all` (hours beyond the assignment); its report section shows
+    # when its results are under the root
 
 
 class Registry:

@@ -38,9 +38,14 @@ RUN_ALL_JSON = report.RUN_ALL_JSON
 CHAIN = ("all", "report", "export")  # not links of the chain: the tasks of this module, and export
 
 
-def chain(registry: cli.Registry) -> list[str]:
-    """The experiment tasks, in the registry's order."""
+def experiments(registry: cli.Registry) -> list[str]:
+    """The experiment tasks, in the registry's order (each may have a section of the report)."""
     return [name for name in registry.names if name not in CHAIN]
+
+
+def chain(registry: cli.Registry) -> list[str]:
+    """The experiment tasks `--task all` runs, in the registry's order."""
+    return [name for name in experiments(registry) if registry.get(name).in_all]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -233,7 +238,10 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 def run_report(args) -> int:
     """Gathers every task's section under the results root into report.html and REPORT.md."""
     registry = args.registry
-    sections = [registry.get(n).report for n in chain(registry) if registry.get(n).report is not None]
+    # A task `--task all` does not run (`in_all=False`) has its section only when its results are under the root.
+    tasks = [registry.get(n) for n in experiments(registry)]
+    sections = [t.report for t in tasks
+                if t.report is not None and (t.in_all or report.is_present(args.out, t.report))]
     return report.run(args, sections, lambda name: task_command(registry, name, args.out),
                       title=registry.title, reference=registry.reference)
 

@@ -4,6 +4,11 @@ from __future__ import annotations
 import dataclasses
 
 from common.config import DataConfig, FlatFields, TrainConfig, as_tuple, require
+from common.train.state import OPTIMIZERS
+
+KERNEL_INITS = ("glorot_normal", "glorot_uniform")
+BN_POSITIONS = ("before_pool", "after_pool")
+KNOBS = {"kernel_init": "glorot_normal", "optimizer": "nadam", "bn_position": "before_pool"}  # added later
 
 
 @dataclasses.dataclass(frozen=True)
@@ -18,9 +23,13 @@ class LeNetConfig(FlatFields):
     # model
     features: tuple[int, ...] = (32, 64)
     hidden: int = 1024
-    dropout_rate: float = 0.8  # fraction dropped on fc1 (Keras Dropout(0.8))
+    dropout_rate: float = 0.8  # fraction dropped on fc1 (Keras Dropout(0.8)): the report's "dropout rate of 80%"
     bias_init: float = 0.1  # "bias initialization to a positive constant"
     use_batchnorm: bool = True
+    # The report's other choices, as fields so that the ablation (lenet/ablation.py) can change each alone:
+    kernel_init: str = "glorot_normal"  # or 'glorot_uniform'
+    optimizer: str = "nadam"  # or 'adam' (common.train.state.OPTIMIZERS)
+    bn_position: str = "before_pool"  # batch norm before max-pooling (the report's), or 'after_pool'
     # L2 penalties, Keras l2(): weight * sum of squares of each conv kernel and of the fc1 kernel. A tuple
     # trains one model per value, vmapped (see `penalties`).
     conv_l2: float | tuple[float, ...] = 0.01
@@ -32,6 +41,11 @@ class LeNetConfig(FlatFields):
         """Shrunk so that a run ends in about a minute on a 2-core CPU (not comparable with the report)."""
         return cls.create(epochs=2, limit=1000)
 
+    def to_dict(self) -> dict:
+        """The flat view, without the fields of KNOBS that hold their default: results and unfinished runs made
+        before those fields existed record the same config, so they still resume and compare equal."""
+        return {k: v for k, v in super().to_dict().items() if k not in KNOBS or v != KNOBS[k]}
+
     @property
     def penalties(self) -> dict[str, tuple[float, ...]]:
         """The L2 weights, each one value or several (one vmapped model per combination)."""
@@ -41,5 +55,8 @@ class LeNetConfig(FlatFields):
         require(self.data.checks() + self.train.checks() + [
             (0 <= self.dropout_rate < 1, f"dropout rate must be in [0, 1), got {self.dropout_rate}"),
             (min(as_tuple(self.conv_l2) + as_tuple(self.fc_l2)) >= 0, "L2 weights must be non-negative"),
+            (self.kernel_init in KERNEL_INITS, f"kernel init must be one of {', '.join(KERNEL_INITS)}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}"),
+            (self.bn_position in BN_POSITIONS, f"batch-norm position must be one of {', '.join(BN_POSITIONS)}"),
         ])
         return self

@@ -47,11 +47,14 @@ class LeNet5(nn.Module):
     dropout_rate: float = 0.8
     bias_init: float = 0.1
     use_batchnorm: bool = True
+    kernel_init: str = "glorot_normal"  # a name in nn.initializers ('glorot_uniform')
+    bn_position: str = "before_pool"  # or 'after_pool': batch norm on the pooled maps
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         """x: [batch, height, width, channels] in [0, 1] -> logits [batch, num_classes]."""
-        kernel_init, bias_init = nn.initializers.glorot_normal(), nn.initializers.constant(self.bias_init)
+        kernel_init = getattr(nn.initializers, self.kernel_init)()
+        bias_init = nn.initializers.constant(self.bias_init)
         for i, features in enumerate(self.features, start=1):
             x = nn.Conv(features, self.KERNEL, strides=self.STRIDE, padding=self.PADDING, kernel_init=kernel_init,
                         bias_init=bias_init, name=f"conv{i}")(x)
@@ -59,11 +62,15 @@ class LeNet5(nn.Module):
                 self.sow(self.PRE_RELU, f"conv{i}_pre_relu", x)
             x = nn.relu(x)
             self.sow("intermediates", f"conv{i}_pre_bn", x)
+            after = self.bn_position == "after_pool"
+            if after:
+                x = max_pool_2x2(x)
             if self.use_batchnorm:
                 x = nn.BatchNorm(use_running_average=not train, momentum=self.BN_MOMENTUM, epsilon=self.BN_EPSILON,
                                  name=f"bn{i}")(x)
                 self.sow("intermediates", f"conv{i}_bn", x)
-            x = max_pool_2x2(x)
+            if not after:
+                x = max_pool_2x2(x)
             self.sow("intermediates", f"conv{i}_pool", x)
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(nn.Dense(self.hidden, kernel_init=kernel_init, bias_init=bias_init, name="fc1")(x))

@@ -1,4 +1,4 @@
-"""The LeNet5 package's tasks: `--task lenet` (Part 1b) and `--task visualize` (Part 1c).
+"""The LeNet5 package's tasks: `--task lenet` (Part 1b), `--task visualize` (Part 1c) and `--task ablation`.
 
 Each declares its flags, its run and its place in `--task all`; the work is in lenet/train.py and
 lenet/visualize.py, the report sections in lenet/report.py.
@@ -10,8 +10,9 @@ import os
 import sys
 
 from common import cli
+from lenet import ablation, visualize
 from lenet import checkpoint as lenet_checkpoint
-from lenet import visualize
+from lenet.ablation_report import ABLATION_SECTION
 from lenet.config import LeNetConfig
 from lenet.report import LENET_SECTION, VISUALIZE_SECTION
 from lenet.train import train_and_evaluate
@@ -78,3 +79,30 @@ VISUALIZE = cli.Task(
     # It reads the chain's LeNet5 and trains the one without batch norm with that run's settings.
     all_args=lambda quick, root: ["--checkpoint", os.path.join(root, "lenet"), "--compare-batchnorm"],
     all_skips=cli.TRAINING_FLAGS, report=VISUALIZE_SECTION)
+
+
+def add_ablation_arguments(parser: argparse.ArgumentParser) -> None:
+    cli.add_training_arguments(parser)
+    cli.add_data_arguments(parser, COURSE_FOLDER)
+    a = parser.add_argument_group("ablation")
+    a.add_argument("--variants", metavar="NAME[,NAME..]",
+                   help="the variants to train (default: all): " + ", ".join(v.name for v in ablation.VARIANTS)
+                        + "; finished members of others are kept")
+
+
+def run_ablation(args) -> int:
+    names = ablation.parse_variants(args.variants)
+    seeds = {} if args.seeds else {"seeds": ablation.DEFAULT_SEEDS}
+    config = cli.config_from_args(LeNetConfig.quick() if args.quick else LeNetConfig(), args, **seeds).validate()
+    result = ablation.run_ablation(config, args.out, names, progress=args.progress, command=args.command)
+    matters = [f"{n} ({m})" for n, e in result.get("effects", {}).items()
+               for m, _ in ablation.METRICS if e[m]["verdict"] == "matters"]
+    print(f"ablation: {len(result.get('effects', {}))} variants against the baseline over "
+          f"{len(result.get('seeds', []))} seed(s); matters: {', '.join(matters) or 'none judged so'}; results in "
+          f"{args.out}", file=sys.stdout)
+    return 0
+
+
+ABLATION = cli.Task("ablation", "which of the report's ten LeNet5 settings matter: each changed alone, over seeds "
+                    "(hours on a CPU; not part of --task all)", add_ablation_arguments, run_ablation,
+                    report=ABLATION_SECTION, in_all=False)

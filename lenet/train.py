@@ -22,7 +22,8 @@ FILTER_HISTORY = "conv1_kernels_by_epoch.npz"
 def create_model(config: LeNetConfig, num_classes: int = 10) -> LeNet5:
     return LeNet5(num_classes=num_classes, features=tuple(config.features), hidden=config.hidden,
                   dropout_rate=config.dropout_rate, bias_init=config.bias_init,
-                  use_batchnorm=config.use_batchnorm)
+                  use_batchnorm=config.use_batchnorm, kernel_init=config.kernel_init,
+                  bn_position=config.bn_position)
 
 
 def penalty_fn(config: LeNetConfig):
@@ -58,12 +59,15 @@ def data_name(config: LeNetConfig) -> str:
 
 
 def train_and_evaluate(config: LeNetConfig, workdir: str, dataset: data_lib.Dataset | None = None,
-                       progress: bool = True, command: str | None = None) -> fit.FitResult:
+                       progress: bool = True, command: str | None = None, specs: list | None = None,
+                       recorded: dict | None = None) -> fit.FitResult:
     """Trains LeNet5 with `config` and writes history, metrics, Figure 1 and a checkpoint into `workdir`.
 
     Returns the last state (`.state`), the selected best-validation variables (`.variables`, as
     checkpointed), the history and the metrics, so tests and notebooks can use them. `command` is recorded
-    in metrics.json (the CLI passes the command line).
+    in metrics.json (the CLI passes the command line). `specs` chooses the models trained together (default:
+    every combination of the config's seeds, rates and weights), `recorded` the config recorded (default: the
+    config's flat view).
     """
     config.validate()
     if dataset is None:
@@ -71,5 +75,6 @@ def train_and_evaluate(config: LeNetConfig, workdir: str, dataset: data_lib.Data
     name = "LeNet5" + ("" if config.use_batchnorm else " without batch norm")
     show = fit.Presentation(f"{name} on {data_name(config)} ({config.data.image_mode})", FIGURE, command, progress)
     return fit.fit(create_model(config, len(dataset.class_names)), dataset, config.train, workdir, show,
-                   task="lenet", config=config.to_dict(), penalty_fn=penalty_fn(config), penalties=config.penalties,
+                   task="lenet", config=recorded or config.to_dict(), penalty_fn=penalty_fn(config),
+                   penalties=config.penalties, specs=specs, optimizer=config.optimizer,
                    on_epoch=functools.partial(_save_conv1_kernels, set(config.filter_epochs)))

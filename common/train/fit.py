@@ -47,21 +47,24 @@ class FitResult:
 
 def fit(model, dataset: data_lib.Dataset, train: TrainConfig, out: str, show: Presentation, *, task: str,
         config: dict, penalty_fn: Callable | None = None, penalties: dict[str, tuple[float, ...]] | None = None,
-        on_epoch: Callable[[str, int, Any], None] | None = None) -> FitResult:
-    """Trains `model` with Nadam on `dataset` as `train` says and writes the results into `out`.
+        on_epoch: Callable[[str, int, Any], None] | None = None, specs: list | None = None,
+        optimizer: str = "nadam") -> FitResult:
+    """Trains `model` with `optimizer` (Nadam) on `dataset` as `train` says and writes the results into `out`.
 
     `config` is the experiment's flat config (recorded, and compared on resume). `penalty_fn(params,
     **weights)` is added to the loss; `penalties` {name: values} lists weights swept as a model axis.
-    `on_epoch(workdir, epoch, state)` runs after each epoch (and with epoch 0 before training).
+    `on_epoch(workdir, epoch, state)` runs after each epoch (and with epoch 0 before training). `specs` (default:
+    `model_grid(train, penalties)`, every combination) lists the models to train together, for a chosen set.
     """
+    specs = specs or model_grid(train, penalties)
     if len(dataset.train) < train.batch_size:  # before any folder is made or model compiled
         raise data_lib.DataError(f"the training split has {len(dataset.train)} examples, fewer than the batch "
                                  f"size {train.batch_size}; lower --batch-size")
     environment = outputs.environment_info()  # at the start: the load average before this run adds to it
     run = outputs.RunDir(out, task=task, config=config)
     try:
-        history, metrics, best, state, specs = _train(run, model, dataset, train, penalties, task, config, show,
-                                                      penalty_fn, on_epoch)
+        history, metrics, best, state, specs = _train(run, model, dataset, train, penalties, specs, task, config,
+                                                      show, penalty_fn, on_epoch, optimizer)
         run_info = metrics.pop("run_info")
         metrics.update(command=show.command, environment=environment, **run_info)
         results.warn_if_diverged(metrics, history)
@@ -77,8 +80,8 @@ def fit(model, dataset: data_lib.Dataset, train: TrainConfig, out: str, show: Pr
         run.release()
 
 
-def _train(run, model, dataset, train: TrainConfig, penalties, task, config, show: Presentation, penalty_fn,
-           on_epoch):
+def _train(run, model, dataset, train: TrainConfig, penalties, specs, task, config, show: Presentation, penalty_fn,
+           on_epoch, optimizer: str = "nadam"):
     """The pure core (`loop.train_models`) with this run's hooks: resumed from `run`'s working folder when it
     holds an unfinished run of the same config, the resume file saved after each epoch, Ctrl-C between calls.
     Returns (history, final metrics + 'run_info', best epoch, last state, specs)."""
@@ -88,7 +91,6 @@ def _train(run, model, dataset, train: TrainConfig, penalties, task, config, sho
                 "class_names": list(dataset.class_names), "image_shape": list(dataset.image_shape),
                 "data_fingerprint": data_lib.fingerprint(dataset)}
     wall = {"before": 0.0, "t0": 0.0}
-    specs = model_grid(train, penalties)  # the core's models, in its order (the TensorBoard runs' names)
 
     def restore(state, best, mesh):
         state, history, wall["before"] = resume.load(run, state, best, run_info, mesh)
@@ -106,8 +108,9 @@ def _train(run, model, dataset, train: TrainConfig, penalties, task, config, sho
                 results.write_tensorboard(run, history, specs)  # live curves: tensorboard --logdir <out>.partial
             tqdm.write(results.epoch_line(history[-1], train.epochs), file=sys.stderr)
 
-    trained = loop.train_models(model, dataset, train, penalty_fn=penalty_fn, penalties=penalties,
-                                program_options=xla_cpu.program_options, restore=restore, on_epoch=epoch_done,
+    trained = loop.train_models(model, dataset, train, penalty_fn=penalty_fn, penalties=penalties, specs=specs,
+                                optimizer=optimizer, program_options=xla_cpu.program_options, restore=restore,
+                                on_epoch=epoch_done,
                                 between_calls=interrupt.check, progress=show.progress,
                                 describe=lambda e: f"{show.title} epoch {e}/{train.epochs}")
     interrupt.check()

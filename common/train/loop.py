@@ -48,7 +48,8 @@ class Trained(NamedTuple):
 
 
 def train_models(model, data, train: TrainConfig, *, penalty_fn: Callable | None = None,
-                 penalties: dict[str, tuple[float, ...]] | None = None, program_options: Callable[[int], dict] = None,
+                 penalties: dict[str, tuple[float, ...]] | None = None, specs: list | None = None,
+                 optimizer: str = "nadam", program_options: Callable[[int], dict] = None,
                  restore: Callable | None = None, on_epoch: Callable | None = None,
                  between_calls: Callable[[], None] = _nothing, progress: bool = False,
                  describe: Callable[[int], str] = lambda e: f"epoch {e}") -> Trained:
@@ -56,13 +57,15 @@ def train_models(model, data, train: TrainConfig, *, penalty_fn: Callable | None
 
     `data` has .train, .val and .test, each with .images uint8 [n, h, w, c] and .labels int [n] (val and test
     may be empty). `train` gives the batch, epochs, seeds and learning rate(s); `penalties` {name: values}
-    lists penalty weights swept as a model axis, `penalty_fn(params, **weights)` adds to the loss.
+    lists penalty weights swept as a model axis, `penalty_fn(params, **weights)` adds to the loss; `specs`
+    (default `model_grid(train, penalties)`, every combination) chooses the models; `optimizer` names one of
+    `state.OPTIMIZERS` (Nadam, the report's, by default).
     Hooks, all optional: `program_options(steps_per_call)` -> `compile_program`'s machine options;
     `restore(state, best, mesh)` -> (state, history) to continue an earlier run (called once, before
     training); `on_epoch(epoch, state, best, history)` after each epoch (and with epoch 0 before training a
     fresh run); `between_calls()` before each compiled call (Ctrl-C).
     """
-    specs = model_grid(train, penalties)
+    specs = specs or model_grid(train, penalties)
     image_shape = tuple(data.train.images.shape[1:])
     mesh = step_lib.make_mesh(len(specs), train.batch_size)
     eval_batch = step_lib.eval_batch_for(train.eval_batch_size, mesh)
@@ -70,7 +73,7 @@ def train_models(model, data, train: TrainConfig, *, penalty_fn: Callable | None
     program = step_lib.compile_program(step_lib.make_train_step(penalty_fn), len(specs), mesh,
                                        eval_batch=eval_batch, batch_shape=(train.batch_size,) + image_shape,
                                        steps_per_call=k, **(program_options(k) if program_options else {}))
-    state, rng = init_states(model, (1,) + image_shape, specs)
+    state, rng = init_states(model, (1,) + image_shape, specs, optimizer)
     best = BestEpoch(len(specs))
     state, history = restore(state, best, mesh) if restore else (state, [])
     state, rng = step_lib.put((state, rng), mesh, P("model"))
