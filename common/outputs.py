@@ -40,6 +40,7 @@ from common import distributed, interrupt, locks, xla_cpu
 from common.errors import UserError
 
 METRICS_JSON = "metrics.json"  # what every training run writes into its output folder
+HISTORY_CSV = "history.csv"  # beside it: one row per epoch (and model) (common.train.results)
 MARKER = ".elec576-result.json"  # written by `commit`: this folder is a finished result of this project
 PARTIAL_MARKER = ".elec576-partial.json"  # written by `open`: this `.partial` folder is a working folder of ours
 PROJECT = "elec576-jax"

@@ -57,7 +57,7 @@ from common.document import (
     to_markdown,
 )
 from common.errors import UserError
-from common.outputs import METRICS_JSON, atomic_write_bytes, read_json, unused_name
+from common.outputs import HISTORY_CSV, METRICS_JSON, atomic_write_bytes, read_json, unused_name  # noqa: F401 (API)
 from common.provenance import (  # noqa: F401
     command_line,
     fmt_acc,
@@ -73,7 +73,7 @@ from common.provenance import (  # noqa: F401
 HTML_NAME = "report.html"
 MD_NAME = "REPORT.md"
 RUN_ALL_JSON = "run_all.json"  # written by `--task all` into the root; read here for "How these results were made"
-HISTORY_CSV = "history.csv"  # common.train.results' per-epoch rows, beside each run's metrics.json
+
 SKIP_DIRS = ("checkpoint",)  # model weights, never figures of the report
 MAX_DEPTH = 8  # how many levels below a folder the report looks (results are at most 3 deep)
 MAX_ENTRIES = 20000  # and how many entries of one walk it reads at most, whatever the tree holds

@@ -33,6 +33,7 @@ from common.train.history import mean_rows, model_histories
 from lenet.config import LeNetConfig
 from lenet.train import train_and_evaluate as train_lenet
 from recurrent.config import CELL_TITLES, RNNConfig
+from recurrent.train import SUMMARY_JSON
 from recurrent.train import train_and_evaluate as train_recurrent
 
 # The threshold the comparison times both nets to: 97% separated nothing (both nets pass it in the first
@@ -68,7 +69,7 @@ def best_recurrent(rnn_dir: str) -> tuple[str, int, str]:
 
 def _rnn_rows(rnn_dir: str) -> list[dict]:
     """[{cell, hidden, test_accuracy, val_accuracy}] from summary.json or the per-run metrics.json files."""
-    summary = os.path.join(rnn_dir, "summary.json")
+    summary = os.path.join(rnn_dir, SUMMARY_JSON)
     candidates = []
     if os.path.isfile(summary):
         candidates = (outputs.read_json(summary) or {}).get("runs", [])

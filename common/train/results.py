@@ -18,7 +18,7 @@ from common import outputs, plotting, provenance, tensorboard
 from common.train.history import mean_rows, model_histories, per_model_rows, row_value, split_metrics
 from common.train.state import model_slice
 
-HISTORY_CSV = "history.csv"
+HISTORY_CSV = outputs.HISTORY_CSV
 METRICS_JSON = outputs.METRICS_JSON
 TENSORBOARD_DIR = "tensorboard"  # <out>/tensorboard/<model>/events.out.tfevents.*
 DIVERGENCE_GROWTH = 10.0  # last epoch's running loss over the first epoch's
