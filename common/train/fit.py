@@ -108,7 +108,8 @@ def _train(run, model, dataset, train: TrainConfig, specs, task, config, show: P
                 "class_names": list(dataset.class_names), "image_shape": list(dataset.image_shape),
                 "data_fingerprint": data_lib.fingerprint(dataset)}
     best = loop.BestEpoch(len(specs))
-    state, history, wall_before = resume.load(run, state, best, run_info, mesh)
+    state, history, wall_before = resume.load(run, state, best, run_info, mesh,
+                                              steps_per_epoch=len(dataset.train) // train.batch_size)
     state, rng = step_lib.put((state, rng), mesh, P("model"))
     splits = loop.put_splits(dataset, program, eval_batch)
     if history:
