@@ -342,7 +342,13 @@ def guarded_run(task: Task, args: argparse.Namespace) -> int:
         return int(task.run(args) or 0)
     if not distributed.is_writer():  # process 0 holds the lock of a multi-process run's --out
         return int(task.run(args) or 0)
+    outputs.check_partial(args.out)  # a <out>.partial the project did not make: refused, never adopted
     with locks.claim(args.out, task.name, getattr(args, "command", None)):
+        done = outputs.finish_commit(locks.resolve(args.out), task.name)
+        if done and done.get("command") == getattr(args, "command", None):
+            print(f"{args.out}: the result of this same command, finished by the run that was killed while "
+                  "moving it into place; nothing to train again", file=sys.stderr)
+            return 0
         return int(task.run(args) or 0)
 
 

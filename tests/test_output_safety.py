@@ -436,3 +436,101 @@ def test_sigkill_during_a_sweep_then_rerun_keeps_the_finished_member(tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "rnn_h4: kept" in rerun.stderr
     assert json.load(open(os.path.join(out, "rnn_h4", "metrics.json")))["finished_at"] == first
+
+
+# ------------------------------------------------------------- working folders and kills at commit
+
+
+def test_a_partial_the_project_did_not_make_is_refused_never_adopted(tmp_path, capsys, course):
+    out = tmp_path / "r"
+    partial = tmp_path / "r.partial"
+    partial.mkdir()
+    (partial / "thesis.tex").write_text("mine")
+    before = digest(partial)
+    with pytest.raises(UserError, match="not made by this project"):
+        outputs.RunDir(str(out), task="lenet").open()
+    assert digest(partial) == before
+    code, err = run_main(capsys, [*TINY, "--data-dir", course, "--out", str(out)])
+    assert_one_line_refusal(code, err, 2, ["not made by this project", "thesis.tex"])
+    assert digest(partial) == before and not out.exists()
+
+
+def test_a_partial_holding_only_a_killed_marker_write_is_ours(tmp_path):
+    partial = tmp_path / "r.partial"
+    partial.mkdir()
+    (partial / (outputs.PARTIAL_MARKER + ".tmp-4242")).write_text('{"proj')  # killed while writing the marker
+    work = outputs.RunDir(str(tmp_path / "r"), task="lenet").open()
+    assert os.listdir(work) == [outputs.PARTIAL_MARKER]
+
+
+def test_a_kill_between_the_two_renames_of_place_is_finished_by_the_next_run(tmp_path, capsys):
+    out = tmp_path / "r"
+    finished(out, files=("metrics.json", "old.png"))
+    (out / "NOTES.txt").write_text("mine")
+    run = outputs.RunDir(str(out), task="lenet", config={"x": 2})
+    run.open()
+    outputs.atomic_write_text(run.path("metrics.json"), "new")
+    real = os.replace
+
+    def replace_then_die(a, b):
+        real(a, b)
+        if a == str(out):
+            raise KeyboardInterrupt  # stands in for a kill after the old result was renamed aside
+
+    outputs.os.replace = replace_then_die
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run.commit()
+    finally:
+        outputs.os.replace = real
+        run.release()
+    assert not out.exists() and os.path.isdir(str(out) + ".partial")
+    outputs.RunDir(str(out), task="lenet").open()  # the next run (any flags)
+    err = capsys.readouterr().err
+    assert (out / "metrics.json").read_text() == "new" and "is there now" in err
+    aside = [n for n in os.listdir(tmp_path) if ".replaced-" in n]
+    assert len(aside) == 1 and os.listdir(tmp_path / aside[0]) == ["NOTES.txt"] and "kept in" in err
+
+
+def test_the_same_command_rerun_after_a_kill_at_commit_trains_nothing(tmp_path, capsys, course, monkeypatch):
+    out = str(tmp_path / "r")
+    argv = [*TINY, "--data-dir", course, "--out", out]
+    command = cli.parse_args(cli.Registry({"lenet": "lenet.task:LENET"}), argv).command
+    with locks.claim(out, "lenet", command):
+        run = outputs.RunDir(out, task="lenet")
+        run.open()
+        outputs.atomic_write_text(run.path("metrics.json"), "{}")
+        monkeypatch.setattr(outputs, "place", lambda *a: None)  # killed just before the renames
+        run.commit()
+    monkeypatch.undo()
+    assert not os.path.exists(out)
+    code, err = run_main(capsys, argv)
+    assert code == 0 and "nothing to train again" in err and outputs.read_marker(out)["command"] == command
+
+
+def test_a_kill_while_an_earlier_result_is_discarded_leaves_no_husk(tmp_path):
+    out = tmp_path / "r"
+    finished(out, files=("metrics.json",))
+    half = tmp_path / "r.replaced-20260101-000000"  # killed part-way through _discard: the marker is deleted last
+    finished(half, files=("a.png", "b.png"))
+    os.remove(half / "a.png")
+    husk = tmp_path / "r.replaced-20260101-000001"  # killed after the last file, before the folders went
+    (husk / "checkpoint").mkdir(parents=True)
+    user = tmp_path / "r.replaced-20260101-000002"  # a finished discard that kept a user's file
+    user.mkdir()
+    (user / "NOTES.txt").write_text("mine")
+    outputs.finish_replacing(str(out))
+    assert not half.exists() and not husk.exists() and (user / "NOTES.txt").read_text() == "mine"
+
+
+def test_things_set_aside_inside_a_working_folder_leave_it_once(tmp_path):
+    sweep = outputs.RunDir(str(tmp_path / "sw"), task="rnn")
+    work = sweep.open()
+    os.makedirs(os.path.join(work, "gru_h8.partial"))
+    os.makedirs(os.path.join(work, "lstm_h8"))
+    a = outputs.set_aside(os.path.join(work, "gru_h8.partial"))
+    b = outputs.set_aside(os.path.join(work, "lstm_h8"))
+    assert os.path.dirname(a) == os.path.dirname(b) and os.path.basename(os.path.dirname(a)).startswith(
+        "sw.partial.other-")
+    assert os.listdir(work) == [outputs.PARTIAL_MARKER]
+    sweep.release()

@@ -4,7 +4,8 @@
 the run's description (task, config, data fingerprint, ...) and the wall time so far, so a kill between two
 writes can never pair a state with another epoch's history. `resume.json` beside it repeats the meta for
 people and tools to read; resuming never trusts it. An unfinished run of other flags or other data is
-renamed aside (`<out>.partial.other-<time>`), never overwritten; stray temporary files are removed.
+renamed aside (`<out>.partial.other-<time>`; `outputs.set_aside`), never overwritten; stray temporary files
+are removed. A file that decodes but does not fit the run (`malformed`) is ignored: the run starts over.
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import glob
 import json
 import os
 import sys
-import time
 
 import numpy as np
 from flax import serialization
@@ -140,9 +140,10 @@ def _without(d, key: str):
 
 
 def _set_aside(run: outputs.RunDir, what: str) -> None:
-    aside = outputs.unused_name(f"{run.shared}.other-{time.strftime('%Y%m%d-%H%M%S')}")
-    if run.writer:
-        os.replace(run.shared, aside)
+    """Moves the unfinished run out of the way once (`outputs.set_aside`: `<out>.partial.other-<time>`, or for
+    a sweep member inside `<sweep out>.partial.other-<time>/`) and opens a fresh working folder."""
+    if run.writer:  # process 0 moves it; the others start over with it
+        aside = outputs.set_aside(run.shared)
         run.open()  # a new working folder, with the marker that makes it ours
-    tqdm.write(f"an unfinished run of {what} was in {run.shared}: moved aside to {aside}; starting over",
-               file=sys.stderr)
+        tqdm.write(f"an unfinished run of {what} was in {run.shared}: moved aside to {aside}; starting over",
+                   file=sys.stderr)
