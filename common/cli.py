@@ -12,6 +12,7 @@ the CLI only overrides fields, it never holds a second copy of a hyperparameter.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import importlib
@@ -266,6 +267,26 @@ class _QuietStdout:
         return getattr(self._stream, name)
 
 
+def safe_stdio() -> None:
+    """Output never fails a run. A closed stdin, stdout or stderr (`run.py ... >&-`) is opened on /dev/null,
+    so no file the run opens takes its number (C++ logging would write into it); an ASCII-only one
+    (PYTHONIOENCODING=ascii, LANG=C) writes other characters as backslash escapes instead of failing."""
+    for fd, name, mode in ((0, "stdin", os.O_RDONLY), (1, "stdout", os.O_WRONLY), (2, "stderr", os.O_WRONLY)):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, mode)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        stream = getattr(sys, name)
+        if stream is None:  # Python found the descriptor closed at start-up
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False, errors="backslashreplace"))
+        elif fd:
+            with contextlib.suppress(AttributeError, ValueError, OSError):
+                stream.reconfigure(errors="backslashreplace")
+
+
 def main(registry: Registry | dict, argv: list[str] | None = None) -> int:
     """Runs one task as the command line says; returns the exit code (2: bad input, 130: interrupted)."""
     registry = registry if isinstance(registry, Registry) else Registry(registry)
@@ -274,6 +295,7 @@ def main(registry: Registry | dict, argv: list[str] | None = None) -> int:
         _print_tasks(registry)
         return 0 if argv else 2
     restore = interrupt.install()  # first: Ctrl-C while the task's imports load is handled like any other
+    safe_stdio()
     stdout, sys.stdout = sys.stdout, _QuietStdout(sys.stdout)
     try:
         args = parse_args(registry, argv)

@@ -4,7 +4,8 @@ Every configuration trains into its own subfolder `<out>/<cell>_h<hidden>/` (met
 fig_<cell>_h<hidden>.png, checkpoint/); the sweep then writes summary.csv, summary.json, fig_summary.png and
 fig_validation_by_size.png into `<out>`. The data are loaded once for the whole sweep. The sweep is one unit: it
 works in `<out>.partial/`, keeps a member an earlier (killed) run finished there with the same config on the
-same data, and replaces `<out>` only when every member is done.
+same data, and replaces `<out>` only when every member is done. A sweep into an earlier sweep's folder keeps the
+earlier members it does not name (copied in before the commit) and summarises every member.
 """
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ def sweep(configs: list[RNNConfig], out: str, progress: bool = True, command: st
     finished there earlier with the same config and data (`finished_member`), then writes the summary table and
     figures once and moves the whole folder to `out` (common.outputs.RunDir). The members of an earlier sweep
     in `out` that this one does not name are kept (`_keep_earlier_members`), and the summaries cover every
-    member, so a narrower sweep (the report's command for one figure) never deletes a result."""
+    member, so a narrower sweep (the report's command for one figure) never deletes a result. Returns the
+    summary rows of the members it names."""
     for config in configs:
         config.validate()
     dataset = data_lib.load_dataset(configs[0].data)
@@ -81,11 +83,10 @@ def sweep(configs: list[RNNConfig], out: str, progress: bool = True, command: st
         if run.writer:
             earlier = _earlier_members(run.final, {c.name for c in configs})
             _set_aside_strays(run, configs, earlier)
-            for row, history in _keep_earlier_members(run, earlier).values():
-                rows.append(row)
-                curves.append((row["cell"], row["hidden"], history))
-            order = sorted(range(len(rows)), key=lambda i: (CELLS.index(rows[i]["cell"]), rows[i]["hidden"]))
-            _write_summaries(run, [rows[i] for i in order], [curves[i] for i in order])
+            kept = list(_keep_earlier_members(run, earlier).values())
+            every = [(r, (r["cell"], r["hidden"], h)) for r, h in kept] + list(zip(rows, curves, strict=True))
+            every.sort(key=lambda rc: (CELLS.index(rc[0]["cell"]), rc[0]["hidden"]))
+            _write_summaries(run, [r for r, _ in every], [c for _, c in every])
         run.commit()
     finally:
         run.release()

@@ -534,3 +534,87 @@ def test_things_set_aside_inside_a_working_folder_leave_it_once(tmp_path):
         "sw.partial.other-")
     assert os.listdir(work) == [outputs.PARTIAL_MARKER]
     sweep.release()
+
+
+@pytest.mark.slow
+def test_a_narrower_sweep_keeps_the_members_it_does_not_name(tmp_path, capsys):
+    """Reliability case 17: `--cell rnn --hidden 4` into a finished rnn+gru sweep retrains rnn_h4, keeps gru_h4
+    and recomputes the summaries over both; a later run with other flags over a killed member sets it aside
+    once, to <out>.partial.other-<time>/."""
+    from recurrent import train as rtrain
+    from recurrent.config import RNNConfig
+
+    folder = write_image_folder(tmp_path / "M", n_train_per_class=4, n_test_per_class=1)
+
+    def config(cell, **kw):
+        return RNNConfig.create(**{"data_dir": folder, "cell": cell, "hidden": 4, "epochs": 1, "batch_size": 10,
+                                   "steps_per_call": 1, **kw})
+
+    out = str(tmp_path / "sw")
+    rtrain.sweep([config("rnn"), config("gru")], out, progress=False)
+    gru = digest(os.path.join(out, "gru_h4"))
+    (tmp_path / "sw" / "NOTES.txt").write_text("mine")
+    capsys.readouterr()
+    rows = rtrain.sweep([config("rnn", epochs=2)], out, progress=False)
+    assert "kept gru_h4" in capsys.readouterr().err and len(rows) == 1
+    assert digest(os.path.join(out, "gru_h4")) == gru
+    summary = json.load(open(os.path.join(out, "summary.json")))["runs"]
+    assert [(r["cell"], r["epochs"]) for r in summary] == [("rnn", 2), ("gru", 1)]
+    assert json.load(open(os.path.join(out, "rnn_h4", "metrics.json")))["epochs"] == 2
+    assert outputs.read_marker(out)["kind"] == "result"
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("sw.") and n != "sw.lock"
+                and not os.listdir(tmp_path / n) == ["NOTES.txt"]]  # only the user's note set aside
+
+    # a member of other flags killed half-way in the working folder: set aside once, with a true note
+    _interrupt_member(rtrain, config("gru", hidden=8, epochs=3), out)
+    capsys.readouterr()
+    rtrain.sweep([config("gru", hidden=8, epochs=2)], out, progress=False)
+    err = capsys.readouterr().err
+    assert err.count("moved aside") == 1 and "other flags" in err, err
+    aside = [n for n in os.listdir(tmp_path) if n.startswith("sw.partial.other-")]
+    assert len(aside) == 1 and os.listdir(tmp_path / aside[0]) == ["gru_h8.partial"]
+    assert {"rnn_h4", "gru_h4", "gru_h8"} <= set(os.listdir(out))
+
+
+def _interrupt_member(rtrain, config, out):
+    """A sweep of `config` stopped after its first epoch's resume files (a kill)."""
+    from common.train import resume
+
+    real = resume.save
+
+    def save_then_die(*a):
+        real(*a)
+        raise KeyboardInterrupt
+
+    resume.save = save_then_die
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            rtrain.sweep([config], out, progress=False)
+    finally:
+        resume.save = real
+
+
+@pytest.mark.parametrize("name, words", [("a" * 300 + "/x", "longer than the 255"),
+                                         ("b" * 235, "at most 222 bytes fit")])
+def test_an_out_name_too_long_for_a_derived_name_is_refused_before_any_work(tmp_path, capsys, course, name, words):
+    """An --out whose own name fits but whose <out>.replaced-<time> or <out>.partial.other-<time> would not
+    used to fail at commit, after the training; a component over NAME_MAX was a traceback."""
+    code, err = run_main(capsys, [*TINY, "--data-dir", course, "--out", str(tmp_path / name)])
+    assert_one_line_refusal(code, err, 2, [words])
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["closed", "ascii"])
+def test_a_closed_or_ascii_only_stdout_is_survived(tmp_path, course, how):
+    out = str(tmp_path / ("résumé" if how == "ascii" else "r"))
+    env = {**ENV, "PYTHONIOENCODING": "ascii"} if how == "ascii" else ENV
+    proc = subprocess.run(["/bin/bash", "-c", f'exec "$@" {">&-" if how == "closed" else ""}', "run",
+                           sys.executable, "run.py", *TINY, "--data-dir", course, "--out", out],
+                          cwd=ROOT, env=env, stdout=None if how == "closed" else subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=300)
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 0 and "Traceback" not in err, err[-2000:]
+    assert os.path.isfile(os.path.join(out, "metrics.json"))
+    if how == "ascii":
+        assert "r\\xe9sum\\xe9" in proc.stdout.decode()  # the path, escaped
