@@ -323,12 +323,20 @@ def run_task(task: Task, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return _interrupted()
     except OSError as e:
+        if distributed.peer_failure(e):
+            distributed.peer_died()
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         from common import outputs  # here, like jax: this module loads before the Ctrl-C handler is in place
 
         print(f"error: {outputs.write_error(e.filename or 'a file', e)}", file=sys.stderr)
         return 2
+    except Exception as e:
+        if distributed.peer_failure(e):  # one line and PEER_DIED, never JAX's abort at exit
+            distributed.peer_died()
+        raise
+    finally:
+        distributed.finish()  # the other processes of a multi-process run: this one ends of its own accord
 
 
 def check_backend() -> None:
