@@ -8,7 +8,10 @@ is refused, before any work): the old result is renamed to `<out>.replaced-<time
 into place, then the old folder's files that its marker lists are deleted; anything else in it (a user's notes)
 stays there and a note says so. A crash, a bad input or Ctrl-C leaves any earlier `<out>` untouched. `--out` is
 resolved through symlinks (the result is written where the link points); a mount point is refused. The folder
-is claimed (`common.locks`) from `open` to `commit`, and `commit` refuses once Ctrl-C was pressed.
+is claimed (`common.locks`) from `open` to `commit`, and `commit` refuses once Ctrl-C was pressed. A
+`<out>.partial` the project did not make is refused (`partial_refusal`); what a kill during a commit left (a
+finished `.partial`, a half-discarded `.replaced-*`) is finished by the next run (`finish_commit`,
+`finish_replacing`); what must leave a working folder goes out of every one, once (`set_aside`).
 
 Every file is written through `atomic_write_bytes` (a temporary name, fsync, one rename, fsync of the folder):
 a reader never sees half a file, the temporary file is removed on every error path, and a full disk or an
@@ -219,6 +222,8 @@ def place(work: str, final: str, task: str | None) -> None:
             _discard(aside, final)
         except OSError as e:  # the new result is in place; the old one just stays where it was put
             print(f"note: replaced {final}; the earlier result stays in {aside} ({e.strerror})", file=sys.stderr)
+            return
+    finish_replacing(final)  # what a killed earlier replacement left
 
 
 def _discard(aside: str, final: str) -> None:
