@@ -380,6 +380,10 @@ class RunDir:
         if self.writer:
             finish_commit(self.final, self.task or locks.claim_info(self.final)["task"])
             finish_replacing(self.final)
+            if os.path.isdir(self.work) and read_marker(self.work):  # a finished result not put in place
+                aside = set_aside(self.work)  # (another task's; or several processes): kept, never mixed in
+                print(f"note: {self.work} held a finished result that was not moved into place: moved aside to "
+                      f"{aside}", file=sys.stderr)
         if self.writer and os.path.isdir(self.work):
             if not is_ours(self.work):
                 if keep_partial:

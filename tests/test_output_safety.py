@@ -618,3 +618,17 @@ def test_a_closed_or_ascii_only_stdout_is_survived(tmp_path, course, how):
     assert os.path.isfile(os.path.join(out, "metrics.json"))
     if how == "ascii":
         assert "r\\xe9sum\\xe9" in proc.stdout.decode()  # the path, escaped
+
+
+def test_a_finished_result_of_another_task_in_the_partial_is_set_aside_not_mixed_in(tmp_path, capsys):
+    out = tmp_path / "r"
+    run = outputs.RunDir(str(out), task="visualize")
+    run.open()
+    outputs.atomic_write_text(run.path("fig_filters.png"), "png")
+    outputs.atomic_write_json(run.path(outputs.MARKER), {"project": outputs.PROJECT, "kind": "result",
+                                                          "task": "visualize", "files": ["fig_filters.png"]})
+    run.release()  # killed at commit, before the renames
+    work = outputs.RunDir(str(out), task="lenet").open()
+    assert os.listdir(work) == [outputs.PARTIAL_MARKER] and "moved aside" in capsys.readouterr().err
+    aside = [n for n in os.listdir(tmp_path) if n.startswith("r.partial.other-")]
+    assert len(aside) == 1 and "fig_filters.png" in os.listdir(tmp_path / aside[0])
