@@ -27,6 +27,7 @@ import io
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -254,9 +255,10 @@ def finish_replacing(final: str) -> None:
     else stays, with a note), and one with no file left in it (an empty husk) is removed."""
     if not (read_marker(final) or {}).get("kind") == "result":
         return  # an earlier result set aside may be the only one there is: leave it
-    parent, prefix = os.path.dirname(final), os.path.basename(final) + ".replaced-"
+    parent = os.path.dirname(final)
+    ours = re.compile(re.escape(os.path.basename(final)) + r"\.replaced-\d{8}-\d{6}(-\d+)?")  # `place`'s names only
     try:
-        names = sorted(n for n in os.listdir(parent) if n.startswith(prefix))
+        names = sorted(n for n in os.listdir(parent) if ours.fullmatch(n))
     except OSError:
         return
     for name in names:
