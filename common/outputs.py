@@ -423,12 +423,13 @@ class RunDir:
         claim = locks.claim_info(self.final)
         task = self.task or claim["task"]
         strip_temporaries(self.work)
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(self.work, PARTIAL_MARKER))
+        # The result's marker first, then the working folder's goes: at every instant one of them says "ours".
         atomic_write_json(os.path.join(self.work, MARKER), {
             "project": PROJECT, "kind": "result", "task": task, "config": self.config, "command": claim["command"],
             "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "files": [f for f in _files(self.work) if f != MARKER]})
+            "files": [f for f in _files(self.work) if f not in (MARKER, PARTIAL_MARKER)]})
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(self.work, PARTIAL_MARKER))
         place(self.work, self.final, task)
         self.release()
         return self.final

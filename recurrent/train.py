@@ -83,8 +83,8 @@ def sweep(configs: list[RNNConfig], out: str, progress: bool = True, command: st
         if run.writer:
             earlier = _earlier_members(run.final, {c.name for c in configs})
             _set_aside_strays(run, configs, earlier)
-            kept = list(_keep_earlier_members(run, earlier).values())
-            every = [(r, (r["cell"], r["hidden"], h)) for r, h in kept] + list(zip(rows, curves, strict=True))
+            copied = _keep_earlier_members(run, earlier).values()
+            every = [(r, (r["cell"], r["hidden"], h)) for r, h in copied] + list(zip(rows, curves, strict=True))
             every.sort(key=lambda rc: (CELLS.index(rc[0]["cell"]), rc[0]["hidden"]))
             _write_summaries(run, [r for r, _ in every], [c for _, c in every])
         run.commit()

@@ -632,3 +632,40 @@ def test_a_finished_result_of_another_task_in_the_partial_is_set_aside_not_mixed
     assert os.listdir(work) == [outputs.PARTIAL_MARKER] and "moved aside" in capsys.readouterr().err
     aside = [n for n in os.listdir(tmp_path) if n.startswith("r.partial.other-")]
     assert len(aside) == 1 and "fig_filters.png" in os.listdir(tmp_path / aside[0])
+
+
+def test_a_kill_while_the_result_marker_is_written_leaves_a_folder_known_as_ours(tmp_path, monkeypatch):
+    out = str(tmp_path / "r")
+    run = outputs.RunDir(out, task="lenet")
+    run.open()
+    outputs.atomic_write_text(run.path("metrics.json"), "{}")
+    real = outputs.atomic_write_json
+
+    def killed(path, obj):
+        if path.endswith(outputs.MARKER):
+            open(path + ".tmp-999", "w").write('{"proj')
+            raise KeyboardInterrupt  # a kill half-way through the marker's write
+        real(path, obj)
+
+    monkeypatch.setattr(outputs, "atomic_write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run.commit()
+    run.release()
+    monkeypatch.undo()
+    assert outputs.partial_refusal(out) is None  # the next run may resume there
+    work = outputs.RunDir(out, task="lenet").open()
+    assert sorted(os.listdir(work)) == [outputs.PARTIAL_MARKER, "metrics.json"]
+
+
+def test_all_keeps_the_marker_of_a_partial_that_still_holds_unfinished_work(tmp_path, capsys):
+    from common import run_all
+
+    partial, root = tmp_path / "R.partial", tmp_path / "R"
+    root.mkdir()
+    finished(partial / "lenet")
+    (partial / "rnn.partial").mkdir()  # a task that failed half-way
+    outputs.atomic_write_json(str(partial / outputs.PARTIAL_MARKER), {"project": outputs.PROJECT})
+    run_all._move_results(str(partial), str(root))  # noqa: SLF001
+    assert os.path.isdir(root / "lenet") and "unfinished work" in capsys.readouterr().err
+    assert outputs.partial_refusal(str(root)) is None  # the next --task all is not refused
+    assert sorted(os.listdir(partial)) == [outputs.PARTIAL_MARKER, "rnn.partial"]
