@@ -285,6 +285,8 @@ def finish_commit(final: str, task: str | None) -> dict | None:
             (task is not None and marker.get("task") not in (task, None)):
         return None
     strip_temporaries(work)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(work, PARTIAL_MARKER))  # killed between the two markers (see `commit`)
     place(work, final, marker.get("task"))
     print(f"note: the run that made {final} was killed while moving its finished result into place; it is "
           "there now", file=sys.stderr)

@@ -503,9 +503,11 @@ def test_the_same_command_rerun_after_a_kill_at_commit_trains_nothing(tmp_path, 
         monkeypatch.setattr(outputs, "place", lambda *a: None)  # killed just before the renames
         run.commit()
     monkeypatch.undo()
+    outputs.atomic_write_json(os.path.join(out + ".partial", outputs.PARTIAL_MARKER), {})  # or between the markers
     assert not os.path.exists(out)
     code, err = run_main(capsys, argv)
     assert code == 0 and "nothing to train again" in err and outputs.read_marker(out)["command"] == command
+    assert sorted(os.listdir(out)) == [outputs.MARKER, "metrics.json"]
 
 
 def test_a_kill_while_an_earlier_result_is_discarded_leaves_no_husk(tmp_path):
