@@ -12,6 +12,7 @@ the CLI only overrides fields, it never holds a second copy of a hyperparameter.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import importlib
@@ -292,6 +293,26 @@ class _QuietStdout:
         return getattr(self._stream, name)
 
 
+def safe_stdio() -> None:
+    """Output never fails a run. A closed stdin, stdout or stderr (`run.py ... >&-`) is opened on /dev/null,
+    so no file the run opens takes its number (C++ logging would write into it); an ASCII-only one
+    (PYTHONIOENCODING=ascii, LANG=C) writes other characters as backslash escapes instead of failing."""
+    for fd, name, mode in ((0, "stdin", os.O_RDONLY), (1, "stdout", os.O_WRONLY), (2, "stderr", os.O_WRONLY)):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, mode)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+        stream = getattr(sys, name)
+        if stream is None:  # Python found the descriptor closed at start-up
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False, errors="backslashreplace"))
+        elif fd:
+            with contextlib.suppress(AttributeError, ValueError, OSError):
+                stream.reconfigure(errors="backslashreplace")
+
+
 def main(registry: Registry | dict, argv: list[str] | None = None) -> int:
     """Runs one task as the command line says; returns the exit code (2: bad input, 130: interrupted)."""
     registry = registry if isinstance(registry, Registry) else Registry(registry)
@@ -300,6 +321,7 @@ def main(registry: Registry | dict, argv: list[str] | None = None) -> int:
         _print_tasks(registry)
         return 0 if argv else 2
     restore = interrupt.install()  # first: Ctrl-C while the task's imports load is handled like any other
+    safe_stdio()
     stdout, sys.stdout = sys.stdout, _QuietStdout(sys.stdout)
     try:
         args = parse_args(registry, argv)
@@ -328,12 +350,20 @@ def run_task(task: Task, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return _interrupted()
     except OSError as e:
+        if distributed.peer_failure(e):
+            distributed.peer_died()
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         from common import outputs  # here, like jax: this module loads before the Ctrl-C handler is in place
 
         print(f"error: {outputs.write_error(e.filename or 'a file', e)}", file=sys.stderr)
         return 2
+    except Exception as e:
+        if distributed.peer_failure(e):  # one line and PEER_DIED, never JAX's abort at exit
+            distributed.peer_died()
+        raise
+    finally:
+        distributed.finish()  # the other processes of a multi-process run: this one ends of its own accord
 
 
 def check_backend() -> None:
@@ -370,7 +400,13 @@ def guarded_run(task: Task, args: argparse.Namespace) -> int:
         return int(task.run(args) or 0)
     if not distributed.is_writer():  # process 0 holds the lock of a multi-process run's --out
         return int(task.run(args) or 0)
+    outputs.check_partial(args.out)  # a <out>.partial the project did not make: refused, never adopted
     with locks.claim(args.out, task.name, getattr(args, "command", None)):
+        done = outputs.finish_commit(locks.resolve(args.out), task.name)
+        if done and done.get("command") == getattr(args, "command", None):
+            print(f"{args.out}: the result of this same command, finished by the run that was killed while "
+                  "moving it into place; nothing to train again", file=sys.stderr)
+            return 0
         return int(task.run(args) or 0)
 
 

@@ -8,12 +8,23 @@ and builds only its own shards of each global batch; process 0 alone writes resu
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import socket
+import sys
+import threading
 import time
 
 from common.errors import UserError
 
 DEFAULT_TIMEOUT = 60  # seconds to wait for the coordinator and every peer before giving up
+# The exit code of a process whose peer died mid-run (BSD's EX_TEMPFAIL: the same commands, rerun, resume).
+PEER_DIED = 75
+PEER_DIED_MESSAGE = "another process of this run died; rerun all the commands to resume"
+# What JAX's errors say when a collective or the coordination service lost a process.
+_joined = False  # set once this process has joined a multi-process job
+_PEER_WORDS = ("gloo", "heartbeat", "unavailable", "connection", "socket", "read error", "nccl", "coordination",
+               "peer", "barrier", "deadline_exceeded")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +82,8 @@ def initialize(args) -> None:
         # The heartbeat timeout bounds how long a process waits for a peer that died mid-run.
         jax.distributed.initialize(initialization_timeout=args.distributed_timeout,
                                    heartbeat_timeout_seconds=args.distributed_timeout, **kwargs)
+        global _joined
+        _joined = jax.process_count() > 1
     except Exception as e:  # connection refused, timeout, a cluster JAX cannot detect: all one line
         what = f"coordinator {args.coordinator}" if args.coordinator else "the cluster"
         raise UserError(f"cannot join the distributed job through {what} within {args.distributed_timeout} s "
@@ -98,15 +111,17 @@ def rendezvous(host: str, port: int, n: int, pid: int, timeout: float) -> None:
                 raise UserError(f"the coordinator {host}:{port} (process 0) did not answer within {timeout:g} s; "
                                 "start process 0 with the same --coordinator") from None
             time.sleep(0.2)
-    with conn:
-        conn.sendall(f"{pid} {n}\n".encode())
-        conn.settimeout(max(0.1, deadline - time.monotonic()) + 5)
-        try:
-            answer = conn.makefile().readline().strip()
-        except OSError:
-            answer = ""
+    conn.sendall(f"{pid} {n}\n".encode())
+    conn.settimeout(max(0.1, deadline - time.monotonic()) + 5)
+    reader = conn.makefile("rb")
+    try:
+        answer = reader.readline().decode(errors="replace").strip()
+    except OSError:
+        answer = ""
     if answer != "go":
+        conn.close()
         raise UserError(answer or f"the other processes did not all join within {timeout:g} s")
+    _watch(conn, reader)
 
 
 def _host_rendezvous(port: int, n: int, deadline: float, timeout: float) -> None:
@@ -119,7 +134,8 @@ def _host_rendezvous(port: int, n: int, deadline: float, timeout: float) -> None
                 try:
                     conn, _ = server.accept()
                     conn.settimeout(5)
-                    pid, count = (int(v) for v in conn.makefile().readline().split())
+                    reader = conn.makefile("rb")
+                    pid, count = (int(v) for v in reader.readline().split())
                 except (OSError, ValueError):
                     if time.monotonic() > deadline:
                         raise UserError(f"only {len(peers)} of the {n - 1} other processes joined within "
@@ -130,14 +146,53 @@ def _host_rendezvous(port: int, n: int, deadline: float, timeout: float) -> None
                 if problem:
                     conn.sendall(f"{problem}\n".encode())
                     raise UserError(problem)
-                peers[pid] = conn
-        for conn in peers.values():
+                peers[pid] = conn, reader
+        for conn, _ in peers.values():
             conn.sendall(b"go\n")
     except OSError as e:
+        _close(peers)
         raise UserError(f"cannot listen on the coordinator's port {port}: {e.strerror or e}") from None
-    finally:
-        for conn in peers.values():
-            conn.close()
+    except BaseException:
+        _close(peers)
+        raise
+    for conn, reader in peers.values():
+        _watch(conn, reader)
+
+
+def _close(peers: dict) -> None:
+    for conn, _ in peers.values():
+        conn.close()
+
+
+_watched: list = []  # the rendezvous connections kept open for the whole run (see `_watch`)
+
+
+def _watch(conn: socket.socket, reader) -> None:
+    """Keeps the rendezvous connection to a peer open and watches it from a thread: when the peer's process
+    ends without having said "bye" (`finish`), it died (the kernel closes its sockets even on SIGKILL), and
+    this process ends at once with `peer_died`, whatever it was doing: in a collective, compiling, loading data
+    or writing. JAX's own notice of a dead process is an abort with a C++ stack dump after the heartbeat
+    timeout, and a collective's error comes only when one is under way."""
+    conn.settimeout(None)
+    _watched.append(conn)
+
+    def wait() -> None:
+        try:
+            said = reader.readline()
+        except (OSError, ValueError):
+            said = b""
+        if said.strip() != b"bye":
+            peer_died()
+
+    threading.Thread(target=wait, name="peer-watch", daemon=True).start()
+
+
+def finish() -> None:
+    """Tells every watched peer that this process ends of its own accord (success or a reported error), so
+    that its end is not taken for a death; call once, as the run ends."""
+    while _watched:
+        with contextlib.suppress(OSError):
+            _watched.pop().sendall(b"bye\n")
 
 
 def _missing(peers: dict, n: int) -> str:
@@ -149,3 +204,21 @@ def is_writer() -> bool:
     import jax
 
     return jax.process_index() == 0
+
+
+def peer_failure(e: BaseException) -> bool:
+    """Whether `e`, raised in a multi-process run, says that another process of it is gone (a collective's
+    connection broken, the coordination service's heartbeat missed)."""
+    if not _joined or not isinstance(e, (RuntimeError, OSError)):
+        return False
+    return any(w in str(e).lower() for w in _PEER_WORDS)
+
+
+def peer_died(*_) -> None:
+    """Ends this process now with one line and exit code PEER_DIED. Exiting normally would run JAX's shutdown
+    (atexit), whose barrier waits for the dead process and then aborts with a C++ stack dump."""
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+    with contextlib.suppress(OSError):
+        os.write(2, f"error: {PEER_DIED_MESSAGE}\n".encode())
+    os._exit(PEER_DIED)

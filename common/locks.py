@@ -53,9 +53,37 @@ def check_out(out: str) -> str:
         ancestor = os.path.dirname(ancestor)
     if not os.path.isdir(ancestor):
         raise UserError(f"--out {out} lies below {ancestor}, which is a file, not a folder")
+    check_name_lengths(out, final, ancestor)
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise UserError(f"--out {out}: cannot write into {ancestor} (permission denied); choose another --out")
     return final
+
+
+# The longest name derived from a result folder's: `<out>.partial.other-YYYYmmdd-HHMMSS-NN` (set aside);
+# `<out>.replaced-<time>-NN`, `<out>.partial` and `<out>.lock` are shorter.
+DERIVED_SUFFIX = len(".partial.other-20260101-000000-99")
+DEEPEST_INSIDE = 200  # what a run writes below its folder, at most (a sweep member's checkpoint's temporary file)
+
+
+def check_name_lengths(out: str, final: str, ancestor: str) -> None:
+    """UserError (before any work) when a name of `--out` is too long for the filesystem, or its own name leaves
+    no room for the names derived from it, which would fail only at commit, after the training."""
+    try:
+        name_max, path_max = os.pathconf(ancestor, "PC_NAME_MAX"), os.pathconf(ancestor, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    for part in final.split(os.sep):
+        if len(os.fsencode(part)) > name_max:
+            raise UserError(f"--out {out}: the name {part[:40]}... is {len(os.fsencode(part))} bytes, longer than "
+                            f"the {name_max} this filesystem allows; choose a shorter --out")
+    size = len(os.fsencode(os.path.basename(final)))
+    if size + DERIVED_SUFFIX > name_max:
+        raise UserError(f"--out {out}: its name is {size} bytes, and the run also writes "
+                        f"{os.path.basename(final)[:20]}...partial.other-<time> beside it: at most "
+                        f"{name_max - DERIVED_SUFFIX} bytes fit; choose a shorter --out")
+    if len(os.fsencode(final)) + DERIVED_SUFFIX + DEEPEST_INSIDE > path_max:
+        raise UserError(f"--out {out}: the path is {len(os.fsencode(final))} bytes, too long for the files the run "
+                        f"writes inside it (the limit is {path_max}); choose a shorter --out")
 
 
 def acquire(out: str, task: str | None = None, command: str | None = None) -> str:

@@ -8,7 +8,10 @@ is refused, before any work): the old result is renamed to `<out>.replaced-<time
 into place, then the old folder's files that its marker lists are deleted; anything else in it (a user's notes)
 stays there and a note says so. A crash, a bad input or Ctrl-C leaves any earlier `<out>` untouched. `--out` is
 resolved through symlinks (the result is written where the link points); a mount point is refused. The folder
-is claimed (`common.locks`) from `open` to `commit`, and `commit` refuses once Ctrl-C was pressed.
+is claimed (`common.locks`) from `open` to `commit`, and `commit` refuses once Ctrl-C was pressed. A
+`<out>.partial` the project did not make is refused (`partial_refusal`); what a kill during a commit left (a
+finished `.partial`, a half-discarded `.replaced-*`) is finished by the next run (`finish_commit`,
+`finish_replacing`); what must leave a working folder goes out of every one, once (`set_aside`).
 
 Every file is written through `atomic_write_bytes` (a temporary name, fsync, one rename, fsync of the folder):
 a reader never sees half a file, the temporary file is removed on every error path, and a full disk or an
@@ -24,6 +27,7 @@ import io
 import json
 import os
 import platform
+import re
 import shutil
 import stat
 import subprocess
@@ -221,22 +225,137 @@ def place(work: str, final: str, task: str | None) -> None:
             _discard(aside, final)
         except OSError as e:  # the new result is in place; the old one just stays where it was put
             print(f"note: replaced {final}; the earlier result stays in {aside} ({e.strerror})", file=sys.stderr)
+            return
+    finish_replacing(final)  # what a killed earlier replacement left
 
 
 def _discard(aside: str, final: str) -> None:
     """Deletes the files of the replaced result `aside` that its marker lists (ours), then its empty folders;
     whatever else is there stays, with a note."""
     marker = read_marker(aside)
-    ours = set(marker.get("files", [])) | {MARKER} if marker else set()
+    ours = set(marker.get("files", [])) if marker else set()
     for rel in _files(aside):
         if rel in ours:
             os.remove(os.path.join(aside, rel))
+    if marker:  # last: a kill before this leaves a folder still known as ours, finished by the next run
+        os.remove(os.path.join(aside, MARKER))
     for base, _, _ in sorted(os.walk(aside), key=lambda w: -len(w[0])):  # deepest first
         with contextlib.suppress(OSError):
             os.rmdir(base)
     if os.path.exists(aside):
         what = "files this project did not write" if marker else "earlier result (written before result markers)"
         print(f"note: replaced {final}; its {what} are kept in {aside}", file=sys.stderr)
+
+
+def _has_files(folder: str) -> bool:
+    return any(names for _, _, names in os.walk(folder))
+
+
+def finish_replacing(final: str) -> None:
+    """Completes what a killed `place` left beside `final` once `final` holds a result of ours again: each
+    `<final>.replaced-*` folder still carrying its marker has its listed files deleted (`_discard`: anything
+    else stays, with a note), and one with no file left in it (an empty husk) is removed."""
+    if not (read_marker(final) or {}).get("kind") == "result":
+        return  # an earlier result set aside may be the only one there is: leave it
+    parent = os.path.dirname(final)
+    ours = re.compile(re.escape(os.path.basename(final)) + r"\.replaced-\d{8}-\d{6}(-\d+)?")  # `place`'s names only
+    try:
+        names = sorted(n for n in os.listdir(parent) if ours.fullmatch(n))
+    except OSError:
+        return
+    for name in names:
+        aside = os.path.join(parent, name)
+        if os.path.islink(aside) or not os.path.isdir(aside):
+            continue
+        with contextlib.suppress(OSError):
+            if read_marker(aside):
+                _discard(aside, final)
+            elif not _has_files(aside):
+                shutil.rmtree(aside)
+
+
+def finish_commit(final: str, task: str | None) -> dict | None:
+    """When a run was killed during its commit (`<final>.partial` holds a finished result of `task`: its
+    marker is written just before `place`), moves that result into place now and finishes discarding the
+    earlier one; returns the placed result's marker (None when there was nothing to finish). One process
+    only: in a multi-process run the other processes read that folder."""
+    import jax
+
+    work = final + locks.PARTIAL_SUFFIX
+    marker = read_marker(work)
+    if jax.process_count() > 1 or not marker or marker.get("kind") != "result" or \
+            (task is not None and marker.get("task") not in (task, None)):
+        return None
+    strip_temporaries(work)
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(work, PARTIAL_MARKER))  # killed between the two markers (see `commit`)
+    place(work, final, marker.get("task"))
+    print(f"note: the run that made {final} was killed while moving its finished result into place; it is "
+          "there now", file=sys.stderr)
+    return marker
+
+
+def partial_refusal(out: str) -> str | None:
+    """Why `<out>.partial` must not be used as this run's working folder: it exists and holds something, but
+    neither the marker `RunDir.open` writes nor a finished result's, nor only a killed writer's temporary
+    files, so this project did not make it (None: it may be used)."""
+    work = locks.resolve(out) + locks.PARTIAL_SUFFIX
+    if not os.path.isdir(work) or is_ours(work):
+        return None
+    names = sorted(os.listdir(work))
+    shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    return (f"--out {out}: {work} exists but was not made by this project (no {PARTIAL_MARKER}; it holds "
+            f"{shown}); nothing there is touched: move it away or choose another --out")
+
+
+def is_ours(work: str) -> bool:
+    """Whether working folder `work` was made by this project: its marker, a finished result's marker, or
+    nothing but temporary files (a run killed while it wrote the marker); an empty folder counts too."""
+    marker = read_json(os.path.join(work, PARTIAL_MARKER))
+    if (marker and marker.get("project") == PROJECT) or read_marker(work):
+        return True
+    return all(TMP_TAG in n and os.path.isfile(os.path.join(work, n)) and not os.path.islink(os.path.join(work, n))
+               for n in os.listdir(work))
+
+
+def check_partial(out: str) -> None:
+    """One-line UserError (before any work) when `partial_refusal(out)` says why."""
+    why = partial_refusal(out)
+    if why:
+        raise UserError(why)
+
+
+_ASIDE: dict[str, str] = {}  # outermost working folder -> the folder this process sets things aside into
+
+
+def working_root(path: str) -> str | None:
+    """The outermost working folder of this project (`*.partial` with its marker) that is or holds `path`."""
+    found, folder = None, os.path.abspath(path)
+    while True:
+        if folder.endswith(locks.PARTIAL_SUFFIX) and os.path.isfile(os.path.join(folder, PARTIAL_MARKER)):
+            found = folder
+        if os.path.dirname(folder) == folder:
+            return found
+        folder = os.path.dirname(folder)
+
+
+def set_aside(path: str) -> str:
+    """Moves `path` (a working folder, or something inside one) out of every working folder, so that no result
+    ever carries it and nothing in it is lost; returns where it went: `<W>.other-<time>` for a working folder
+    W itself, `<W>.other-<time>/<path inside W>` for what is inside the outermost one (a sweep member's
+    `.partial`, `--task all`'s tasks). One run sets aside into one folder."""
+    path = os.path.abspath(path)
+    root = working_root(os.path.dirname(path))
+    if root is None:
+        target = unused_name(f"{path}.other-{time.strftime('%Y%m%d-%H%M%S')}")
+    else:
+        base = _ASIDE.get(root)
+        if base is None or not os.path.isdir(base):
+            base = _ASIDE[root] = unused_name(f"{root}.other-{time.strftime('%Y%m%d-%H%M%S')}")
+        target = unused_name(os.path.join(base, os.path.relpath(path, root)))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+    os.replace(path, target)
+    return target
 
 
 class RunDir:
@@ -258,15 +377,30 @@ class RunDir:
         self._lock: str | None = None
 
     def open(self, keep_partial: bool = True) -> str:
-        """Claims the folder, then creates the working folder; keeps an existing one (for resuming) unless
-        told not to (then it is deleted when it is ours, renamed aside when it is not)."""
+        """Claims the folder, then creates the working folder; keeps an existing one of ours (for resuming)
+        unless told not to (then it is deleted). One the project did not make (no marker) is refused, or
+        with `keep_partial=False` renamed aside; it is never adopted or emptied. A result a killed run had
+        finished there is moved into place first (`finish_commit`)."""
         if self._lock is None and self.writer:
             self._lock = locks.acquire(self.final)
-        if os.path.isdir(self.work) and not keep_partial:
-            if os.path.exists(os.path.join(self.work, PARTIAL_MARKER)) or not os.listdir(self.work):
+        if self.writer:
+            finish_commit(self.final, self.task or locks.claim_info(self.final)["task"])
+            finish_replacing(self.final)
+            if os.path.isdir(self.work) and read_marker(self.work):  # a finished result not put in place
+                aside = set_aside(self.work)  # (another task's; or several processes): kept, never mixed in
+                print(f"note: {self.work} held a finished result that was not moved into place: moved aside to "
+                      f"{aside}", file=sys.stderr)
+        if self.writer and os.path.isdir(self.work):
+            if not is_ours(self.work):
+                if keep_partial:
+                    raise UserError(partial_refusal(self.final))
+                aside = unused_name(f"{self.work}.other-{time.strftime('%Y%m%d-%H%M%S')}")
+                os.replace(self.work, aside)
+                print(f"note: {self.work} was not made by this project: moved aside to {aside}", file=sys.stderr)
+            elif not keep_partial:
                 shutil.rmtree(self.work)
             else:
-                os.replace(self.work, unused_name(f"{self.work}.other-{time.strftime('%Y%m%d-%H%M%S')}"))
+                strip_temporaries(self.work)  # a write cut short by a kill (the marker's, too)
         try:
             os.makedirs(self.work, exist_ok=True)
         except OSError as e:
@@ -293,12 +427,13 @@ class RunDir:
         claim = locks.claim_info(self.final)
         task = self.task or claim["task"]
         strip_temporaries(self.work)
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(self.work, PARTIAL_MARKER))
+        # The result's marker first, then the working folder's goes: at every instant one of them says "ours".
         atomic_write_json(os.path.join(self.work, MARKER), {
             "project": PROJECT, "kind": "result", "task": task, "config": self.config, "command": claim["command"],
             "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "files": [f for f in _files(self.work) if f != MARKER]})
+            "files": [f for f in _files(self.work) if f not in (MARKER, PARTIAL_MARKER)]})
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(self.work, PARTIAL_MARKER))
         place(self.work, self.final, task)
         self.release()
         return self.final

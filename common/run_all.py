@@ -181,14 +181,15 @@ def _move_results(partial: str, root: str) -> None:
                 outputs.place(os.path.join(partial, name), os.path.join(root, name), marker.get("task"))
             except UserError as e:
                 print(f"=== {e}", file=sys.stderr)
-    for name in (RUN_ALL_JSON, outputs.PARTIAL_MARKER):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(partial, name))
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(partial, RUN_ALL_JSON))
     outputs.strip_temporaries(partial)
-    left = os.listdir(partial)
-    if left:
-        print(f"=== kept in {partial}: {', '.join(sorted(left)[:5])} (unfinished work)", file=sys.stderr)
+    left = sorted(set(os.listdir(partial)) - {outputs.PARTIAL_MARKER})
+    if left:  # its marker stays, so that the next run knows the folder as ours
+        print(f"=== kept in {partial}: {', '.join(left[:5])} (unfinished work)", file=sys.stderr)
     else:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(partial, outputs.PARTIAL_MARKER))
         os.rmdir(partial)
 
 

@@ -4,21 +4,22 @@ Every configuration trains into its own subfolder `<out>/<cell>_h<hidden>/` (met
 fig_<cell>_h<hidden>.png, checkpoint/); the sweep then writes summary.csv, summary.json, fig_summary.png and
 fig_validation_by_size.png into `<out>`. The data are loaded once for the whole sweep. The sweep is one unit: it
 works in `<out>.partial/`, keeps a member an earlier (killed) run finished there with the same config on the
-same data, and replaces `<out>` only when every member is done.
+same data, and replaces `<out>` only when every member is done. A sweep into an earlier sweep's folder keeps the
+earlier members it does not name (copied in before the commit) and summarises every member.
 """
 from __future__ import annotations
 
 import csv
 import json
 import os
+import shutil
 import sys
-import time
 
 from common import data as data_lib
-from common import distributed, outputs
+from common import outputs
 from common.train import fit, results
 from recurrent import plots
-from recurrent.config import CELL_TITLES, RNNConfig
+from recurrent.config import CELL_TITLES, CELLS, RNNConfig
 from recurrent.model import RecurrentClassifier
 
 SUMMARY_CSV = "summary.csv"
@@ -51,7 +52,10 @@ def train_and_evaluate(config: RNNConfig, workdir: str, dataset: data_lib.Datase
 def sweep(configs: list[RNNConfig], out: str, progress: bool = True, command: str | None = None) -> list[dict]:
     """Trains every configuration (sharing one loaded dataset) into `<out>.partial/<name>/`, skipping members
     finished there earlier with the same config and data (`finished_member`), then writes the summary table and
-    figures once and moves the whole folder to `out` (common.outputs.RunDir)."""
+    figures once and moves the whole folder to `out` (common.outputs.RunDir). The members of an earlier sweep
+    in `out` that this one does not name are kept (`_keep_earlier_members`), and the summaries cover every
+    member, so a narrower sweep (the report's command for one figure) never deletes a result. Returns the
+    summary rows of the members it names."""
     for config in configs:
         config.validate()
     dataset = data_lib.load_dataset(configs[0].data)
@@ -62,6 +66,8 @@ def sweep(configs: list[RNNConfig], out: str, progress: bool = True, command: st
         rows, curves = [], []
         for config in configs:
             member = run.shared_path(config.name)  # process 0's folder: every process makes the same choice
+            if run.writer:
+                outputs.finish_commit(member, "rnn")  # a member killed while it moved into place
             kept = finished_member(member, config, dataset, fingerprint)
             if kept is None:
                 result = train_and_evaluate(config, member, dataset, progress, command)
@@ -74,9 +80,13 @@ def sweep(configs: list[RNNConfig], out: str, progress: bool = True, command: st
             curves.append((config.cell, config.hidden, history))
             print(f"{config.name}: test accuracy {metrics['test_accuracy']:.4f} ({metrics['param_count']} "
                   f"parameters, {report_time(metrics)})", file=sys.stdout, flush=True)
-        if distributed.is_writer():
-            _set_aside_strays(run, configs)
-            _write_summaries(run, rows, curves)
+        if run.writer:
+            earlier = _earlier_members(run.final, {c.name for c in configs})
+            _set_aside_strays(run, configs, earlier)
+            copied = _keep_earlier_members(run, earlier).values()
+            every = [(r, (r["cell"], r["hidden"], h)) for r, h in copied] + list(zip(rows, curves, strict=True))
+            every.sort(key=lambda rc: (CELLS.index(rc[0]["cell"]), rc[0]["hidden"]))
+            _write_summaries(run, [r for r, _ in every], [c for _, c in every])
         run.commit()
     finally:
         run.release()
@@ -137,18 +147,73 @@ def read_history(path: str) -> list[dict]:
             for epoch, models in by_epoch.items()]
 
 
-def _set_aside_strays(run: outputs.RunDir, configs: list[RNNConfig]) -> None:
-    """Moves what an earlier sweep with other members left in the working folder out of this result."""
+def _earlier_members(final: str, named: set[str]) -> dict[str, tuple[dict, list[dict]]]:
+    """{name: (summary row, history)} of the members of the finished sweep in `final` (this project's rnn result)
+    that `named` does not name, each a finished rnn result of its own whose metrics and history can be read."""
+    marker = outputs.read_marker(final)
+    if not marker or marker.get("kind") != "result" or marker.get("task") != "rnn":
+        return {}
+    found = {}
+    for name in sorted(set(os.listdir(final)) - named):
+        folder = os.path.join(final, name)
+        member = outputs.read_marker(folder) if os.path.isdir(folder) and not os.path.islink(folder) else None
+        metrics = outputs.read_json(os.path.join(folder, results.METRICS_JSON))
+        config = (metrics or {}).get("config")
+        if not member or member.get("task") != "rnn" or not isinstance(config, dict) or \
+                f"{config.get('cell')}_h{config.get('hidden')}" != name or config.get("cell") not in CELLS:
+            continue
+        try:
+            found[name] = (summary_row(RNNConfig.from_dict(config), metrics),
+                           read_history(os.path.join(folder, results.HISTORY_CSV)))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return found
+
+
+def _keep_earlier_members(run: outputs.RunDir, earlier: dict) -> dict:
+    """Copies each earlier member (see `_earlier_members`) into the working folder unless a copy of it is
+    there already (a rerun after a kill), through a temporary name, so a kill never leaves half a member;
+    the files are hard links where the filesystem allows (the old folder's names are deleted at commit)."""
+    for name in earlier:
+        target = run.path(name)
+        if os.path.isdir(target):
+            continue
+        tmp = f"{target}{outputs.TMP_TAG}{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(os.path.join(run.final, name), tmp, symlinks=True, copy_function=_link_or_copy)
+        os.replace(tmp, target)
+    if earlier:
+        print(f"note: kept {', '.join(list(earlier)[:4])}{', ...' if len(earlier) > 4 else ''} from the earlier "
+              f"sweep in {run.final} (not named by this one); the summaries cover all "
+              f"{len(earlier) + len(run.config['sweep'])} members", file=sys.stderr)
+    return earlier
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _set_aside_strays(run: outputs.RunDir, configs: list[RNNConfig], earlier: dict) -> None:
+    """Moves what an earlier sweep with other members left in the working folder out of this result (once,
+    to `<out>.partial.other-<time>`: `outputs.set_aside`). A copy of an earlier member this sweep keeps is
+    not a stray when it is that member (the same marker); a half-made copy (a temporary name) is removed."""
     keep = {n for c in configs for n in (c.name, c.name + ".partial", c.name + ".lock")}
     keep |= {outputs.PARTIAL_MARKER, SUMMARY_CSV, SUMMARY_JSON, SUMMARY_FIGURE, VALIDATION_FIGURE}
-    strays = sorted(set(os.listdir(run.work)) - keep)
-    if strays:
-        aside = outputs.unused_name(f"{run.final}.set-aside-{time.strftime('%Y%m%d-%H%M%S')}")
-        os.makedirs(aside)
-        for name in strays:
-            os.replace(run.path(name), os.path.join(aside, name))
-        print(f"note: {', '.join(strays[:3])} (from an earlier sweep with other members) moved to {aside}",
-              file=sys.stderr)
+    keep |= {n for n in earlier
+             if outputs.read_marker(run.path(n)) == outputs.read_marker(os.path.join(run.final, n))}
+    moved = []
+    for name in sorted(set(os.listdir(run.work)) - keep):
+        if outputs.TMP_TAG in name:  # ours, cut short by a kill
+            path = run.path(name)
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+        else:
+            moved.append(outputs.set_aside(run.path(name)))
+    if moved:
+        print(f"note: {', '.join(os.path.basename(m) for m in moved[:3])} (left in {run.work} by an earlier "
+              f"sweep with other members) moved aside to {os.path.dirname(moved[0])}", file=sys.stderr)
 
 
 def _write_summaries(run: outputs.RunDir, rows: list[dict], curves: list) -> None:

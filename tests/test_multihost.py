@@ -107,3 +107,29 @@ def test_bad_distributed_start_is_one_line_and_exit_2(folder, tmp_path, flags, w
     assert rc == 2 and words in log and "Traceback" not in log, log[-2000:]
     assert time.perf_counter() - t0 < 60  # bounded: never a hang
     assert not os.path.exists(tmp_path / "o") and not os.path.exists(tmp_path / "o.partial")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", [1, 0])
+def test_a_killed_process_ends_the_others_with_one_line(folder, tmp_path, victim):
+    """SIGKILL one process mid-run: the other ends within seconds with one line and exit code 75, no
+    traceback and no C++ stack dump (the rendezvous connection it watches closes)."""
+    import signal
+
+    out, port = str(tmp_path / "o"), _free_port()
+    argv = ["--task", "lenet", "--data-dir", folder, "--epochs", "100", "--limit", "40", "--batch-size", "10",
+            "--no-progress", "--out", out, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
+    procs = {i: _start(argv + ["--process-id", str(i)]) for i in (1, 0)}
+    resume_info = os.path.join(out + ".partial", "resume.json")
+    deadline = time.time() + 300
+    while time.time() < deadline and not os.path.exists(resume_info) and procs[0].poll() is None:
+        time.sleep(0.1)
+    assert os.path.exists(resume_info), _finish(procs[0], 1)[1][-2000:]
+    os.killpg(procs[victim].pid, signal.SIGKILL)
+    t0 = time.perf_counter()
+    rc, log = _finish(procs[1 - victim], timeout=120)
+    _finish(procs[victim], timeout=10)
+    assert rc == 75 and time.perf_counter() - t0 < 30, log[-2000:]
+    assert log.strip().splitlines()[-1] == "error: another process of this run died; rerun all the commands to resume"
+    assert "Traceback" not in log and "stack trace" not in log, log[-3000:]
+    assert not os.path.exists(out)  # nothing committed; the rerun resumes from out.partial

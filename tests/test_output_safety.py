@@ -436,3 +436,238 @@ def test_sigkill_during_a_sweep_then_rerun_keeps_the_finished_member(tmp_path):
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     assert "rnn_h4: kept" in rerun.stderr
     assert json.load(open(os.path.join(out, "rnn_h4", "metrics.json")))["finished_at"] == first
+
+
+# ------------------------------------------------------------- working folders and kills at commit
+
+
+def test_a_partial_the_project_did_not_make_is_refused_never_adopted(tmp_path, capsys, course):
+    out = tmp_path / "r"
+    partial = tmp_path / "r.partial"
+    partial.mkdir()
+    (partial / "thesis.tex").write_text("mine")
+    before = digest(partial)
+    with pytest.raises(UserError, match="not made by this project"):
+        outputs.RunDir(str(out), task="lenet").open()
+    assert digest(partial) == before
+    code, err = run_main(capsys, [*TINY, "--data-dir", course, "--out", str(out)])
+    assert_one_line_refusal(code, err, 2, ["not made by this project", "thesis.tex"])
+    assert digest(partial) == before and not out.exists()
+
+
+def test_a_partial_holding_only_a_killed_marker_write_is_ours(tmp_path):
+    partial = tmp_path / "r.partial"
+    partial.mkdir()
+    (partial / (outputs.PARTIAL_MARKER + ".tmp-4242")).write_text('{"proj')  # killed while writing the marker
+    work = outputs.RunDir(str(tmp_path / "r"), task="lenet").open()
+    assert os.listdir(work) == [outputs.PARTIAL_MARKER]
+
+
+def test_a_kill_between_the_two_renames_of_place_is_finished_by_the_next_run(tmp_path, capsys):
+    out = tmp_path / "r"
+    finished(out, files=("metrics.json", "old.png"))
+    (out / "NOTES.txt").write_text("mine")
+    run = outputs.RunDir(str(out), task="lenet", config={"x": 2})
+    run.open()
+    outputs.atomic_write_text(run.path("metrics.json"), "new")
+    real = os.replace
+
+    def replace_then_die(a, b):
+        real(a, b)
+        if a == str(out):
+            raise KeyboardInterrupt  # stands in for a kill after the old result was renamed aside
+
+    outputs.os.replace = replace_then_die
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run.commit()
+    finally:
+        outputs.os.replace = real
+        run.release()
+    assert not out.exists() and os.path.isdir(str(out) + ".partial")
+    outputs.RunDir(str(out), task="lenet").open()  # the next run (any flags)
+    err = capsys.readouterr().err
+    assert (out / "metrics.json").read_text() == "new" and "is there now" in err
+    aside = [n for n in os.listdir(tmp_path) if ".replaced-" in n]
+    assert len(aside) == 1 and os.listdir(tmp_path / aside[0]) == ["NOTES.txt"] and "kept in" in err
+
+
+def test_the_same_command_rerun_after_a_kill_at_commit_trains_nothing(tmp_path, capsys, course, monkeypatch):
+    out = str(tmp_path / "r")
+    argv = [*TINY, "--data-dir", course, "--out", out]
+    command = cli.parse_args(cli.Registry({"lenet": "lenet.task:LENET"}), argv).command
+    with locks.claim(out, "lenet", command):
+        run = outputs.RunDir(out, task="lenet")
+        run.open()
+        outputs.atomic_write_text(run.path("metrics.json"), "{}")
+        monkeypatch.setattr(outputs, "place", lambda *a: None)  # killed just before the renames
+        run.commit()
+    monkeypatch.undo()
+    outputs.atomic_write_json(os.path.join(out + ".partial", outputs.PARTIAL_MARKER), {})  # or between the markers
+    assert not os.path.exists(out)
+    code, err = run_main(capsys, argv)
+    assert code == 0 and "nothing to train again" in err and outputs.read_marker(out)["command"] == command
+    assert sorted(os.listdir(out)) == [outputs.MARKER, "metrics.json"]
+
+
+def test_a_kill_while_an_earlier_result_is_discarded_leaves_no_husk(tmp_path):
+    out = tmp_path / "r"
+    finished(out, files=("metrics.json",))
+    half = tmp_path / "r.replaced-20260101-000000"  # killed part-way through _discard: the marker is deleted last
+    finished(half, files=("a.png", "b.png"))
+    os.remove(half / "a.png")
+    husk = tmp_path / "r.replaced-20260101-000001"  # killed after the last file, before the folders went
+    (husk / "checkpoint").mkdir(parents=True)
+    user = tmp_path / "r.replaced-20260101-000002"  # a finished discard that kept a user's file
+    user.mkdir()
+    (user / "NOTES.txt").write_text("mine")
+    outputs.finish_replacing(str(out))
+    assert not half.exists() and not husk.exists() and (user / "NOTES.txt").read_text() == "mine"
+
+
+def test_things_set_aside_inside_a_working_folder_leave_it_once(tmp_path):
+    sweep = outputs.RunDir(str(tmp_path / "sw"), task="rnn")
+    work = sweep.open()
+    os.makedirs(os.path.join(work, "gru_h8.partial"))
+    os.makedirs(os.path.join(work, "lstm_h8"))
+    a = outputs.set_aside(os.path.join(work, "gru_h8.partial"))
+    b = outputs.set_aside(os.path.join(work, "lstm_h8"))
+    assert os.path.dirname(a) == os.path.dirname(b) and os.path.basename(os.path.dirname(a)).startswith(
+        "sw.partial.other-")
+    assert os.listdir(work) == [outputs.PARTIAL_MARKER]
+    sweep.release()
+
+
+@pytest.mark.slow
+def test_a_narrower_sweep_keeps_the_members_it_does_not_name(tmp_path, capsys):
+    """Reliability case 17: `--cell rnn --hidden 4` into a finished rnn+gru sweep retrains rnn_h4, keeps gru_h4
+    and recomputes the summaries over both; a later run with other flags over a killed member sets it aside
+    once, to <out>.partial.other-<time>/."""
+    from recurrent import train as rtrain
+    from recurrent.config import RNNConfig
+
+    folder = write_image_folder(tmp_path / "M", n_train_per_class=4, n_test_per_class=1)
+
+    def config(cell, **kw):
+        return RNNConfig.create(**{"data_dir": folder, "cell": cell, "hidden": 4, "epochs": 1, "batch_size": 10,
+                                   "steps_per_call": 1, **kw})
+
+    out = str(tmp_path / "sw")
+    rtrain.sweep([config("rnn"), config("gru")], out, progress=False)
+    gru = digest(os.path.join(out, "gru_h4"))
+    (tmp_path / "sw" / "NOTES.txt").write_text("mine")
+    capsys.readouterr()
+    rows = rtrain.sweep([config("rnn", epochs=2)], out, progress=False)
+    assert "kept gru_h4" in capsys.readouterr().err and len(rows) == 1
+    assert digest(os.path.join(out, "gru_h4")) == gru
+    summary = json.load(open(os.path.join(out, "summary.json")))["runs"]
+    assert [(r["cell"], r["epochs"]) for r in summary] == [("rnn", 2), ("gru", 1)]
+    assert json.load(open(os.path.join(out, "rnn_h4", "metrics.json")))["epochs"] == 2
+    assert outputs.read_marker(out)["kind"] == "result"
+    assert not [n for n in os.listdir(tmp_path) if n.startswith("sw.") and n != "sw.lock"
+                and not os.listdir(tmp_path / n) == ["NOTES.txt"]]  # only the user's note set aside
+
+    # a member of other flags killed half-way in the working folder: set aside once, with a true note
+    _interrupt_member(rtrain, config("gru", hidden=8, epochs=3), out)
+    capsys.readouterr()
+    rtrain.sweep([config("gru", hidden=8, epochs=2)], out, progress=False)
+    err = capsys.readouterr().err
+    assert err.count("moved aside") == 1 and "other flags" in err, err
+    aside = [n for n in os.listdir(tmp_path) if n.startswith("sw.partial.other-")]
+    assert len(aside) == 1 and os.listdir(tmp_path / aside[0]) == ["gru_h8.partial"]
+    assert {"rnn_h4", "gru_h4", "gru_h8"} <= set(os.listdir(out))
+
+
+def _interrupt_member(rtrain, config, out):
+    """A sweep of `config` stopped after its first epoch's resume files (a kill)."""
+    from common.train import resume
+
+    real = resume.save
+
+    def save_then_die(*a):
+        real(*a)
+        raise KeyboardInterrupt
+
+    resume.save = save_then_die
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            rtrain.sweep([config], out, progress=False)
+    finally:
+        resume.save = real
+
+
+@pytest.mark.parametrize("name, words", [("a" * 300 + "/x", "longer than the 255"),
+                                         ("b" * 235, "at most 222 bytes fit")])
+def test_an_out_name_too_long_for_a_derived_name_is_refused_before_any_work(tmp_path, capsys, course, name, words):
+    """An --out whose own name fits but whose <out>.replaced-<time> or <out>.partial.other-<time> would not
+    used to fail at commit, after the training; a component over NAME_MAX was a traceback."""
+    code, err = run_main(capsys, [*TINY, "--data-dir", course, "--out", str(tmp_path / name)])
+    assert_one_line_refusal(code, err, 2, [words])
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["closed", "ascii"])
+def test_a_closed_or_ascii_only_stdout_is_survived(tmp_path, course, how):
+    out = str(tmp_path / ("résumé" if how == "ascii" else "r"))
+    env = {**ENV, "PYTHONIOENCODING": "ascii"} if how == "ascii" else ENV
+    proc = subprocess.run(["/bin/bash", "-c", f'exec "$@" {">&-" if how == "closed" else ""}', "run",
+                           sys.executable, "run.py", *TINY, "--data-dir", course, "--out", out],
+                          cwd=ROOT, env=env, stdout=None if how == "closed" else subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=300)
+    err = proc.stderr.decode(errors="replace")
+    assert proc.returncode == 0 and "Traceback" not in err, err[-2000:]
+    assert os.path.isfile(os.path.join(out, "metrics.json"))
+    if how == "ascii":
+        assert "r\\xe9sum\\xe9" in proc.stdout.decode()  # the path, escaped
+
+
+def test_a_finished_result_of_another_task_in_the_partial_is_set_aside_not_mixed_in(tmp_path, capsys):
+    out = tmp_path / "r"
+    run = outputs.RunDir(str(out), task="visualize")
+    run.open()
+    outputs.atomic_write_text(run.path("fig_filters.png"), "png")
+    outputs.atomic_write_json(run.path(outputs.MARKER), {"project": outputs.PROJECT, "kind": "result",
+                                                          "task": "visualize", "files": ["fig_filters.png"]})
+    run.release()  # killed at commit, before the renames
+    work = outputs.RunDir(str(out), task="lenet").open()
+    assert os.listdir(work) == [outputs.PARTIAL_MARKER] and "moved aside" in capsys.readouterr().err
+    aside = [n for n in os.listdir(tmp_path) if n.startswith("r.partial.other-")]
+    assert len(aside) == 1 and "fig_filters.png" in os.listdir(tmp_path / aside[0])
+
+
+def test_a_kill_while_the_result_marker_is_written_leaves_a_folder_known_as_ours(tmp_path, monkeypatch):
+    out = str(tmp_path / "r")
+    run = outputs.RunDir(out, task="lenet")
+    run.open()
+    outputs.atomic_write_text(run.path("metrics.json"), "{}")
+    real = outputs.atomic_write_json
+
+    def killed(path, obj):
+        if path.endswith(outputs.MARKER):
+            open(path + ".tmp-999", "w").write('{"proj')
+            raise KeyboardInterrupt  # a kill half-way through the marker's write
+        real(path, obj)
+
+    monkeypatch.setattr(outputs, "atomic_write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run.commit()
+    run.release()
+    monkeypatch.undo()
+    assert outputs.partial_refusal(out) is None  # the next run may resume there
+    work = outputs.RunDir(out, task="lenet").open()
+    assert sorted(os.listdir(work)) == [outputs.PARTIAL_MARKER, "metrics.json"]
+
+
+def test_all_keeps_the_marker_of_a_partial_that_still_holds_unfinished_work(tmp_path, capsys):
+    from common import run_all
+
+    partial, root = tmp_path / "R.partial", tmp_path / "R"
+    root.mkdir()
+    finished(partial / "lenet")
+    (partial / "rnn.partial").mkdir()  # a task that failed half-way
+    outputs.atomic_write_json(str(partial / outputs.PARTIAL_MARKER), {"project": outputs.PROJECT})
+    run_all._move_results(str(partial), str(root))  # noqa: SLF001
+    assert os.path.isdir(root / "lenet") and "unfinished work" in capsys.readouterr().err
+    assert outputs.partial_refusal(str(root)) is None  # the next --task all is not refused
+    assert sorted(os.listdir(partial)) == [outputs.PARTIAL_MARKER, "rnn.partial"]

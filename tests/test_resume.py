@@ -107,3 +107,53 @@ def test_a_partial_of_other_flags_or_data_is_set_aside(image_folder, tmp_path, c
     shutil.copytree(other, image_folder)
     train_and_evaluate(_tiny(image_folder), str(tmp_path / "d"), progress=False)  # the same flags
     assert "other data" in capsys.readouterr().err
+
+
+def _rewrite_state(path, change):
+    from flax import serialization
+
+    with open(path, "rb") as f:
+        tree = serialization.msgpack_restore(f.read())
+    change(tree)
+    with open(path, "wb") as f:
+        f.write(serialization.msgpack_serialize(tree))
+
+
+def _longer_history(tree):
+    meta = json.loads(tree["meta"])
+    meta["history"] = meta["history"] * 4  # reliability case 19: 8 epochs for a 3-epoch run
+    tree["meta"] = json.dumps(meta)
+
+
+def _other_kernel(tree):
+    params = tree["state"]["params"]
+    conv = next(k for k in params if "conv" in k.lower() or "Conv" in k)
+    params[conv]["kernel"] = params[conv]["kernel"][..., :1]  # a kernel of another shape
+
+
+def _step_ahead(tree):
+    tree["state"]["step"] = tree["state"]["step"] + 1  # the state one step past its history
+
+
+@pytest.mark.slow
+def test_a_malformed_resume_file_starts_over_with_the_uninterrupted_numbers(image_folder, tmp_path, capsys):
+    """Reliability case 19 and its kin: a resume file that decodes but does not fit the run is ignored with one
+    note, and the run ends with the numbers of an uninterrupted one."""
+    import shutil
+
+    full = train_and_evaluate(_tiny(image_folder), str(tmp_path / "full"), progress=False)
+    cut = str(tmp_path / "cut")
+    _interrupted(image_folder, cut, after=2)
+    capsys.readouterr()
+    changes = {"no best": lambda t: t.pop("best"), "history x4": _longer_history, "kernel": _other_kernel,
+               "step": _step_ahead}
+    for name, change in changes.items():
+        out = str(tmp_path / name.replace(" ", "_"))
+        shutil.copytree(cut + ".partial", out + ".partial")
+        _rewrite_state(os.path.join(out + ".partial", "resume_state.msgpack"), change)
+        resumed = train_and_evaluate(_tiny(image_folder), out, progress=False)
+        err = capsys.readouterr().err
+        assert "cannot resume" in err and "starting over" in err and "resuming" not in err, (name, err)
+        assert [r["epoch"] for r in resumed.history] == [1, 2, 3], name
+        assert resumed.metrics["test_loss"] == full.metrics["test_loss"], name
+        assert resumed.metrics["epochs"] == full.metrics["epochs"], name

@@ -93,7 +93,8 @@ def _train(run, model, dataset, train: TrainConfig, penalties, specs, task, conf
     wall = {"before": 0.0, "t0": 0.0}
 
     def restore(state, best, mesh):
-        state, history, wall["before"] = resume.load(run, state, best, run_info, mesh)
+        state, history, wall["before"] = resume.load(run, state, best, run_info, mesh,
+                                                      steps_per_epoch=len(dataset.train) // train.batch_size)
         if history:
             tqdm.write(f"resuming {task} from epoch {len(history)} in {run.work}", file=sys.stderr)
         wall["t0"] = time.perf_counter()
