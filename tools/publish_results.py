@@ -1,0 +1,85 @@
+"""Publishes a finished results root under docs/results/: its REPORT.md, the figures it links (downscaled PNGs)
+and reference.json (the headline claims, which a shrunk report shows beside its own rows).
+
+    python tools/publish_results.py RESULTS_ROOT --commit C --machine "..." --command "..." --wall "..."
+
+Run `python run.py --task report --out RESULTS_ROOT` first. Never copies checkpoints, data files or anything
+the page does not link.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import urllib.parse
+
+from PIL import Image
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from common import report  # noqa: E402
+from common.run_all import experiments, task_command  # noqa: E402
+from run import TASKS  # noqa: E402
+
+OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "results")
+MAX_WIDTH = 1100  # pixels: legible on GitHub, a few hundred KB a figure
+
+
+def linked_figures(markdown: str) -> list[str]:
+    """The relative .png paths a REPORT.md links (its figure links are percent-encoded)."""
+    return sorted({urllib.parse.unquote(m) for m in re.findall(r"\]\(([^)#]+\.png)\)", markdown)})
+
+
+def downscaled(src: str, dst: str) -> None:
+    with Image.open(src) as im:
+        im.load()
+        if im.width > MAX_WIDTH:
+            im = im.resize((MAX_WIDTH, round(im.height * MAX_WIDTH / im.width)), Image.LANCZOS)
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        im.convert("RGB").quantize(256).save(dst, optimize=True)
+
+
+def claims(root: str) -> dict:
+    """{reference key: {'measured', 'verdict'}} of every headline claim of the report over `root`."""
+    tasks = [TASKS.get(n) for n in experiments(TASKS)]
+    sections = [t.report for t in tasks if t.report is not None and (t.in_all or report.is_present(root, t.report))]
+    out = {}
+    for s in sections:
+        for c in s.claims(root, task_command(TASKS, s.key, root)):
+            if c.ref:
+                out[c.ref] = {"measured": c.measured, "verdict": c.verdict}
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("root")
+    p.add_argument("--out", default=OUT, help="where to publish (default: docs/results)")
+    for name in ("commit", "machine", "command", "wall", "seeds"):
+        p.add_argument(f"--{name}", required=True)
+    a = p.parse_args()
+    md_path = os.path.join(a.root, report.MD_NAME)
+    with open(md_path, encoding="utf-8") as f:
+        markdown = f.read()
+    figures = linked_figures(markdown)
+    for rel in figures:
+        downscaled(os.path.join(a.root, rel), os.path.join(a.out, rel))
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "REPORT.md"), "w", encoding="utf-8") as f:
+        f.write(markdown)
+    reference = {"about": "The published full run's headline numbers (docs/results/REPORT.md), shown by `--task "
+                          "report` beside each row of a shrunk or smaller report (docs/report.md).",
+                 "commit": a.commit, "seeds": int(a.seeds), "machine": a.machine, "command": a.command,
+                 "wall": a.wall, "report": "docs/results/REPORT.md", "note": "", "claims": claims(a.root)}
+    with open(os.path.join(a.out, "reference.json"), "w", encoding="utf-8") as f:
+        json.dump(reference, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    size = sum(os.path.getsize(os.path.join(a.out, r)) for r in figures)
+    print(f"published {len(figures)} figures ({size / 1e6:.1f} MB), REPORT.md and reference.json into {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
