@@ -102,8 +102,14 @@ def _md_escape(text: str, punctuation: str) -> str:
 def md_text(text: str) -> str:
     """Plain Markdown text showing `text` literally as far as it matters: no raw HTML (`<`, `>`, `&` become
     entities), no code span, link or escape (backslash, backtick and brackets are backslash-escaped), one line.
-    Stars are left alone: `**bold**` is the blocks' own markup, and a star in data only changes emphasis."""
-    return _md_escape(text, "\\`[]")
+    Stars are left alone: `**bold**` is the blocks' own markup, and a star in data only changes emphasis. A link to
+    an anchor of the page, `[1b](#part-1b)`, stays a link (it can lead nowhere but the page itself)."""
+    return _PAGE_LINK_ESCAPED.sub(r"[\1](#\2)", _md_escape(text, "\\`[]"))
+
+
+# An escaped '[text](#anchor)': its text holds no bracket (escaped characters other than brackets are kept), its
+# anchor only word characters and '-'.
+_PAGE_LINK_ESCAPED = re.compile(r"\\\[((?:[^\\\]\[]|\\[^\[\]])*)\\\]\(#([\w-]+)\)")
 
 
 def md_code(text: str) -> str:

@@ -79,3 +79,12 @@ def test_code_wraps_between_characters_only_where_needed():
     assert "break-all" not in CSS
     code_rule = re.search(r"code \{[^}]*\}", CSS).group(0)
     assert "overflow-wrap: anywhere" in code_rule
+
+
+def test_markdown_keeps_links_to_the_page_and_no_other():
+    """The headline's '[1b](#part-1b)' stays a link in REPORT.md; a link to anywhere else, from data, is text."""
+    from common.document import md_text
+
+    assert md_text("[1b](#part-1b) ([Fig. 1](#figure-1))") == "[1b](#part-1b) ([Fig. 1](#figure-1))"
+    assert md_text("[x](http://evil.example)") == "\\[x\\](http://evil.example)"
+    assert md_text("[a](#b) <b>") == "[a](#b) &lt;b&gt;"
