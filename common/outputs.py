@@ -339,6 +339,23 @@ def working_root(path: str) -> str | None:
         folder = os.path.dirname(folder)
 
 
+def copy_result(src: str, dst: str) -> None:
+    """A finished result folder `src` copied to `dst` (a member kept by a sweep that does not name it) through a
+    temporary name, so a kill never leaves half a copy; files are hard links where the filesystem allows (every
+    file is replaced whole, never edited, so sharing is safe)."""
+    tmp = f"{dst}{TMP_TAG}{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, symlinks=True, copy_function=_link_or_copy)
+    os.replace(tmp, dst)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def set_aside(path: str) -> str:
     """Moves `path` (a working folder, or something inside one) out of every working folder, so that no result
     ever carries it and nothing in it is lost; returns where it went: `<W>.other-<time>` for a working folder

@@ -26,12 +26,11 @@ import json
 import os
 import shutil
 import sys
-import time
 
 import numpy as np
 
 from common import data as data_lib
-from common import distributed, outputs, report
+from common import distributed, document, outputs, report
 from common.config import as_tuple
 from common.errors import UserError
 from common.train.state import ModelSpec
@@ -207,29 +206,26 @@ def finished(folder: str, program: Program, fingerprint: str) -> dict | None:
 
 
 def _set_aside(run: outputs.RunDir, names: list[str]) -> None:
-    """Moves members of other settings (and anything else) out of the working folder; nothing is deleted."""
-    if not names:
-        return
-    aside = outputs.unused_name(f"{run.final}.set-aside-{time.strftime('%Y%m%d-%H%M%S')}")
-    os.makedirs(aside)
+    """Moves members of other settings (and anything else) out of the working folder, to
+    `<out>.partial.other-<time>/` (`outputs.set_aside`, as every sweep does); nothing is deleted but the
+    temporary copies a kill cut short."""
+    moved = []
     for name in names:
-        os.replace(run.path(name), os.path.join(aside, name))
-    print(f"note: {', '.join(names[:3])} (other settings or data) moved to {aside}", file=sys.stderr)
-
-
-def _link(src: str, dst: str) -> None:
-    """A hard link where the filesystem allows (every file is replaced whole, never edited: sharing is safe)."""
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+        path = run.path(name)
+        if outputs.TMP_TAG in name:  # ours, cut short by a kill
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+        else:
+            moved.append(outputs.set_aside(path))
+    if moved:
+        print(f"note: {', '.join(os.path.basename(m) for m in moved[:3])} (other settings or data) moved to "
+              f"{os.path.dirname(moved[0])}", file=sys.stderr)
 
 
 def gather(run: outputs.RunDir, programs: dict[str, Program], fingerprint: str) -> set[str]:
     """The members already finished: in the working folder, or in an earlier result at `out` (copied in, so a
     narrower rerun keeps them); strays moved aside first. Returns their names."""
     keep = {outputs.PARTIAL_MARKER, *OUTPUT_FILES} | {m + s for m in programs for s in ("", ".partial", ".lock")}
-    strays = [n for n in sorted(os.listdir(run.work)) if n not in keep and ".tmp-" not in n]
+    strays = [n for n in sorted(os.listdir(run.work)) if n not in keep]
     strays += [m for m in programs if os.path.isdir(run.path(m)) and not finished(run.path(m), programs[m], fingerprint)
                and outputs.read_marker(run.path(m)) is not None]
     _set_aside(run, strays)
@@ -238,7 +234,7 @@ def gather(run: outputs.RunDir, programs: dict[str, Program], fingerprint: str) 
         if finished(run.path(member), program, fingerprint):
             done.add(member)
         elif not os.path.exists(run.path(member)) and finished(os.path.join(run.final, member), program, fingerprint):
-            shutil.copytree(os.path.join(run.final, member), run.path(member), symlinks=True, copy_function=_link)
+            outputs.copy_result(os.path.join(run.final, member), run.path(member))
             done.add(member)
     return done
 
@@ -433,18 +429,14 @@ def table_rows(result: dict) -> list[list[str]]:
     return rows
 
 
-def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + " --- |" * len(headers)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
-
-
 def write_outputs(folder: str, result: dict) -> None:
     """ablation.json, ablation.csv (one row per variant and seed), ablation.md (the effects) and the forest plot."""
     outputs.atomic_write_json(os.path.join(folder, ABLATION_JSON), result)
     outputs.write_csv(os.path.join(folder, ABLATION_CSV),
                       [{"variant": name, "setting": v["setting"], **r} for name, v in result["variants"].items()
                        for r in v["per_seed"]])
-    outputs.atomic_write_text(os.path.join(folder, ABLATION_MD), markdown_table(TABLE_HEADERS, table_rows(result)))
+    table = document.markdown_table(TABLE_HEADERS, table_rows(result))
+    outputs.atomic_write_text(os.path.join(folder, ABLATION_MD), table + "\n")
     plot_forest(result, os.path.join(folder, FOREST_FIGURE))
 
 

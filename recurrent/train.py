@@ -178,22 +178,12 @@ def _keep_earlier_members(run: outputs.RunDir, earlier: dict) -> dict:
         target = run.path(name)
         if os.path.isdir(target):
             continue
-        tmp = f"{target}{outputs.TMP_TAG}{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(os.path.join(run.final, name), tmp, symlinks=True, copy_function=_link_or_copy)
-        os.replace(tmp, target)
+        outputs.copy_result(os.path.join(run.final, name), target)
     if earlier:
         print(f"note: kept {', '.join(list(earlier)[:4])}{', ...' if len(earlier) > 4 else ''} from the earlier "
               f"sweep in {run.final} (not named by this one); the summaries cover all "
               f"{len(earlier) + len(run.config['sweep'])} members", file=sys.stderr)
     return earlier
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def _set_aside_strays(run: outputs.RunDir, configs: list[RNNConfig], earlier: dict) -> None:
