@@ -56,7 +56,7 @@ class TrainConfig:
     seeds: int = 1  # models trained at once (seed, seed + 1, ...)
     eval_batch_size: int = 500
     # Training steps per compiled call (one lax.scan over them), or 'auto': a whole epoch in chunks on a GPU or
-    # TPU, `cpu_steps_per_call` on a CPU (common.train.fit.steps_per_call; metrics.json records the choice).
+    # TPU, `cpu_steps_per_call` on a CPU (common.train.loop.steps_per_call; metrics.json records the choice).
     steps_per_call: int | str = "auto"
     cpu_steps_per_call: int = 1
 
