@@ -18,9 +18,9 @@ TASKS = cli.Registry({
     "compare": ("recurrent.task:COMPARE", "LeNet5 vs the best recurrent net on the same MNIST splits (Part 3c)"),
     "ablation": ("lenet.task:ABLATION", "which of the report's ten LeNet5 settings matter: each changed alone, "
                  "over seeds (hours on a CPU; not part of --task all)"),
-    "report": ("common.run_all:REPORT", "gather every result into report.html and REPORT.md"),
-    "all": ("common.run_all:ALL", "run every task in order, then the report (--quick for a shrunk version)"),
-    "export": ("common.export_task:EXPORT",
+    "report": ("common.cli.run_all:REPORT", "gather every result into report.html and REPORT.md"),
+    "all": ("common.cli.run_all:ALL", "run every task in order, then the report (--quick for a shrunk version)"),
+    "export": ("common.cli.export_task:EXPORT",
                "write a folder or TFDS dataset as one portable .npz (--data-dir FILE.npz then reads it)"),
 }, title="ELEC 576 Assignment 2 in JAX/Flax: results", reference="../shared/assignment-report.txt")
 

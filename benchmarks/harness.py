@@ -11,9 +11,9 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from common import data as data_lib
-from common import host_memory, xla_cpu
-from common.train import step as step_lib
-from common.train.state import ModelSpec, init_states
+from common.core import step as step_lib
+from common.core.state import ModelSpec, init_states
+from common.runtime import host_memory, xla_cpu
 
 
 def peak_memory_mb() -> dict[str, float]:
@@ -27,7 +27,7 @@ def peak_memory_mb() -> dict[str, float]:
 
 def prepare(model, train_step, n_models: int, batch_size: int, image_shape, steps_per_call: int, *,
             eval_batch: int, seed: int = 0, n_examples: int = 2000):
-    """What `common.train.fit` builds before its first step: the mesh, the compiled program, the stacked states
+    """What `common.run.fit` builds before its first step: the mesh, the compiled program, the stacked states
     and keys on the devices, and a random uint8 training split put there once. Returns (program, state, keys,
     split)."""
     mesh = step_lib.make_mesh(n_models, batch_size)
@@ -49,7 +49,7 @@ def time_train_steps(program, state, split, rng, *, images_per_step: int, window
     """Times `program.train` as the training loop calls it (indices sent per call, batches gathered on the
     device): one call first (compile + run), then warm-up, then `windows` timed windows of about
     `steps_per_window` steps. Returns (result, last state): the step may donate its state
-    (`common.xla_cpu.donate_state`), so callers continue with the returned one."""
+    (`common.runtime.xla_cpu.donate_state`), so callers continue with the returned one."""
     k = program.steps_per_call
     n_models = rng.shape[0]
     calls_per_window = max(1, steps_per_window // k)
@@ -98,7 +98,7 @@ def random_batches(n: int, batch_size: int, image_shape, seed: int = 0, leading=
 
 
 def setup() -> None:
-    """What the training entry point does before it trains (see common/host_memory.py)."""
+    """What the training entry point does before it trains (see common/runtime/host_memory.py)."""
     host_memory.retain_freed_memory()
 
 

@@ -21,7 +21,7 @@ import statistics
 import subprocess
 import sys
 
-from common import outputs
+from common.runtime import outputs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

@@ -7,10 +7,11 @@ from __future__ import annotations
 import argparse
 
 from benchmarks.harness import emit, prepare, setup, time_evaluation, time_train_steps
-from common.train.fit import steps_per_call
-from common.train.step import make_train_step
+from common.core.step import make_train_step
+from common.run.fit import steps_per_call
 from lenet.config import LeNetConfig
-from lenet.train import create_model, penalty_fn
+from lenet.model import create_model
+from lenet.train import penalty_fn
 
 
 def bench(config: LeNetConfig, n_seeds: int = 1, image_shape=(28, 28, 1)) -> dict:

@@ -1,8 +1,8 @@
 """`python -m benchmarks.lenet_ab [--variants plain,im2col,...] [--rounds 11]`: whole LeNet5 train steps of other
 formulations and XLA:CPU options, A/B in one process, their timing windows interleaved.
 
-Each variant is the report configuration's training call as `common.train.fit` runs it
-(`common.train.step.compile_program`'s `train` for one model, batch 50, one step per call, the batch gathered from
+Each variant is the report configuration's training call as `common.run.fit` runs it
+(`common.core.step.compile_program`'s `train` for one model, batch 50, one step per call, the batch gathered from
 the uint8 split on the device, the state donated or not as training does; built by `benchmarks.harness.prepare`),
 compiled on its own, with the model's convolutions replaced while it is traced (`nn.Conv`'s `conv_general_dilated`
 argument) or with XLA compiler options (`Lowered.compile(compiler_options=...)`). Round after round every variant
@@ -10,7 +10,7 @@ times one window of `--steps` steps, the order rotated, so that a busy spell of 
 them; the table has the median wall time per step, its ratio to the first variant, and the process CPU time per step
 (all threads), which a loaded machine inflates far less than the wall time. These formulations were tried for issue
 26; the one kept is 'plain' against 'xla-defaults': Eigen's multi-threaded convolutions and no donation on a CPU
-(common/xla_cpu.py, docs/performance.md); the code stays so that the measurement can be rerun.
+(common/runtime/xla_cpu.py, docs/performance.md); the code stays so that the measurement can be rerun.
 """
 from __future__ import annotations
 
@@ -30,12 +30,12 @@ from jax.sharding import PartitionSpec as P
 
 from benchmarks.harness import prepare, setup
 from common import data as data_lib
-from common import xla_cpu
-from common.train import step as step_lib
+from common.core import step as step_lib
+from common.runtime import xla_cpu
 from lenet import model as lenet_model
 from lenet.config import LeNetConfig
-from lenet.model import max_pool_2x2
-from lenet.train import create_model, penalty_fn
+from lenet.model import create_model, max_pool_2x2
+from lenet.train import penalty_fn
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -148,7 +148,7 @@ class Variant(NamedTuple):
 
 
 # 'plain' is the training call as it is: on a CPU with two or more cores Eigen's convolutions, YNNPACK's dots
-# and reductions, and the state not donated into a one-step call (common/xla_cpu.py).
+# and reductions, and the state not donated into a one-step call (common/runtime/xla_cpu.py).
 VARIANTS = {
     "plain": Variant(),
     "xla-defaults": Variant(xla_defaults=True),  # before issue 26: YNNPACK convolutions, donated state
@@ -202,7 +202,7 @@ def convolutions(impl):
 
 @contextlib.contextmanager
 def xla_cpu_defaults(on: bool):
-    """While the program is built, ELEC576_XLA_CPU_DEFAULTS=1 when `on` (common/xla_cpu.py)."""
+    """While the program is built, ELEC576_XLA_CPU_DEFAULTS=1 when `on` (common/runtime/xla_cpu.py)."""
     old = os.environ.get(xla_cpu.DEFAULTS_VARIABLE)
     if on:
         os.environ[xla_cpu.DEFAULTS_VARIABLE] = "1"

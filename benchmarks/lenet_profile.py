@@ -1,8 +1,8 @@
 """`python -m benchmarks.lenet_profile [--steps 20] [--parts]`: where the LeNet5 train step's time goes on this backend.
 
 Two views, both printed as Markdown tables:
-  * the step (default): the training call exactly as `common.train.fit` compiles and calls it
-    (`common.train.step.compile_program`'s `train` for one model, batch 50, one step per call, the batch gathered
+  * the step (default): the training call exactly as `common.run.fit` compiles and calls it
+    (`common.core.step.compile_program`'s `train` for one model, batch 50, one step per call, the batch gathered
     from the uint8 training split on the device, via `benchmarks.harness.prepare`) under `jax.profiler`, each
     XLA thunk's time summed over the traced steps and attributed to a layer and a direction (forward, backward,
     optimizer) by the op names XLA keeps in the optimized HLO;
@@ -33,12 +33,12 @@ from jax.sharding import PartitionSpec as P
 
 from benchmarks.harness import prepare, setup
 from common import data as data_lib
-from common import xla_cpu
-from common.train import step as step_lib
-from common.train.state import make_optimizer
+from common.core import step as step_lib
+from common.core.state import make_optimizer
+from common.runtime import xla_cpu
 from lenet.config import LeNetConfig
-from lenet.model import LeNet5, max_pool_2x2
-from lenet.train import create_model, penalty_fn
+from lenet.model import LeNet5, create_model, max_pool_2x2
+from lenet.train import penalty_fn
 
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = (\(.*?\)|\S+) ([\w\-]+)\(")
 _CALLS, _OP_NAME = re.compile(r"calls=%([\w.\-]+)"), re.compile(r'op_name="([^"]*)"')
@@ -198,7 +198,7 @@ def parts(batch: int = 50) -> dict[str, tuple]:
 
 def time_parts(pieces: dict[str, tuple], rounds: int = 7, calls: int = 5) -> dict[str, tuple[float, float]]:
     """name -> (median wall ms, median CPU ms) per call, the pieces' windows interleaved round by round."""
-    options = xla_cpu.compiler_options()  # as training compiles (common/xla_cpu.py)
+    options = xla_cpu.compiler_options()  # as training compiles (xla_cpu.py)
     jitted = {name: (jax.jit(f, **xla_cpu.jit_kwargs(options)), args[:-1]) for name, (f, *args) in pieces.items()}
     for f, args in jitted.values():
         jax.block_until_ready(f(*args))
@@ -239,7 +239,7 @@ def main(argv=None):
     else:
         print(step_table(*profile_step(args.steps)))
         if xla_cpu.compiler_options():
-            print("# note: the convolutions run on Eigen's threads (common/xla_cpu.py), and an Eigen convolution's "
+            print("# note: the convolutions run on Eigen's threads (xla_cpu.py), and an Eigen convolution's "
                   "thunk returns when it is launched: those rows (conv1/conv2 forward, kernel gradients) are near 0 "
                   f"here; {xla_cpu.DEFAULTS_VARIABLE}=1 profiles XLA's default step, every layer timed")
     print(f"# load average after: {os.getloadavg()[0]:.2f}")

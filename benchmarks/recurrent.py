@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 
 from benchmarks.harness import emit, prepare, setup, time_evaluation, time_train_steps
-from common.train.loop import steps_per_call
-from common.train.step import make_train_step
+from common.core.loop import steps_per_call
+from common.core.step import make_train_step
 from recurrent.config import RNNConfig
 from recurrent.model import RecurrentClassifier
 

@@ -2,7 +2,7 @@
 
 The peer that plain Flax code would be: ``nn.RNN(OptimizedLSTMCell | GRUCell | SimpleCell)`` over the 28 rows
 (batch-major, as ours), BatchNorm (Keras's momentum and epsilon, as ours), a dense head; cross-entropy and
-optax nadam at 1e-3 through the same `common.train.step` train step, timed by the same harness as
+optax nadam at 1e-3 through the same `common.core.step` train step, timed by the same harness as
 `python -m benchmarks.recurrent` (one step per call, and 50 steps scanned in one call, which is what
 training runs and what `train_images_per_sec` reports). Prints one JSON line per model.
 """
@@ -14,7 +14,7 @@ import flax
 import flax.linen as nn
 
 from benchmarks.harness import emit, prepare, setup, time_train_steps
-from common.train.step import make_train_step
+from common.core.step import make_train_step
 
 FLAX_CELLS = {"rnn": nn.SimpleCell, "lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}
 DEFAULT_HIDDEN = {"rnn": 64, "lstm": 128, "gru": 128}

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from common import tf_quiet
+from common.runtime import tf_quiet
 
 
 def lenet_keras(tf):

@@ -26,9 +26,10 @@ ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 def child(args) -> None:
     """Compiles and warms up `--models` models, says 'ready', waits for 'go' on stdin, times, prints JSON."""
     from benchmarks.harness import prepare, setup, time_train_steps
-    from common.train.step import make_train_step
+    from common.core.step import make_train_step
     from lenet.config import LeNetConfig
-    from lenet.train import create_model, penalty_fn
+    from lenet.model import create_model
+    from lenet.train import penalty_fn
 
     setup()
     config = LeNetConfig.create(features=(4, 8), hidden=16) if args.tiny else LeNetConfig()

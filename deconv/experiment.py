@@ -29,13 +29,13 @@ import jax
 import numpy as np
 
 from common import data as data_lib
-from common.errors import DataError, UserError
-from common.outputs import environment_info
-from common.train import results as results_lib
+from common.core.errors import DataError, UserError
+from common.run import results as results_lib
+from common.runtime.outputs import environment_info
 from deconv import figures, network, occlusion, ops
 from lenet import checkpoint as lenet_checkpoint
 from lenet.config import LeNetConfig
-from lenet.train import create_model
+from lenet.model import create_model
 
 TOPK_JSON = "topk.json"
 FIG_LAYER = "fig_deconv_{layer}.png"
@@ -79,6 +79,9 @@ def deconv_experiment(config: LeNetConfig, variables: dict, dataset: data_lib.Da
                       settings: DeconvSettings, checkpoint: str = "", run_info: dict | None = None) -> dict:
     """Runs the search, the projections and the occlusion study; writes the figures into `out_dir` and
     returns the content of topk.json (the caller writes it)."""
+    if config.use_batchnorm and config.bn_position != "before_pool":  # its steps undo BN, then the pooling
+        raise UserError(f"the deconvnet follows the report's LeNet5 (batch norm before max-pooling); {checkpoint!r} "
+                        f"was trained with batch norm {config.bn_position.replace('_', ' ')}")
     params = variables["params"]
     names = network.conv_names(params)
     filters = resolve_filters(params, settings)

@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from common.plotting import save  # noqa: E402
+from common.report.plotting import save  # noqa: E402
 
 BACKGROUND = np.array([1.0, 1.0, 1.0])  # separators and margins
 OUTSIDE = np.array([0.80, 0.87, 0.96])  # receptive-field cells outside the image

@@ -35,7 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from deconv import ops
-from lenet.model import LeNet5
+from lenet.config import LeNetConfig
+from lenet.model import LeNet5, create_model
 
 
 def conv_names(params: dict) -> list[str]:
@@ -59,11 +60,13 @@ def conv_receptive_fields(params: dict, image_hw) -> dict[str, ops.RFGeom]:
 
 
 def lenet_for(params: dict) -> LeNet5:
-    """The LeNet5 these parameters belong to: layer widths read off the weights, batch norm if it has bn
-    layers. Dropout rate and initialisers are left at their defaults: inference does not use them."""
+    """The LeNet5 these parameters belong to (`lenet.model.create_model`): layer widths read off the weights,
+    batch norm if it has bn layers, placed before pooling as the deconvnet's steps assume. Dropout and the
+    initialisers keep the report's values: inference does not use them."""
     width = lambda name: int(params[name]["kernel"].shape[-1])
-    return LeNet5(num_classes=width("fc2"), features=tuple(width(n) for n in conv_names(params)),
-                  hidden=width("fc1"), use_batchnorm="bn1" in params)
+    config = LeNetConfig.create(features=tuple(width(n) for n in conv_names(params)), hidden=width("fc1"),
+                                use_batchnorm="bn1" in params)
+    return create_model(config, num_classes=width("fc2"))
 
 
 def sown_values(variables: dict, images: jax.Array) -> dict[str, jax.Array]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 from common import report
-from common.document import Block, Para
 from common.report import NOT_JUDGED, Claim, Section, fixed_caption, generic_caption, machine
+from common.report.document import Block, Para
 from deconv.experiment import FIG_LAYER, FIG_OCCLUSION, PADDING_DOMINATED, TOPK_JSON, DeconvSettings
 from lenet.config import LeNetConfig
 from lenet.report import lenet_shrunk

@@ -8,8 +8,8 @@ import time
 
 from common import cli
 from common import data as data_lib
-from common.errors import UserError
-from common.outputs import RunDir, atomic_write_json, refusal
+from common.core.errors import UserError
+from common.runtime.outputs import RunDir, atomic_write_json, refusal
 from deconv import ops
 from deconv.experiment import TOPK_JSON, DeconvSettings, deconv_experiment, resolve_filters
 from deconv.report import DECONV_SECTION

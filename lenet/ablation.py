@@ -10,7 +10,7 @@ checks this). Every number is the best-validation epoch within the epochs read (
 
 Effects are paired by seed: variant minus baseline for the same seed (the same initial key and the same
 per-epoch permutation of the training data), mean and 95% Student-t interval over the N pairs
-(`common.stats.t_interval`). Verdicts follow the report's rules: "matters" when the interval excludes 0, "no
+(`common.core.stats.t_interval`). Verdicts follow the report's rules: "matters" when the interval excludes 0, "no
 effect shown" when it does not; a shrunk run or one seed judges nothing.
 
 The sweep is one unit (as `recurrent.train.sweep`): it works in `<out>.partial/`, keeps every member finished
@@ -30,10 +30,12 @@ import sys
 import numpy as np
 
 from common import data as data_lib
-from common import distributed, document, outputs, report
-from common.config import as_tuple
-from common.errors import UserError
-from common.train.state import ModelSpec
+from common import report
+from common.core.config import as_tuple
+from common.core.errors import UserError
+from common.core.state import ModelSpec
+from common.report import document
+from common.runtime import distributed, outputs
 from lenet.config import LeNetConfig
 from lenet.train import train_and_evaluate
 
@@ -279,7 +281,7 @@ def run_ablation(base: LeNetConfig, out: str, names: list[str], progress: bool =
 
 def select(rows: list[dict], epochs: int) -> dict:
     """The best-validation epoch within epochs 1..`epochs` of one model's history (the first best, as
-    `common.train.loop.BestEpoch` keeps it) and its accuracies."""
+    `common.core.loop.BestEpoch` keeps it) and its accuracies."""
     window = rows[:epochs]
     best = int(np.argmax([r["val_accuracy"] for r in window]))
     r = window[best]
@@ -443,7 +445,7 @@ def write_outputs(folder: str, result: dict) -> None:
 def plot_forest(result: dict, path: str) -> str:
     """One row per variant, grouped by setting: the paired effect on validation and on test accuracy with its
     95% interval, zero marked; filled markers where the verdict is 'matters'."""
-    from common import plotting
+    from common.report import plotting
 
     plt = plotting.plt
     names = [v.name for v in VARIANTS if v.name in result["effects"]]

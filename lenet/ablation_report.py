@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 
-from common.document import Block, Cell, Para, Table
-from common.outputs import read_json
 from common.report import NOT_JUDGED, Claim, Section, fixed_caption
+from common.report.document import Block, Cell, Para, Table
+from common.runtime.outputs import read_json
 from lenet.ablation import ABLATION_JSON, FOREST_FIGURE, TABLE_HEADERS, fmt_effect, table_rows
 
 ABLATION_KEY = "ablation"

@@ -11,11 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from common import checkpoint as ckpt
 from common import data as data_lib
-from common.errors import CheckpointError, DataError, UserError
+from common.core.errors import CheckpointError, DataError, UserError
+from common.runtime import checkpoint as ckpt
 from lenet.config import LeNetConfig
-from lenet.train import create_model
+from lenet.model import create_model
 
 # Where `--task visualize` and `--task deconv` look for the LeNet5 that `--task lenet` trained by default.
 DEFAULT_CHECKPOINT = os.path.join("results", "lenet")

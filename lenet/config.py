@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from common.config import DataConfig, FlatFields, TrainConfig, as_tuple, require
-from common.train.state import OPTIMIZERS
+from common.core.config import DataConfig, FlatFields, TrainConfig, as_tuple, require
+from common.core.state import OPTIMIZERS
 
 KERNEL_INITS = ("glorot_normal", "glorot_uniform")
 BN_POSITIONS = ("before_pool", "after_pool")
@@ -28,7 +28,7 @@ class LeNetConfig(FlatFields):
     use_batchnorm: bool = True
     # The report's other choices, as fields so that the ablation (lenet/ablation.py) can change each alone:
     kernel_init: str = "glorot_normal"  # or 'glorot_uniform'
-    optimizer: str = "nadam"  # or 'adam' (common.train.state.OPTIMIZERS)
+    optimizer: str = "nadam"  # or 'adam' (common.core.state.OPTIMIZERS)
     bn_position: str = "before_pool"  # batch norm before max-pooling (the report's), or 'after_pool'
     # L2 penalties, Keras l2(): weight * sum of squares of each conv kernel and of the fc1 kernel. A tuple
     # trains one model per value, vmapped (see `penalties`).

@@ -2,10 +2,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from common.core.config import BN_EPSILON, BN_MOMENTUM
+
+if TYPE_CHECKING:
+    from lenet.config import LeNetConfig
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
@@ -36,9 +42,8 @@ class LeNet5(nn.Module):
     STRIDE = 1
     PADDING = "SAME"
     POOL = 2  # non-overlapping POOL x POOL max-pool after every conv layer (`max_pool_2x2`)
-    # Keras defaults (momentum 0.99, epsilon 1e-3), as the report's model used.
-    BN_MOMENTUM = 0.99
-    BN_EPSILON = 1e-3
+    BN_MOMENTUM = BN_MOMENTUM  # Keras's defaults, as the report's model used (common.core.config)
+    BN_EPSILON = BN_EPSILON
     PRE_RELU = "pre_relu"  # the collection of the conv outputs before ReLU
 
     num_classes: int = 10
@@ -82,3 +87,12 @@ def l2_penalty(params, conv_l2: float, fc_l2: float) -> jax.Array:
     """Keras `l2()` semantics: weight * sum of squares, on each conv kernel and the fc1 kernel only."""
     conv = sum(jnp.sum(jnp.square(p["kernel"])) for name, p in params.items() if name.startswith("conv"))
     return conv_l2 * conv + fc_l2 * jnp.sum(jnp.square(params["fc1"]["kernel"]))
+
+
+def create_model(config: LeNetConfig, num_classes: int = 10) -> LeNet5:
+    """The one LeNet5 builder: the model a `LeNetConfig` describes (training, checkpoints, Part 1c, the
+    deconvnet, which reads its config off the weights: `deconv.network.lenet_for`)."""
+    return LeNet5(num_classes=num_classes, features=tuple(config.features), hidden=config.hidden,
+                  dropout_rate=config.dropout_rate, bias_init=config.bias_init,
+                  use_batchnorm=config.use_batchnorm, kernel_init=config.kernel_init,
+                  bn_position=config.bn_position)

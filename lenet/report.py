@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
-from common import plotting, report
-from common.document import Block, Cell, Para, Table
-from common.outputs import METRICS_JSON, read_json
-from common.report import NOT_JUDGED, Claim, Estimate, Section, Target, fixed_caption, fmt_acc
+from common import report
+from common.report import NOT_JUDGED, Claim, Estimate, Section, Target, fixed_caption, fmt_acc, plotting
+from common.report.document import Block, Cell, Para, Table
+from common.runtime.outputs import METRICS_JSON, read_json
 from lenet.config import LeNetConfig
 from lenet.train import FIGURE
 from lenet.visualize import (

@@ -37,8 +37,9 @@ def add_lenet_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def make_config(args) -> LeNetConfig:
-    """The report's config (or its quick preset), overridden by the flags."""
-    return cli.config_from_args(LeNetConfig.quick() if args.quick else LeNetConfig(), args).validate()
+    """The report's config (or its quick preset), overridden by the flags; validated by the library entry that
+    uses it (`train_and_evaluate`, `visualize`), before it reads data or opens a folder."""
+    return cli.config_from_args(LeNetConfig.quick() if args.quick else LeNetConfig(), args)
 
 
 def run_lenet(args) -> int:
@@ -93,7 +94,7 @@ def add_ablation_arguments(parser: argparse.ArgumentParser) -> None:
 def run_ablation(args) -> int:
     names = ablation.parse_variants(args.variants)
     seeds = {} if args.seeds else {"seeds": ablation.DEFAULT_SEEDS}
-    config = cli.config_from_args(LeNetConfig.quick() if args.quick else LeNetConfig(), args, **seeds).validate()
+    config = cli.config_from_args(LeNetConfig.quick() if args.quick else LeNetConfig(), args, **seeds)
     result = ablation.run_ablation(config, args.out, names, progress=args.progress, command=args.command)
     matters = [f"{n} ({m})" for n, e in result.get("effects", {}).items()
                for m, _ in ablation.METRICS if e[m]["verdict"] == "matters"]

@@ -10,20 +10,13 @@ import zipfile
 import numpy as np
 
 from common import data as data_lib
-from common import outputs
-from common.train import fit
+from common.run import fit
+from common.runtime import outputs
 from lenet.config import LeNetConfig
-from lenet.model import LeNet5, l2_penalty
+from lenet.model import create_model, l2_penalty
 
 FIGURE = "fig1_curves.png"
 FILTER_HISTORY = "conv1_kernels_by_epoch.npz"
-
-
-def create_model(config: LeNetConfig, num_classes: int = 10) -> LeNet5:
-    return LeNet5(num_classes=num_classes, features=tuple(config.features), hidden=config.hidden,
-                  dropout_rate=config.dropout_rate, bias_init=config.bias_init,
-                  use_batchnorm=config.use_batchnorm, kernel_init=config.kernel_init,
-                  bn_position=config.bn_position)
 
 
 def penalty_fn(config: LeNetConfig):

@@ -10,7 +10,7 @@ Loads the checkpoint that `--task lenet` wrote and writes into `--out` (default 
   fig_batchnorm_comparison.png    with --compare-batchnorm: pre-pooling distributions with and without BN
 
 The statistics come from one jitted pass over the test split that reduces each batch to per-channel
-central-moment sums and a fixed-bin histogram (common.stats); only those small summaries leave the device,
+central-moment sums and a fixed-bin histogram (common.core.stats); only those small summaries leave the device,
 so the activations of the whole split are never held at once. The histogram range comes from a cheaper
 jitted min/max pass before it.
 """
@@ -24,16 +24,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from common import checkpoint as ckpt
 from common import data as data_lib
-from common import stats
-from common.errors import DataError
-from common.outputs import RunDir, atomic_write_json
-from common.train import results as results_lib
+from common.core import stats
+from common.core.errors import DataError
+from common.run import results as results_lib
+from common.runtime import checkpoint as ckpt
+from common.runtime.outputs import RunDir, atomic_write_json
 from lenet import checkpoint as lenet_checkpoint
 from lenet import visualize_plots as viz_plots
 from lenet.config import LeNetConfig
-from lenet.train import FILTER_HISTORY, create_model, data_name, train_and_evaluate
+from lenet.model import create_model
+from lenet.train import FILTER_HISTORY, data_name, train_and_evaluate
 
 NOBN_SUFFIX = "_nobn"
 # Histogram bins per layer and stage. The KS bounds are within about one bin's mass of the exact value, so
@@ -254,7 +255,7 @@ def layer_order(layer: str) -> tuple[int, str]:
     return (int(digits) if digits else 0, layer)
 
 
-ALL_MODELS = "all_models.msgpack"  # every model of a run of several (common.train.results), beside the first model's
+ALL_MODELS = "all_models.msgpack"  # every model of a run of several (common.run.results), beside the first model's
 
 
 def model_variables(net: Network) -> list[dict]:

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import PowerNorm  # noqa: E402
 from scipy import stats as sps  # noqa: E402
 
-from common.plotting import save  # noqa: E402
+from common.report.plotting import save  # noqa: E402
 
 DIVERGING = "RdBu_r"  # red positive, blue negative, white zero
 SEQUENTIAL = "magma"  # non-negative maps (after ReLU): black = 0

@@ -24,12 +24,14 @@ import sys
 import numpy as np
 
 from common import data as data_lib
-from common import outputs, plotting, report
+from common import report
 from common.cli import config_from_args
-from common.document import markdown_table
-from common.errors import UserError
-from common.train import results as results_lib
-from common.train.history import mean_rows, model_histories
+from common.core.errors import UserError
+from common.core.history import mean_rows, model_histories
+from common.report import plotting
+from common.report.document import markdown_table
+from common.run import results as results_lib
+from common.runtime import outputs
 from lenet.config import LeNetConfig
 from lenet.train import train_and_evaluate as train_lenet
 from recurrent.config import CELL_TITLES, RNNConfig
@@ -143,7 +145,7 @@ def comparison_row(model: str, kind: str, folder: str, metrics: dict, history: l
         "param_count": metrics["param_count"],
         "seeds": metrics.get("seeds") or [metrics.get("config", {}).get("seed")],
         "epochs": metrics["epochs"],
-        # times with their basis in their names (common.train.results): None where the run had no such epochs
+        # times with their basis in their names (common.run.results): None where the run had no such epochs
         "train_seconds_per_epoch_after_first": steady_train_seconds(history),
         "train_seconds_first_epoch": float(history[0]["train_seconds"]),
         "wall_seconds": metrics["wall_seconds"],  # the whole run: every epoch with evaluation, compilation in

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from common.config import DataConfig, FlatFields, TrainConfig, require
+from common.core.config import DataConfig, FlatFields, TrainConfig, require
 from recurrent.cells import CELLS
 
 CELL_TITLES = {"rnn": "Simple RNN", "lstm": "LSTM", "gru": "GRU"}

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 from flax.linen import initializers
 
+from common.core.config import BN_EPSILON, BN_MOMENTUM
 from recurrent import optimized as optimized_lib
 from recurrent.cells import (
     DEFAULT_BIAS_INIT,
@@ -149,8 +150,7 @@ class RecurrentClassifier(nn.Module):
         keras = self.init_scheme == 'keras'
         inits = keras_initializers(self.cell, self.hidden) if keras else {}
         h = RNNLayer(cell=self.cell, hidden=self.hidden, name='rnn', **inits)(x)
-        h = nn.BatchNorm(use_running_average=not train, momentum=0.99,
-                         epsilon=1e-3, name='bn')(h)
+        h = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name='bn')(h)
         head_init = initializers.glorot_uniform() if keras else nn.linear.default_kernel_init
         return nn.Dense(self.num_classes, kernel_init=head_init, name='head')(h)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from common import plotting
-from common.train import history as history_lib
+from common.core import history as history_lib
+from common.report import plotting
 from recurrent.config import CELL_TITLES
 
 CELL_COLOURS = {"rnn": "tab:blue", "lstm": "tab:orange", "gru": "tab:green"}

@@ -8,10 +8,20 @@ import re
 import shlex
 from collections.abc import Callable
 
-from common import plotting, report
-from common.document import Block, Cell, CellLike, Missing, Para, Table
-from common.outputs import METRICS_JSON, read_json
-from common.report import NO_TARGET, NOT_JUDGED, Claim, Estimate, Section, Target, fixed_caption, generic_caption
+from common import report
+from common.report import (
+    NO_TARGET,
+    NOT_JUDGED,
+    Claim,
+    Estimate,
+    Section,
+    Target,
+    fixed_caption,
+    generic_caption,
+    plotting,
+)
+from common.report.document import Block, Cell, CellLike, Missing, Para, Table
+from common.runtime.outputs import METRICS_JSON, read_json
 from lenet.train import FIGURE as LENET_FIGURE
 from recurrent import compare
 from recurrent.config import CELL_TITLES, CELLS, RNNConfig

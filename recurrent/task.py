@@ -9,7 +9,7 @@ import argparse
 import itertools
 
 from common import cli
-from common.errors import UserError
+from common.core.errors import UserError
 from recurrent import compare
 from recurrent.config import CELLS, RNNConfig
 from recurrent.report import COMPARE_SECTION, RNN_SECTION

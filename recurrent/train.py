@@ -16,8 +16,8 @@ import shutil
 import sys
 
 from common import data as data_lib
-from common import outputs
-from common.train import fit, results
+from common.run import fit, results
+from common.runtime import outputs
 from recurrent import plots
 from recurrent.config import CELL_TITLES, CELLS, RNNConfig
 from recurrent.model import RecurrentClassifier
@@ -52,7 +52,7 @@ def train_and_evaluate(config: RNNConfig, workdir: str, dataset: data_lib.Datase
 def sweep(configs: list[RNNConfig], out: str, progress: bool = True, command: str | None = None) -> list[dict]:
     """Trains every configuration (sharing one loaded dataset) into `<out>.partial/<name>/`, skipping members
     finished there earlier with the same config and data (`finished_member`), then writes the summary table and
-    figures once and moves the whole folder to `out` (common.outputs.RunDir). The members of an earlier sweep
+    figures once and moves the whole folder to `out` (common.runtime.outputs.RunDir). The members of an earlier sweep
     in `out` that this one does not name are kept (`_keep_earlier_members`), and the summaries cover every
     member, so a narrower sweep (the report's command for one figure) never deletes a result. Returns the
     summary rows of the members it names."""
@@ -99,7 +99,7 @@ def summary_row(config: RNNConfig, m: dict) -> dict:
             "test_accuracy": m["test_accuracy"], "test_accuracy_std": m.get("test_accuracy_std"),
             "val_accuracy": m["val_accuracy"], "train_accuracy": m["train_accuracy"],
             "param_count": m["param_count"], "epochs": m["epochs"],
-            # each time with its basis in its name (common.train.results): None where the run had no such epochs
+            # each time with its basis in its name (common.run.results): None where the run had no such epochs
             **{k: m.get(k) for k in ("train_seconds_per_epoch_after_first", "train_seconds_first_epoch",
                                      "train_images_per_sec_after_first")}}
 

@@ -6,9 +6,9 @@ import sys
 import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# The suite's own compilation cache (common.compile_cache) and decoded-array cache (common.data_cache), never the
-# user's: one folder each per session, which the `python run.py` subprocesses inherit (so that they share their
-# compiles); removed at the end. (This file is imported twice, as `conftest` by pytest and as `tests.conftest` by
+# The suite's own compilation cache (common.runtime.compile_cache) and decoded-array cache (common.data.cache),
+# never the user's: one folder each per session, which the `python run.py` subprocesses inherit (so that they share
+# their compiles); removed at the end. (This file is imported twice, as `conftest` by pytest and as `tests.conftest` by
 # tests: one folder for both.)
 _FIRST = sys.modules.get("conftest") or sys.modules.get("tests.conftest")
 TEST_XLA_CACHE = getattr(_FIRST, "TEST_XLA_CACHE", None) or tempfile.mkdtemp(prefix="elec576-test-xla-")
@@ -77,7 +77,8 @@ def tiny_lenet(tmp_path_factory):
 @pytest.fixture
 def mock_tfds(monkeypatch):
     """tfds.testing.mock_data with our download probe answering 'reachable' (the mocked download is a no-op)."""
-    from common import data, tf_quiet
+    from common import data
+    from common.runtime import tf_quiet
 
     tfds = tf_quiet.tfds()
     monkeypatch.setattr(data, "download_reachable", lambda name, timeout=3.0: True)

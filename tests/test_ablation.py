@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from common import outputs, report
-from common.errors import UserError
-from common.train.state import ModelSpec, init_states
+from common import report
+from common.core.errors import UserError
+from common.core.state import ModelSpec, init_states
+from common.runtime import outputs
 from lenet import ablation
 from lenet.config import KNOBS, LeNetConfig
-from lenet.train import create_model
+from lenet.model import create_model
 
 TINY = dict(features=(4, 8), hidden=16, eval_batch_size=64)
 
@@ -215,7 +216,7 @@ def test_outputs_from_finished_members_recompute_from_the_per_seed_numbers(tmp_p
 
 
 def test_report_section_lists_effects_claims_and_what_was_not_varied(tmp_path):
-    from common.document import Table, to_markdown
+    from common.report.document import Table, to_markdown
     from lenet.ablation_report import ABLATION_SECTION, ablation_claims
 
     base = LeNetConfig.create(seeds=2)

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from common import interrupt, locks, outputs
+from common.runtime import interrupt, locks, outputs
 from run import main
 from tests.conftest import write_image_folder
 
@@ -278,7 +278,7 @@ def test_damaged_tfds_shard_is_one_data_error(tmp_path, split, words):
 
 
 def test_damaged_tfds_dataset_through_the_cli(tmp_path, capsys, monkeypatch):
-    from common import tf_quiet
+    from common.runtime import tf_quiet
 
     monkeypatch.setattr(tf_quiet.tfds(), "builder", lambda name, data_dir=None: DamagedBuilder(tmp_path))
     out = str(tmp_path / "r")
@@ -346,9 +346,9 @@ def write_checkpoint(folder, course, said_batchnorm: bool, built_batchnorm: bool
     import jax.numpy as jnp
     import numpy as np
 
-    from common import checkpoint as ckpt
+    from common.runtime import checkpoint as ckpt
     from lenet.config import LeNetConfig
-    from lenet.train import create_model
+    from lenet.model import create_model
 
     said = LeNetConfig.create(data_dir=course, use_batchnorm=said_batchnorm)
     built = create_model(LeNetConfig.create(use_batchnorm=built_batchnorm, hidden=hidden))
@@ -368,7 +368,7 @@ def write_checkpoint(folder, course, said_batchnorm: bool, built_batchnorm: bool
     (True, True, 512, "params/fc1/bias has shape (512,), the model needs (1024,)"),
 ])
 def test_checkpoint_that_contradicts_its_run_json_is_refused(tmp_path, course, said, built, hidden, words):
-    from common.errors import CheckpointError
+    from common.core.errors import CheckpointError
     from lenet import checkpoint as lenet_checkpoint
 
     path = write_checkpoint(tmp_path / "ck", course, said, built, hidden)
@@ -409,7 +409,7 @@ def test_inconsistent_checkpoint_through_the_cli(tmp_path, capsys, course, task)
     ([[2.3, 2.3], [2.0, 40.0]], True),  # one of two vmapped models
 ])
 def test_divergence_rule(losses, diverged):
-    from common.train import results
+    from common.run import results
 
     history = [{"train_running_loss": loss} for loss in losses]
     result = results.divergence(history, 10)
@@ -476,7 +476,7 @@ def test_out_beside_the_data_folder_is_not_taken_for_inside(tmp_path):
     ("features", [-1, 64], "does not describe a LeNet5"),
 ])
 def test_malformed_run_json_is_one_checkpoint_error(tmp_path, course, key, value, words):
-    from common.errors import CheckpointError
+    from common.core.errors import CheckpointError
     from lenet import checkpoint as lenet_checkpoint
 
     path = write_checkpoint(tmp_path / "ck", course, True, True)
@@ -495,7 +495,7 @@ def test_malformed_run_json_is_one_checkpoint_error(tmp_path, course, key, value
 
 
 def test_a_run_json_that_is_not_an_object_is_named(tmp_path, course):
-    from common.errors import CheckpointError
+    from common.core.errors import CheckpointError
     from lenet import checkpoint as lenet_checkpoint
 
     path = write_checkpoint(tmp_path / "ck", course, True, True)

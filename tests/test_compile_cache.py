@@ -1,11 +1,11 @@
-"""common.compile_cache: where the persistent compilation cache goes, and that it can be turned off."""
+"""common.runtime.compile_cache: where the persistent compilation cache goes, and that it can be turned off."""
 import os
 import tempfile
 
 import jax
 import pytest
 
-from common import compile_cache
+from common.runtime import compile_cache
 
 
 @pytest.mark.parametrize("environ, expected", [

@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 from common import data
-from common.errors import DataError
-from common.train import batches
+from common.core import batches
+from common.core.errors import DataError
 from tests.conftest import SHARED_CIFAR_FOLDER, SHARED_MNIST_TFDS, write_image_folder
 
 
@@ -151,7 +151,7 @@ def test_shared_mnist_through_tfds():
 
 def test_resize_is_jax_and_within_one_level_of_tensorflows():
     """resize_uint8 moved from tf.image.resize to jax.image.resize (docs/data.md): at most one level apart."""
-    from common import tf_quiet
+    from common.runtime import tf_quiet
 
     pytest.importorskip("tensorflow")
     tf = tf_quiet.tensorflow()

@@ -8,8 +8,11 @@ import time
 import numpy as np
 import pytest
 
-from common import data, data_cache, dataset_file, image_folder, tf_quiet
-from common.errors import DataError
+from common import data
+from common.core.errors import DataError
+from common.data import cache as data_cache
+from common.data import dataset_file, image_folder
+from common.runtime import tf_quiet
 from run import main
 from tests.conftest import write_image_folder
 
@@ -307,7 +310,7 @@ def test_folder_file_and_cache_read_where_tensorflow_cannot_be_imported(tmp_path
 
 def test_task_all_names_the_mnist_source_and_forwards_it_to_the_recurrent_tasks(capsys):
     import run
-    from common import run_all
+    from common.cli import run_all
 
     with pytest.raises(SystemExit):
         main(["--task", "all", "--help"])

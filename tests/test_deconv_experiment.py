@@ -15,7 +15,7 @@ from common import data as data_lib
 from deconv import experiment, network, occlusion, ops
 from lenet import checkpoint as lenet_checkpoint
 from lenet.config import LeNetConfig
-from lenet.train import create_model
+from lenet.model import create_model
 from run import main
 from tests.test_deconv_ops import gather_at_switches
 
@@ -294,3 +294,21 @@ def test_bad_inputs_exit_2(tiny_checkpoint, tmp_path, capsys):
     assert main(base + ["--checkpoint", tiny_checkpoint, "--data-dir", str(tmp_path / "no_data")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert not os.path.exists(str(tmp_path / "o")) and not os.path.exists(str(tmp_path / "o.partial"))
+
+
+def test_the_deconvnet_refuses_a_lenet_with_batch_norm_after_pooling():
+    """Its steps undo batch norm and then the pooling switches: a model built the other way is one clear error."""
+    from common.core.errors import UserError
+    from deconv.experiment import DeconvSettings, deconv_experiment
+
+    config = LeNetConfig.create(hidden=16, bn_position="after_pool")
+    with pytest.raises(UserError, match="batch norm after pool"):
+        deconv_experiment(config, {"params": {}}, None, "unused", DeconvSettings(), checkpoint="ablation/bn_after_pool")
+
+
+def test_lenet_for_builds_the_model_the_weights_came_from():
+    """The deconvnet's model, read off the weights, is the one builder's (`lenet.model.create_model`)."""
+    for use_batchnorm in (True, False):
+        model = create_model(LeNetConfig.create(hidden=16, features=(4, 8), use_batchnorm=use_batchnorm))
+        params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1)), train=False)["params"]
+        assert network.lenet_for(params) == model

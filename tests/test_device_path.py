@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 
 from common import data as data_lib
-from common.train import loop
-from common.train import step as step_lib
-from common.train.state import ModelSpec, init_states
+from common.core import loop
+from common.core import step as step_lib
+from common.core.state import ModelSpec, init_states
 from lenet.config import LeNetConfig
-from lenet.train import create_model, penalty_fn
+from lenet.model import create_model
+from lenet.train import penalty_fn
 
 
 def _dataset(n_train=60, n_val=13, n_test=11):

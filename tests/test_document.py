@@ -1,8 +1,8 @@
-"""The document renderer (common.document): Markdown and self-contained HTML from the same blocks."""
+"""The document renderer (common.report.document): Markdown and self-contained HTML from the same blocks."""
 import base64
 import re
 
-from common.document import (
+from common.report.document import (
     CSS,
     Cell,
     Figure,
@@ -83,7 +83,7 @@ def test_code_wraps_between_characters_only_where_needed():
 
 def test_markdown_keeps_links_to_the_page_and_no_other():
     """The headline's '[1b](#part-1b)' stays a link in REPORT.md; a link to anywhere else, from data, is text."""
-    from common.document import md_text
+    from common.report.document import md_text
 
     assert md_text("[1b](#part-1b) ([Fig. 1](#figure-1))") == "[1b](#part-1b) ([Fig. 1](#figure-1))"
     assert md_text("[x](http://evil.example)") == "\\[x\\](http://evil.example)"

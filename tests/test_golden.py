@@ -17,11 +17,11 @@ import numpy as np
 import optax
 import pytest
 
-from common import xla_cpu
-from common.train import state as state_lib
-from common.train import step as step_lib
+from common.core import state as state_lib
+from common.core import step as step_lib
+from common.runtime import xla_cpu
 from lenet.config import LeNetConfig
-from lenet.train import create_model as create_lenet
+from lenet.model import create_model as create_lenet
 from lenet.train import penalty_fn as lenet_penalty
 from recurrent.config import RNNConfig
 from recurrent.train import create_model as create_rnn
@@ -45,7 +45,7 @@ def generated_batches(seed: int = 1) -> list[dict]:
 
 def train_a_few_steps(model, penalty, lr: float, options="training") -> tuple[list[float], dict]:
     """The project's init and train step, STEPS times: (mean cross-entropy per step, final variables), compiled
-    with the XLA options training uses (`common.xla_cpu`), or with `options` (None: XLA's defaults).
+    with the XLA options training uses (`common.runtime.xla_cpu`), or with `options` (None: XLA's defaults).
 
     The one place that calls the training core's API (init_states, make_train_step): adapt it here if that changes.
     """
@@ -99,7 +99,7 @@ def mismatches(run, golden) -> list[str]:
 
 
 # Stored with requirements.lock's versions on an AMD EPYC (2 cores, AVX-512), with XLA's YNNPACK convolutions; the
-# Eigen convolutions training now uses on such a CPU (common/xla_cpu.py) stay within the tolerance too. The same run
+# Eigen convolutions training now uses on such a CPU (runtime/xla_cpu.py) stay within the tolerance too. The same run
 # with XLA held to AVX or SSE4.2 code (XLA_FLAGS=--xla_cpu_max_isa=...) or on one core stays within 0.11 of the
 # tolerance; with the floors (jax 0.5.0, flax 0.10.2, optax 0.2.4) LeNet5's batch-norm biases move by 4e-3 and its
 # losses by 1e-4: the same bits, other float32 arithmetic, which this test is there to notice.
@@ -161,7 +161,7 @@ def test_golden_numbers(name):
 @pytest.mark.parametrize("options", [xla_cpu.EIGEN_CONVOLUTIONS, xla_cpu.YNNPACK_CONVOLUTIONS],
                          ids=["eigen", "ynnpack"])
 def test_both_cpu_convolution_kernels_give_the_golden_numbers(options):
-    """Training picks Eigen's or YNNPACK's convolutions by core count (common/xla_cpu.py): both are the model's
+    """Training picks Eigen's or YNNPACK's convolutions by core count (common/runtime/xla_cpu.py): both are the model's
     numbers, to the golden tolerance."""
     if not xla_cpu.supports(tuple(sorted(options.items()))):
         pytest.skip("this jaxlib has no YNNPACK fusion option")

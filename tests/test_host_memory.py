@@ -6,24 +6,25 @@ import sys
 
 import pytest
 
-from common import host_memory
+from common.runtime import host_memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # One process: a jitted function whose 64 MB temporary is freed after each call; prints minor faults per call.
 PROBE = """
 import json, resource, sys
-from common import host_memory
+from common.runtime import host_memory
 applied = host_memory.retain_freed_memory() if sys.argv[1] == "retain" else False
 if sys.argv[2:] == ["applied-only"]:
     print(json.dumps({"applied": applied}))
     sys.exit()
 import jax
 from benchmarks.harness import random_batches
-from common.train.state import create_train_state, make_optimizer
-from common.train.step import make_train_step
+from common.core.state import create_train_state, make_optimizer
+from common.core.step import make_train_step
 from lenet.config import LeNetConfig
-from lenet.train import create_model, penalty_fn
+from lenet.model import create_model
+from lenet.train import penalty_fn
 
 config = LeNetConfig()  # the report's LeNet5 step (batch 50), whose buffers are freed after every step
 key = jax.random.PRNGKey(0)

@@ -6,14 +6,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from common import data, image_folder
-from common.errors import DataError
+from common import data
+from common.core.errors import DataError
+from common.data import image_folder
 from tests.conftest import SHARED_CIFAR_FOLDER, write_image_folder
 
 
 def tfds_image_folder(root: str) -> dict:
     """The reader this project used before (TFDS's ImageFolder through tf.data), as the reference."""
-    tfds = pytest.importorskip("common.tf_quiet").tfds()
+    tfds = pytest.importorskip("common.runtime.tf_quiet").tfds()
     builder = tfds.folder_dataset.ImageFolder(root)
     out = {}
     for key, split_name in (("train", "Train"), ("test", "Test")):

@@ -7,8 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-from common import data, dataset_file
-from common.errors import DataError
+from common import data
+from common.core.errors import DataError
+from common.data import dataset_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,10 +1,12 @@
 """The floors (docs/architecture.md): imports only point down.
 
-1. The science (models, cells, deconv ops) and the pure training core import nothing above them: no data
-   source, output folder, lock, signal, cache, CLI or report module, directly or through another module.
-2. Nothing under common/ (subfolders included) imports an experiment package.
-3. The module that defines the training step imports at most six project modules, all on the lower floors.
-The checker itself is tested on a planted upward import, so that it cannot pass by looking at nothing.
+1. `common/` is one subpackage per floor, bottom to top: core, runtime, data, report, run, cli. A module imports
+   only from its own floor or the floors below it (subfolders included).
+2. The science (models, cells, deconv ops) and the pure training core (`common/core/`) import nothing above them:
+   no data source, output folder, lock, signal, cache, CLI or report module, directly or through another module.
+3. Nothing under common/ imports an experiment package.
+4. The module that defines the training step imports at most six project modules, all on the lower floors.
+The checker itself is tested on planted upward imports, so that it cannot pass by looking at nothing.
 """
 import ast
 import pathlib
@@ -14,12 +16,12 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXPERIMENT_PACKAGES = {"lenet", "recurrent", "deconv"}
 PROJECT_PACKAGES = EXPERIMENT_PACKAGES | {"common"}
-# The lower floors: what a student reads top to bottom. Everything else in the project is machinery or report.
-CORE = {"common", "common.config", "common.errors", "common.train", "common.train.batches", "common.train.state",
-        "common.train.step", "common.train.loop"}
+# common's floors, bottom to top; `common.fit` (a deprecated forwarder kept for one release) sits on top.
+FLOORS = ("core", "runtime", "data", "report", "run", "cli")
+TOP = len(FLOORS)
 SCIENCE = {"lenet", "lenet.model", "lenet.config", "recurrent", "recurrent.cells", "recurrent.model",
            "recurrent.optimized", "recurrent.config", "deconv", "deconv.ops", "deconv.network", "deconv.occlusion"}
-LOWER = CORE | SCIENCE
+LOWER_FLOOR = "common.core"  # with SCIENCE: what a student reads top to bottom
 MAX_STEP_CLOSURE = 6
 
 
@@ -63,11 +65,29 @@ def closure(graph: dict[str, set[str]], start: str) -> set[str]:
     return seen - {start}
 
 
+def floor(module: str) -> int | None:
+    """The floor of a module under common/ (0 = core), None outside common/; `common` itself is the bottom."""
+    parts = module.split(".")
+    if parts[0] != "common":
+        return None
+    if len(parts) == 1:
+        return 0
+    return FLOORS.index(parts[1]) if parts[1] in FLOORS else TOP
+
+
+def lower(graph: dict[str, set[str]]) -> set[str]:
+    """The lower floors: the core's modules and the science's."""
+    return {m for m in graph if m == "common" or m == LOWER_FLOOR or m.startswith(LOWER_FLOOR + ".")} | SCIENCE
+
+
 def violations(graph: dict[str, set[str]]) -> list[str]:
-    """Each lower-floor module whose import closure leaves the lower floors, and each common module that
-    imports an experiment."""
-    bad = [f"{m} reaches {', '.join(sorted(closure(graph, m) - LOWER))}" for m in sorted(LOWER & graph.keys())
-           if closure(graph, m) - LOWER]
+    """Each common module importing a floor above its own, each lower-floor module whose import closure leaves
+    the lower floors, and each common module that imports an experiment."""
+    bad = [f"{m} (floor {FLOORS[floor(m)] if floor(m) < TOP else 'top'}) imports {i}" for m in sorted(graph)
+           if floor(m) is not None for i in sorted(graph[m]) if floor(i) is not None and floor(i) > floor(m)]
+    low = lower(graph)
+    bad += [f"{m} reaches {', '.join(sorted(closure(graph, m) - low))}" for m in sorted(low & graph.keys())
+            if closure(graph, m) - low]
     bad += [f"{m} imports {', '.join(sorted(i for i in graph[m] if i.split('.')[0] in EXPERIMENT_PACKAGES))}"
             for m in sorted(graph) if m.split(".")[0] == "common"
             and any(i.split(".")[0] in EXPERIMENT_PACKAGES for i in graph[m])]
@@ -76,17 +96,31 @@ def violations(graph: dict[str, set[str]]) -> list[str]:
 
 def test_imports_only_point_down():
     graph = project_graph()
-    assert LOWER <= graph.keys(), f"floor lists name missing modules: {sorted(LOWER - graph.keys())}"
+    assert SCIENCE <= graph.keys(), f"the science list names missing modules: {sorted(SCIENCE - graph.keys())}"
+    floors = {m.split(".")[1] for m in graph if m.count(".") >= 1 and m.startswith("common.")}
+    assert set(FLOORS) <= floors, f"floors without a package: {sorted(set(FLOORS) - floors)}"
+    assert floors - set(FLOORS) <= {"fit"}, f"modules of common/ outside the floors: {sorted(floors - set(FLOORS))}"
     assert not violations(graph)
 
 
 def test_the_training_step_imports_little():
-    reached = closure(project_graph(), "common.train.step")
-    assert len(reached - {"common", "common.train"}) <= MAX_STEP_CLOSURE, sorted(reached)
-    assert reached <= LOWER
+    graph = project_graph()
+    reached = closure(graph, "common.core.step")
+    assert len(reached - {"common", LOWER_FLOOR}) <= MAX_STEP_CLOSURE, sorted(reached)
+    assert reached <= lower(graph)
 
 
-@pytest.mark.parametrize("planted", ["common/train/step.py", "common/train/sub/deep.py", "common/outputs.py"])
+PLANTED = {  # file: the upward import planted in it
+    "common/core/step.py": "from common.runtime import outputs\n",
+    "common/core/sub/deep.py": "from common.runtime import outputs\n",
+    "common/runtime/outputs.py": "from common.report import document\n",  # one floor up
+    "common/data/cache.py": "from common.cli import run_all\n",
+    "common/cli/run_all.py": "from lenet import task\n",  # the top of common still imports no experiment
+    "lenet/model.py": "from common.data import image_folder\n",  # the science reaching a data source
+}
+
+
+@pytest.mark.parametrize("planted", sorted(PLANTED))
 def test_the_check_catches_a_planted_upward_import(tmp_path, planted):
     """A copy of the tree with one bad import added: the check must fail (subfolders included)."""
     for pkg in PROJECT_PACKAGES:
@@ -97,9 +131,9 @@ def test_the_check_catches_a_planted_upward_import(tmp_path, planted):
     target = tmp_path / planted
     target.parent.mkdir(parents=True, exist_ok=True)
     (target.parent / "__init__.py").touch()
-    upward = "from lenet import task\n" if planted == "common/outputs.py" else "from common import outputs\n"
+    upward = PLANTED[planted]
     target.write_text((target.read_text() if target.exists() else "") + upward)
     graph = project_graph(tmp_path)
-    if planted == "common/train/sub/deep.py":  # reached once the core imports it
-        graph["common.train.step"].add("common.train.sub.deep")
+    if planted == "common/core/sub/deep.py":  # reached once the core imports it
+        graph["common.core.step"].add("common.core.sub.deep")
     assert violations(graph), f"a planted '{upward.strip()}' in {planted} went unnoticed"

@@ -9,13 +9,13 @@ import numpy as np
 import optax
 import pytest
 
-from common import checkpoint as ckpt
 from common import data as data_lib
-from common.train import step as step_lib
-from common.train.state import ModelSpec, create_train_state, init_states, model_slice, model_variables
+from common.core import step as step_lib
+from common.core.state import ModelSpec, create_train_state, init_states, model_slice, model_variables
+from common.runtime import checkpoint as ckpt
 from lenet.config import LeNetConfig
-from lenet.model import l2_penalty, max_pool_2x2
-from lenet.train import create_model, penalty_fn, train_and_evaluate
+from lenet.model import create_model, l2_penalty, max_pool_2x2
+from lenet.train import penalty_fn, train_and_evaluate
 from run import main
 
 
@@ -176,7 +176,7 @@ def test_train_and_evaluate_writes_results_and_is_reproducible(image_folder, tmp
 @pytest.mark.slow
 def test_resume_from_a_killed_run_gives_identical_metrics(image_folder, tmp_path):
     """A run interrupted after epoch 1 and restarted finishes with the numbers of an uninterrupted run."""
-    from common.train import resume
+    from common.run import resume
 
     full = train_and_evaluate(_tiny_config(image_folder, epochs=3), str(tmp_path / "full"), progress=False)
     out = str(tmp_path / "resumed")

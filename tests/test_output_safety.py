@@ -22,8 +22,10 @@ import types
 import numpy as np
 import pytest
 
-from common import cli, interrupt, locks, outputs, plotting
-from common.errors import UserError
+from common import cli
+from common.core.errors import UserError
+from common.report import plotting
+from common.runtime import interrupt, locks, outputs
 from tests.conftest import write_image_folder
 from tests.test_bad_inputs import ENV, ROOT, TINY, assert_one_line_refusal, digest, earlier_result, run_main
 
@@ -281,7 +283,7 @@ def test_all_commits_as_a_unit_and_keeps_finished_tasks_on_a_rerun(tmp_path, cap
     for task in ("lenet", "rnn"):
         monkeypatch.setitem(sys.modules, f"unit_{task}", fake(task))
         paths[task] = f"unit_{task}:TASK"
-    registry = cli.Registry({**paths, "report": "common.run_all:REPORT", "all": "common.run_all:ALL"})
+    registry = cli.Registry({**paths, "report": "common.cli.run_all:REPORT", "all": "common.cli.run_all:ALL"})
     root = tmp_path / "results"
     finished(root / "lenet", "lenet", files=("old.txt",))
     (root / "notes.txt").write_text("mine")
@@ -330,7 +332,7 @@ def test_an_interrupted_sweep_keeps_its_finished_member_and_the_earlier_result(t
 
 
 def test_history_is_read_back_as_fit_wrote_it(tmp_path):
-    from common.train.history import per_model_rows
+    from common.core.history import per_model_rows
     from recurrent.train import read_history
 
     history = [{"epoch": e, "val_accuracy": [0.1 * e, 0.2 * e], "train_loss": [1.0, 2.0]} for e in (1, 2)]
@@ -580,7 +582,7 @@ def test_a_narrower_sweep_keeps_the_members_it_does_not_name(tmp_path, capsys):
 
 def _interrupt_member(rtrain, config, out):
     """A sweep of `config` stopped after its first epoch's resume files (a kill)."""
-    from common.train import resume
+    from common.run import resume
 
     real = resume.save
 
@@ -660,7 +662,7 @@ def test_a_kill_while_the_result_marker_is_written_leaves_a_folder_known_as_ours
 
 
 def test_all_keeps_the_marker_of_a_partial_that_still_holds_unfinished_work(tmp_path, capsys):
-    from common import run_all
+    from common.cli import run_all
 
     partial, root = tmp_path / "R.partial", tmp_path / "R"
     root.mkdir()

@@ -12,8 +12,10 @@ import types
 
 import pytest
 
-from common import cli, document, report, run_all
-from common.errors import UserError
+from common import cli, report
+from common.cli import run_all
+from common.core.errors import UserError
+from common.report import document
 from deconv.report import DECONV_SECTION
 from lenet.report import LENET_SECTION, LENET_TARGET, VISUALIZE_SECTION
 from recurrent import compare
@@ -296,7 +298,7 @@ def test_all_goes_on_after_a_failed_task_and_skips_what_needs_it(tmp_path, monke
     for task in ORDER:
         monkeypatch.setitem(sys.modules, f"fake_{task}", fake(task, fail=task == "lenet"))
         paths[task] = f"fake_{task}:TASK"
-    registry = cli.Registry({**paths, "report": "common.run_all:REPORT", "all": "common.run_all:ALL"})
+    registry = cli.Registry({**paths, "report": "common.cli.run_all:REPORT", "all": "common.cli.run_all:ALL"})
     root = str(tmp_path / "r")
     assert cli.main(registry, ["--task", "all", "--out", root]) == 2
     assert [t for t, _ in ran] == ["lenet", "rnn", "compare"]

@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from common import outputs, report
-from common.document import code, md_code, md_inline, md_text
+from common import report
+from common.report.document import code, md_code, md_inline, md_text
+from common.runtime import outputs
 from recurrent.report import rnn_runs
 from run import main
 

@@ -11,7 +11,7 @@ import re
 import pytest
 
 from common import report
-from common.document import Table
+from common.report.document import Table
 from deconv.report import DECONV_SECTION
 from lenet.config import LeNetConfig
 from lenet.report import LENET_SECTION, VISUALIZE_SECTION
@@ -33,7 +33,7 @@ def _write(root, rel, content):
 
 
 def _run(root, folder, config, epochs, seeds, acc, seconds=1.0, task="lenet"):
-    """A finished run as common.train.fit writes it: metrics.json (per-model values, environment) and history.csv
+    """A finished run as common.run.fit writes it: metrics.json (per-model values, environment) and history.csv
     (one row per epoch and model; epoch 1 ten times slower: it compiles)."""
     per = [acc + 0.001 * i for i in range(seeds)]
     mean = sum(per) / seeds
@@ -334,7 +334,7 @@ def test_the_published_run_stands_beside_a_shrunk_report(tmp_path, monkeypatch):
 
 
 def test_data_files_record_paths_that_survive_a_move(tmp_path):
-    from common.train import results
+    from common.run import results
     root = tmp_path / "r.partial"
     assert results.committed_path(str(root / "deconv.partial" / "x")) == str(tmp_path / "r" / "deconv" / "x")
     assert results.portable_path(str(root / "lenet"), str(root / "deconv.partial")) == "../lenet"

@@ -49,7 +49,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path):
 
 def _interrupted(folder, out, after: int, **kw):
     """A run of 3 epochs stopped right after epoch `after`'s resume files were written."""
-    from common.train import resume
+    from common.run import resume
 
     real_save = resume.save
 

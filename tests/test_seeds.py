@@ -4,11 +4,12 @@ import numpy as np
 import optax
 import pytest
 
-from common.train import loop
-from common.train import state as state_lib
-from common.train import step as step_lib
+from common.core import loop
+from common.core import state as state_lib
+from common.core import step as step_lib
 from lenet.config import LeNetConfig
-from lenet.train import create_model, penalty_fn, train_and_evaluate
+from lenet.model import create_model
+from lenet.train import penalty_fn, train_and_evaluate
 
 
 @pytest.mark.slow

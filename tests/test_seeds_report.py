@@ -7,7 +7,10 @@ import re
 import numpy as np
 import pytest
 
-from common import cli, outputs, report, run_all, stats
+from common import cli, report
+from common.cli import run_all
+from common.core import stats
+from common.runtime import outputs
 from lenet.report import LENET_TARGET, claim_1c_verdict
 from recurrent import compare
 from recurrent.report import LSTM128_TARGET, RNN64_TARGET
@@ -193,7 +196,7 @@ def test_relative_paths_replace_whole_path_components(tmp_path, monkeypatch):
 
 def test_validation_overlay_shares_one_axis_and_bands_seeds(tmp_path, monkeypatch):
     """One panel per cell, a line per hidden size, the mean of two seeds with a min-max band, one shared y axis."""
-    from common import plotting
+    from common.report import plotting
     from recurrent import plots
     saved = {}
     monkeypatch.setattr(plotting, "save", lambda fig, path: saved.setdefault("fig", fig) and path)

@@ -65,10 +65,11 @@ def test_pyproject_names_the_project_and_leaves_the_rest_to_setup_cfg():
 
 
 def test_deterministic_adds_the_xla_flag_once(monkeypatch):
-    from common import cli, outputs
+    from common import cli
+    from common.runtime import outputs
 
     monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/tmp/x")
-    args = cli.parse_args(cli.Registry({"export": "common.export_task:EXPORT"}),
+    args = cli.parse_args(cli.Registry({"export": "common.cli.export_task:EXPORT"}),
                           ["--task", "export", "--deterministic", "--out", "x.npz"])
     cli.deterministic_gpu_ops(args)
     cli.deterministic_gpu_ops(args)

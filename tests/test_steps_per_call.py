@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from common import data as data_lib
-from common.config import TrainConfig
-from common.train import loop
-from common.train import step as step_lib
-from common.train.state import ModelSpec, init_states, model_slice
+from common.core import loop
+from common.core import step as step_lib
+from common.core.config import TrainConfig
+from common.core.state import ModelSpec, init_states, model_slice
 from lenet.config import LeNetConfig
 from lenet.train import train_and_evaluate
 from recurrent.config import RNNConfig
@@ -108,6 +108,6 @@ def test_training_run_is_the_same_with_steps_per_call(image_folder, tmp_path):
 
 
 def test_steps_per_call_must_be_auto_or_positive():
-    from common.errors import UserError
+    from common.core.errors import UserError
     with pytest.raises(UserError, match="steps per call"):
         LeNetConfig.create(steps_per_call=0).validate()

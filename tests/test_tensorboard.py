@@ -1,4 +1,4 @@
-"""common/tensorboard.py: event files written without TensorFlow, read back with TensorBoard's own reader."""
+"""common/report/tensorboard.py: event files written without TensorFlow, read back with TensorBoard's own reader."""
 import dataclasses
 import os
 import sys
@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from common import tensorboard
+from common.report import tensorboard
 
 EPOCHS = 4
 
@@ -138,7 +138,7 @@ def test_a_kill_leaves_a_readable_file_and_a_resumed_run_no_duplicates(tmp_path)
 def test_a_training_run_writes_readable_curves_after_each_epoch(tmp_path):
     """A tiny 2-epoch LeNet5 run: after each epoch the working folder's event files read back with that
     many epochs; the result holds them after the commit."""
-    from common.train import results
+    from common.run import results
     from lenet.config import LeNetConfig
     from lenet.train import train_and_evaluate
     from tests.conftest import write_image_folder

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from common import stats
+from common.core import stats
 from lenet import visualize
 from lenet import visualize_plots as viz_plots
 from lenet.train import FILTER_HISTORY

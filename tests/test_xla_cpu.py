@@ -1,4 +1,4 @@
-"""common/xla_cpu.py: what a CPU compiles differently (Eigen's convolutions, no donation into a one-step call),
+"""common/runtime/xla_cpu.py: what a CPU compiles differently (Eigen's convolutions, no donation into a one-step call),
 when, and that the training program is built with it."""
 import re
 
@@ -9,10 +9,11 @@ from jax.sharding import PartitionSpec as P
 
 from benchmarks.harness import prepare
 from common import data as data_lib
-from common import xla_cpu
-from common.train import step as step_lib
+from common.core import step as step_lib
+from common.runtime import xla_cpu
 from lenet.config import LeNetConfig
-from lenet.train import create_model, penalty_fn
+from lenet.model import create_model
+from lenet.train import penalty_fn
 
 cpu_only = pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's choices")
 supported = pytest.mark.skipif(not xla_cpu.supports(tuple(sorted(xla_cpu.EIGEN_CONVOLUTIONS.items()))),

@@ -20,7 +20,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from common import report  # noqa: E402
-from common.run_all import experiments, task_command  # noqa: E402
+from common.cli.run_all import experiments, task_command  # noqa: E402
 from run import TASKS  # noqa: E402
 
 OUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "results")

@@ -11,7 +11,7 @@
    in place, and since the update's three elementwise passes over fc1's 3.2M weights each read old values
    after another has written new ones, XLA copies them first (51 copies in LeNet5's step, 3 of them 12.8 MB);
    not donated, the new state goes to fresh buffers (16 copies, none of fc1's size), which the retained heap
-   (common/host_memory.py) hands back without page faults. A scanned call (k > 1 steps, the recurrent nets)
+   (common/runtime/host_memory.py) hands back without page faults. A scanned call (k > 1 steps, the recurrent nets)
    updates its carry in place inside the loop anyway and keeps the donation (slightly faster measured).
 
 Measured together (`python -m benchmarks.lenet_ab --variants xla-defaults,plain`, docs/performance.md), LeNet5's
@@ -74,7 +74,7 @@ def jit_kwargs(options: dict | None) -> dict:
 
 
 def program_options(steps_per_call: int, backend: str | None = None) -> dict:
-    """`common.train.step.compile_program`'s keyword arguments for this machine: its compiler options and
+    """`common.core.step.compile_program`'s keyword arguments for this machine: its compiler options and
     whether a training call donates its state."""
     return {"compiler_options": compiler_options(backend), "donate_state": donate_state(steps_per_call, backend)}
 

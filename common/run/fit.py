@@ -1,8 +1,8 @@
 """`fit`: one training run of N >= 1 models from a dataset to a committed output folder.
 
-The output folder (`common.outputs.RunDir`) appears only when the run completes; a killed run restarted
+The output folder (`common.runtime.outputs.RunDir`) appears only when the run completes; a killed run restarted
 with the same folder resumes from its last complete epoch (`resume`) and ends with the same numbers. Ctrl-C
-is honoured between training calls (`common.interrupt`): the run stops there and commits nothing. What it
+is honoured between training calls (`common.runtime.interrupt`): the run stops there and commits nothing. What it
 writes is `results`' business; the training itself is the pure core's (`loop.train_models`), given this run's
 hooks; the compiled steps are `step`'s.
 """
@@ -18,12 +18,13 @@ import jax
 from tqdm.auto import tqdm
 
 from common import data as data_lib
-from common import interrupt, outputs, xla_cpu
-from common.config import TrainConfig
-from common.train import loop, results, resume
-from common.train import step as step_lib
-from common.train.loop import steps_per_call  # noqa: F401 (API: what `auto` picks)
-from common.train.state import model_grid, squeeze
+from common.core import loop
+from common.core import step as step_lib
+from common.core.config import TrainConfig
+from common.core.loop import steps_per_call  # noqa: F401 (API: what `auto` picks)
+from common.core.state import model_grid, squeeze
+from common.run import results, resume
+from common.runtime import interrupt, outputs, xla_cpu
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,7 @@ import warnings
 
 import numpy as np
 
-from common.errors import DataError
+from common.core.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 FOLDER_LAYOUT = "PATH/{Train,Test}/<label>/*.png (e.g. ../shared/data/elec576/CIFAR10)"

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
-from common.errors import UserError
+from common.core.errors import UserError
 
 
 def as_tuple(value) -> tuple:
@@ -20,6 +20,11 @@ def as_tuple(value) -> tuple:
 
 
 IMAGE_MODES = ("gray28", "rgb32")
+
+
+# Keras's BatchNormalization defaults, which the report's models used (LeNet5 and the recurrent nets' head).
+BN_MOMENTUM = 0.99
+BN_EPSILON = 1e-3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +41,7 @@ class DataConfig:
     limit: int | None = None  # train on the first `limit` training examples (smoke runs)
 
     def checks(self) -> list[tuple[bool, str]]:
-        """(condition, message) pairs; see `common.config.require`."""
+        """(condition, message) pairs; see `common.core.config.require`."""
         return [
             (self.limit is None or self.limit >= 1, f"--limit must be positive, got {self.limit}"),
             (0 <= self.val_fraction < 1, f"validation fraction must be in [0, 1), got {self.val_fraction}"),
@@ -56,7 +61,7 @@ class TrainConfig:
     seeds: int = 1  # models trained at once (seed, seed + 1, ...)
     eval_batch_size: int = 500
     # Training steps per compiled call (one lax.scan over them), or 'auto': a whole epoch in chunks on a GPU or
-    # TPU, `cpu_steps_per_call` on a CPU (common.train.loop.steps_per_call; metrics.json records the choice).
+    # TPU, `cpu_steps_per_call` on a CPU (common.core.loop.steps_per_call; metrics.json records the choice).
     steps_per_call: int | str = "auto"
     cpu_steps_per_call: int = 1
 

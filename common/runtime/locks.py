@@ -21,7 +21,7 @@ import os
 import socket
 from collections.abc import Iterator
 
-from common.errors import UserError
+from common.core.errors import UserError
 
 LOCK_SUFFIX = ".lock"
 PARTIAL_SUFFIX = ".partial"

@@ -18,11 +18,11 @@ import numpy as np
 from flax import serialization
 from tqdm.auto import tqdm
 
-from common import checkpoint as ckpt
-from common import outputs
-from common.train import step as step_lib
-from common.train.loop import BestEpoch
-from common.train.state import model_variables
+from common.core import step as step_lib
+from common.core.loop import BestEpoch
+from common.core.state import model_variables
+from common.runtime import checkpoint as ckpt
+from common.runtime import outputs
 
 RESUME_STATE = "resume_state.msgpack"
 RESUME_INFO = "resume.json"

@@ -2,11 +2,11 @@
 
 Three sources (docs/data.md):
   * an image-folder tree in the course layout, `PATH/{Train,Test}/<label>/*.png`, checked and decoded in one
-    pass with PIL (common/image_folder.py);
-  * a dataset file, `--data-dir FILE.npz`, as `--task export` writes it (common/dataset_file.py);
+    pass with PIL (common/data/image_folder.py);
+  * a dataset file, `--data-dir FILE.npz`, as `--task export` writes it (common/data/dataset_file.py);
   * a named TFDS dataset (`cifar10`, `mnist`) read with `tfds.builder(...).as_dataset`, honouring
     `TFDS_DATA_DIR` or an explicit `tfds_data_dir`: the only path that imports TensorFlow.
-Folders and TFDS datasets go through the decoded-array cache (common/data_cache.py), so TensorFlow is imported
+Folders and TFDS datasets go through the decoded-array cache (common/data/cache.py), so TensorFlow is imported
 only to read a TFDS dataset that is not cached yet.
 
 Everything ends up as in-memory numpy arrays (the course datasets are tiny); batches are slices of them.
@@ -22,12 +22,13 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from common import data_cache, dataset_file, image_folder, tf_quiet
-from common.config import IMAGE_MODES, DataConfig  # noqa: F401 (API)
-from common.dataset_file import DatasetFile
-from common.errors import DataError, UserError
-from common.image_folder import FOLDER_LAYOUT, IMAGE_EXTENSIONS, validate_image_folder  # noqa: F401 (API)
-from common.train.batches import epoch_order, padded, to_float  # noqa: F401 (API: beside the step, one source)
+from common.data import cache as data_cache, dataset_file, image_folder
+from common.runtime import tf_quiet
+from common.core.config import IMAGE_MODES, DataConfig  # noqa: F401 (API)
+from common.data.dataset_file import DatasetFile
+from common.core.errors import DataError, UserError
+from common.data.image_folder import FOLDER_LAYOUT, IMAGE_EXTENSIONS, validate_image_folder  # noqa: F401 (API)
+from common.core.batches import epoch_order, padded, to_float  # noqa: F401 (API: beside the step, one source)
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MNIST_CLASSES = tuple(str(d) for d in range(10))
@@ -326,7 +327,7 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[
 
 def eval_batches(split: Split, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
     """Yields every example once, in order, in batches of `batch_size`: the split padded as the training core
-    pads it on the device (`common.train.batches.padded`), with a 'mask' (1 for real examples)."""
+    pads it on the device (`common.core.batches.padded`), with a 'mask' (1 for real examples)."""
     images, labels, mask = padded(split.images, split.labels, batch_size)
     for start in range(0, len(labels), batch_size):
         end = start + batch_size

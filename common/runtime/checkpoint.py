@@ -3,7 +3,7 @@
 Layout of a checkpoint folder:
   variables.msgpack   {'params': ..., 'batch_stats': ...} as nested dicts of arrays
   run.json            {'task': ..., 'config': {...}} -- enough to rebuild the same model and data
-Files are written to a temporary name and renamed (common.outputs), so a crash never leaves a half-written file.
+Files are written to a temporary name and renamed (common.runtime.outputs), so a crash never leaves a half-written file.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Any
 import jax
 from flax import serialization
 
-from common.errors import CheckpointError
-from common.outputs import atomic_write_bytes, atomic_write_json
+from common.core.errors import CheckpointError
+from common.runtime.outputs import atomic_write_bytes, atomic_write_json
 
 VARIABLES = "variables.msgpack"
 RUN_INFO = "run.json"

@@ -25,8 +25,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from common import outputs
-from common.train.history import model_histories
+from common.core.history import model_histories
+from common.runtime import outputs
 
 EVENTS_PREFIX = "events.out.tfevents."
 FILE_VERSION = b"brain.Event:2"
@@ -138,7 +138,7 @@ def _number(x: float) -> str:
 
 def model_labels(specs: Sequence[Any]) -> list[str]:
     """A run-directory name per model from what differs between them (objects with `seed`, `lr` and a
-    `penalty` dict, as `common.train.state.ModelSpec`): 'seed0'; 'seed1', 'seed2', ...; 'lr0.0003'; 'lr0.0003_seed1';
+    `penalty` dict, as `common.core.state.ModelSpec`): 'seed0'; 'seed1', 'seed2', ...; 'lr0.0003'; 'lr0.0003_seed1';
     'conv_l2_0.01_fc_l2_0'. One model: 'seed<seed>'."""
     specs = list(specs)
     parts: list[list[str]] = [[] for _ in specs]
@@ -196,7 +196,7 @@ def write_history(logdir: str, history: Sequence[dict[str, Any]], labels: Sequen
                   start_time: float | None = None) -> list[str]:
     """Writes `<logdir>/<label>/events.out.tfevents.<time>.<host>` for each model of a run.
 
-    Called after every epoch (live curves while a run trains: `common.train.results.write_tensorboard`) and at
+    Called after every epoch (live curves while a run trains: `common.run.results.write_tensorboard`) and at
     the end, each time with the whole history: the file of the epochs before is extended, never duplicated.
 
     Args:

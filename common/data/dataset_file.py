@@ -1,6 +1,6 @@
 """Portable dataset files: one `.npz` (plain numpy, readable without this project) with both splits, decoded.
 
-What `python run.py --task export` writes and what the decoded-array cache (common/data_cache.py) keeps; every
+What `python run.py --task export` writes and what the decoded-array cache (common/data/cache.py) keeps; every
 task's `--data-dir` takes such a file (the `.npz` extension says so). Entries (docs/data.md describes them):
 
   x_train, x_test   uint8 [n, height, width, channels] (channels 1 or 3), the pixels as decoded from the source
@@ -27,7 +27,7 @@ import zlib
 
 import numpy as np
 
-from common.errors import DataError
+from common.core.errors import DataError
 
 FORMAT = "elec576-jax dataset"
 FORMAT_VERSION = 1
@@ -81,7 +81,7 @@ def to_bytes(f: DatasetFile) -> bytes:
 
 def write(path: str, f: DatasetFile) -> None:
     """Writes `f` to `path` atomically (a reader never sees half a file; a failed write leaves the old one)."""
-    from common.outputs import atomic_write_bytes  # pylint: disable=import-outside-toplevel (it imports jax)
+    from common.runtime.outputs import atomic_write_bytes  # pylint: disable=import-outside-toplevel (it imports jax)
 
     atomic_write_bytes(path, to_bytes(f))
 

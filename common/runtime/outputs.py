@@ -8,7 +8,7 @@ is refused, before any work): the old result is renamed to `<out>.replaced-<time
 into place, then the old folder's files that its marker lists are deleted; anything else in it (a user's notes)
 stays there and a note says so. A crash, a bad input or Ctrl-C leaves any earlier `<out>` untouched. `--out` is
 resolved through symlinks (the result is written where the link points); a mount point is refused. The folder
-is claimed (`common.locks`) from `open` to `commit`, and `commit` refuses once Ctrl-C was pressed. A
+is claimed (`common.runtime.locks`) from `open` to `commit`, and `commit` refuses once Ctrl-C was pressed. A
 `<out>.partial` the project did not make is refused (`partial_refusal`); what a kill during a commit left (a
 finished `.partial`, a half-discarded `.replaced-*`) is finished by the next run (`finish_commit`,
 `finish_replacing`); what must leave a working folder goes out of every one, once (`set_aside`).
@@ -40,18 +40,25 @@ from typing import Any
 import jax
 import numpy as np
 
-from common import distributed, interrupt, locks, xla_cpu
-from common.errors import UserError
+from common.core.errors import UserError
+from common.runtime import distributed, interrupt, locks, xla_cpu
 
 METRICS_JSON = "metrics.json"  # what every training run writes into its output folder
-HISTORY_CSV = "history.csv"  # beside it: one row per epoch (and model) (common.train.results)
+HISTORY_CSV = "history.csv"  # beside it: one row per epoch (and model) (common.run.results)
 MARKER = ".elec576-result.json"  # written by `commit`: this folder is a finished result of this project
+PARTIAL = locks.PARTIAL_SUFFIX  # a folder's working name until it is committed: <out>.partial
 PARTIAL_MARKER = ".elec576-partial.json"  # written by `open`: this `.partial` folder is a working folder of ours
 PROJECT = "elec576-jax"
 TMP_TAG = ".tmp-"  # temporary files are `<name>.tmp-<pid>`
 _WRITE_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
                  errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
                  errno.EPERM: "operation not permitted"}
+
+
+def committed_path(path: str) -> str:
+    """`path` as it will be once every folder on it is committed: '/r.partial/lenet.partial/x' -> '/r/lenet/x'."""
+    return os.sep.join(p.removesuffix(PARTIAL) if p.endswith(PARTIAL) else p
+                       for p in os.path.abspath(path).split(os.sep))
 
 
 def write_error(path: str, e: OSError) -> Exception:
@@ -376,7 +383,7 @@ def set_aside(path: str) -> str:
 
 
 class RunDir:
-    """A result folder written as `<out>.partial/` and moved into place by `commit`, claimed (common.locks)
+    """A result folder written as `<out>.partial/` and moved into place by `commit`, claimed (common.runtime.locks)
     from `open` until `commit` or `release`, so two runs never share one working folder.
 
     `task` and `config` go into the marker `commit` writes, with the command (from the CLI's claim: see

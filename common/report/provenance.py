@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 
-from common.document import Cell, CellLike
+from common.report.document import Cell, CellLike
 
 
 def fmt_acc(value) -> str:

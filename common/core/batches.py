@@ -27,7 +27,7 @@ def epoch_order(n: int, batch_size: int, seed: int, epoch: int) -> np.ndarray:
     by (seed, epoch). The short last batch is dropped (a different one each epoch), which keeps a single
     compiled shape and batch-norm statistics over full batches."""
     if n < batch_size:
-        from common.errors import DataError  # an exception class only
+        from common.core.errors import DataError  # an exception class only
 
         raise DataError(f"the training split has {n} examples, fewer than the batch size {batch_size}")
     perm = np.random.default_rng([seed, epoch]).permutation(n)

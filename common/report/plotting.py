@@ -122,8 +122,8 @@ def band(ax, x, curves, color, width: float = 6) -> None:
 
 def save(fig, path: str, dpi: int = 130) -> str:
     """Renders `fig` to bytes (the format from `path`'s extension, PNG without one), then writes them
-    atomically (common.outputs), so no reader or resumed run ever sees half a figure."""
-    from common import outputs  # here: this module stays importable without JAX
+    atomically (common.runtime.outputs), so no reader or resumed run ever sees half a figure."""
+    from common.runtime import outputs  # here: this module stays importable without JAX
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     buffer = io.BytesIO()

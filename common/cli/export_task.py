@@ -3,7 +3,7 @@
     python run.py --task export --data-dir ../shared/data/elec576/CIFAR10 --out data/cifar10-course.npz
     python run.py --task export --dataset mnist --out data/mnist.npz          (TFDS; --tfds-data-dir / TFDS_DATA_DIR)
 
-The file (common/dataset_file.py, docs/data.md) holds the decoded uint8 splits before any preprocessing, so
+The file (common/data/dataset_file.py, docs/data.md) holds the decoded uint8 splits before any preprocessing, so
 `--data-dir FILE.npz` gives a task the same validation, holdout, preprocessing and results as the source, on a
 machine without TensorFlow.
 """
@@ -14,8 +14,9 @@ import dataclasses
 import os
 import sys
 
-from common import cli, data, dataset_file
-from common.errors import UserError
+from common import cli, data
+from common.core.errors import UserError
+from common.data import dataset_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -22,9 +22,9 @@ import optax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from common.errors import UserError
-from common.train.batches import padded, to_float
-from common.train.state import TrainState, model_slice, model_variables
+from common.core.batches import padded, to_float
+from common.core.errors import UserError
+from common.core.state import TrainState, model_slice, model_variables
 
 Metrics = dict[str, jax.Array]
 
@@ -163,7 +163,7 @@ def compile_program(train_step, n_models: int, mesh: Mesh, *, batch_shape: tuple
                     donate_state: bool = True) -> Program:
     """Jits the steps once for N models on `mesh`; `batch_shape` is one training batch's [b, h, w, c] and
     `eval_batch` a multiple of the 'data' axis (`eval_batch_for`). `compiler_options` (XLA's, or None for its
-    defaults) and `donate_state` are the machine's choices: `common.xla_cpu.program_options` gives them (on a
+    defaults) and `donate_state` are the machine's choices: `common.runtime.xla_cpu.program_options` gives them (on a
     CPU, Eigen's convolutions and no donation into a one-step call, both measured there)."""
     if model_axis == "auto":  # models spread over devices are vmapped: a slice of a sharded axis would gather
         model_axis = "unroll" if jax.default_backend() == "cpu" and mesh.shape["model"] == 1 else "vmap"
@@ -194,7 +194,7 @@ def compile_program(train_step, n_models: int, mesh: Mesh, *, batch_shape: tuple
         return jax.lax.scan(body, zeros, xs)[0]
 
     replicated = NamedSharding(mesh, P())
-    # The totals are always donated; the state unless the machine's choice says not (common/xla_cpu.py). No
+    # The totals are always donated; the state unless the machine's choice says not (common/runtime/xla_cpu.py). No
     # `compiler_options` keyword without options, so a jax without it never sees the keyword.
     options = {"compiler_options": compiler_options} if compiler_options else {}
     jit_train = jax.jit(train, in_shardings=(models, NamedSharding(mesh, P(None, "model", "data")), models, models,

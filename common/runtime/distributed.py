@@ -2,7 +2,7 @@
 
 Every process runs the same command with its own `--process-id`; `jax.distributed.initialize` connects them
 through the coordinator (process 0's HOST:PORT), after which `jax.devices()` lists every process's devices and
-one jitted step runs over all of them (see `common.train.step`). Each process reads the whole (small) dataset
+one jitted step runs over all of them (see `common.core.step`). Each process reads the whole (small) dataset
 and builds only its own shards of each global batch; process 0 alone writes results (`is_writer`).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 
-from common.errors import UserError
+from common.core.errors import UserError
 
 DEFAULT_TIMEOUT = 60  # seconds to wait for the coordinator and every peer before giving up
 # The exit code of a process whose peer died mid-run (BSD's EX_TEMPFAIL: the same commands, rerun, resume).

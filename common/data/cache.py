@@ -1,6 +1,6 @@
 """The decoded-array cache: an image folder or a TFDS dataset, once decoded, kept as a dataset file (.npz).
 
-The first load of a source writes its arrays (common/dataset_file.py's format) atomically into the cache folder;
+The first load of a source writes its arrays (common/data/dataset_file.py's format) atomically into the cache folder;
 a later load whose source fingerprint matches reads them back (0.2 s, no TensorFlow). The fingerprint is what
 can be known without decoding: for a folder every listed file's path (relative to the folder), label, size,
 mtime and ctime; for TFDS the prepared version folder's dataset_info.json and its files' names, sizes, mtimes
@@ -23,10 +23,10 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from common.errors import DataError, UserError
+from common.core.errors import DataError, UserError
 
 if TYPE_CHECKING:  # numpy, which `run.py --help` (this module's flags) need not import
-    from common import dataset_file
+    from common.data import dataset_file
 
 CACHE_ENV = "ELEC576_DATA_CACHE"
 RACY_SECONDS = 2.0  # files changed this recently could change again unseen within one mtime tick: not cached
@@ -90,7 +90,7 @@ def fingerprint(records: list[tuple], newest_ns: int) -> tuple[str, bool]:
 
 
 def folder_fingerprint(listing: dict) -> tuple[str, bool]:
-    """Of common.image_folder.list_image_folder's listing: every file's split, path inside the folder (split
+    """Of common.data.image_folder.list_image_folder's listing: every file's split, path inside the folder (split
     folder, label, name: not the path as typed, so that every spelling of the folder has one fingerprint),
     size, mtime and ctime."""
     records = [(split, name, f.label, os.path.basename(f.path), f.size, f.mtime_ns, f.ctime_ns)
@@ -129,7 +129,7 @@ def tfds_fingerprint(version_dir: str) -> tuple[str, bool] | None:
 def lookup(path: str | None, source: str, source_fingerprint: str) -> dataset_file.DatasetFile | None:
     """The entry at `path` when it is whole and was made from `source` as it is now; else None (with a note
     when an entry was there but cannot be used: it is then rebuilt)."""
-    from common import dataset_file  # pylint: disable=import-outside-toplevel,redefined-outer-name
+    from common.data import dataset_file  # pylint: disable=import-outside-toplevel,redefined-outer-name
 
     if path is None or not os.path.exists(path):
         return None
@@ -147,7 +147,7 @@ def lookup(path: str | None, source: str, source_fingerprint: str) -> dataset_fi
 
 def store(path: str | None, entry: dataset_file.DatasetFile, cacheable: bool) -> None:
     """Writes the entry (atomically); a cache that cannot be written is a note, never a failure."""
-    from common import dataset_file  # pylint: disable=import-outside-toplevel,redefined-outer-name
+    from common.data import dataset_file  # pylint: disable=import-outside-toplevel,redefined-outer-name
 
     if path is None or not cacheable:
         return
@@ -159,7 +159,7 @@ def store(path: str | None, entry: dataset_file.DatasetFile, cacheable: bool) ->
 
 
 def _reason(e: Exception) -> str:
-    """The OS's words for why a write failed (the OSError behind a UserError of common.outputs, which names
+    """The OS's words for why a write failed (the OSError behind a UserError of common.runtime.outputs, which names
     --out and is not about the cache)."""
     cause = e if isinstance(e, OSError) else e.__context__
     if isinstance(cause, OSError):

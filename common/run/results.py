@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from common import checkpoint as ckpt
-from common import outputs, plotting, provenance, tensorboard
-from common.train.history import mean_rows, model_histories, per_model_rows, row_value, split_metrics
-from common.train.state import model_slice
+from common.core.history import mean_rows, model_histories, per_model_rows, row_value, split_metrics
+from common.core.state import model_slice
+from common.report import plotting, provenance, tensorboard
+from common.runtime import checkpoint as ckpt
+from common.runtime import outputs
 
 HISTORY_CSV = outputs.HISTORY_CSV
 METRICS_JSON = outputs.METRICS_JSON
@@ -25,14 +26,9 @@ DIVERGENCE_GROWTH = 10.0  # last epoch's running loss over the first epoch's
 DIVERGENCE_PER_LN_CLASS = 1e3  # or above this many times a uniform guess's loss, ln(classes)
 
 
-PARTIAL = ".partial"  # common.outputs' working name of a folder until it is committed
+PARTIAL = outputs.PARTIAL
+committed_path = outputs.committed_path
 DESCRIPTIVE = ("command", "data_source", "environment")  # the path-bearing fields written for people to read
-
-
-def committed_path(path: str) -> str:
-    """`path` as it will be once every folder on it is committed: '/r.partial/lenet.partial/x' -> '/r/lenet/x'."""
-    return os.sep.join(p.removesuffix(PARTIAL) if p.endswith(PARTIAL) else p
-                       for p in os.path.abspath(path).split(os.sep))
 
 
 def portable_path(path: str | None, start: str) -> str | None:

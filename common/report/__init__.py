@@ -11,7 +11,7 @@ The page, top to bottom: what kind of run this is (full or shrunk, seeds, data),
 line per claim of the assignment: the measured numbers with their 95% Student-t interval, the assignment's
 number, the verdict), what is missing and why, how the results were made (commands with their environment,
 machine, versions, every time on its named basis), then one section per part. It is built once as a list of
-blocks (common.document) and rendered twice. Figures are found by walking each part's folders, so a new
+blocks (common.report.document) and rendered twice. Figures are found by walking each part's folders, so a new
 figure shows up without a change here. On a shrunk run no claim is judged: every verdict reads NOT_JUDGED;
 with one seed no comparison of two measured quantities is (ONE_SEED), and a judged one names its N. Beside a
 shrunk report's headline stand the published full run's numbers (REFERENCE_JSON).
@@ -37,8 +37,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from common import stats
-from common.document import (
+from common.core import stats
+from common.core.errors import UserError
+from common.report.document import (
     BACKTICK,
     Block,
     Cell,
@@ -56,9 +57,7 @@ from common.document import (
     to_html,
     to_markdown,
 )
-from common.errors import UserError
-from common.outputs import HISTORY_CSV, METRICS_JSON, atomic_write_bytes, read_json, unused_name  # noqa: F401 (API)
-from common.provenance import (  # noqa: F401
+from common.report.provenance import (  # noqa: F401
     command_line,
     fmt_acc,
     fmt_lr,
@@ -69,6 +68,7 @@ from common.provenance import (  # noqa: F401
     settings,
     versions_text,
 )
+from common.runtime.outputs import HISTORY_CSV, METRICS_JSON, atomic_write_bytes, committed_path, read_json, unused_name  # noqa: F401 (API)
 
 HTML_NAME = "report.html"
 MD_NAME = "REPORT.md"
@@ -510,7 +510,6 @@ def recorded_path(root: str, key: str, path: str | None) -> str:
     """A path a part's data file records (e.g. topk.json's checkpoint), shown root-relative: a relative one is
     relative to the part's folder `<root>/<key>` (results written since the paths became portable), an absolute
     one (older results) as committed (its `.partial` working names dropped)."""
-    from common.train.results import committed_path  # the training core's rule for committed folders
 
     if not path:
         return "n/a"

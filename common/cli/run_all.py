@@ -13,7 +13,7 @@ is that of the first failure (2 for bad input).
 
 The chain is one unit: every task writes into `<root>.partial/<task>` (its recorded command still names
 `<root>/<task>`), and only when the chain has ended are the finished task folders moved to `<root>/<task>`
-(each replacing only an earlier result of the same task: `common.outputs.place`), run_all.json written and
+(each replacing only an earlier result of the same task: `common.runtime.outputs.place`), run_all.json written and
 the report made. A rerun after a kill or Ctrl-C keeps each task that had finished in `<root>.partial` with the
 same command on the same data files (names, sizes, modification times: `data_signature`) instead of running
 it again. Nothing else in the root is touched (the report moves a REPORT.md or report.html it did not write
@@ -30,9 +30,10 @@ import sys
 import time
 import traceback
 
-from common import cli, interrupt, locks, outputs, report
+from common import cli, report
 from common import data as data_lib
-from common.errors import TrainingDiverged, UserError
+from common.core.errors import TrainingDiverged, UserError
+from common.runtime import interrupt, locks, outputs
 
 RUN_ALL_JSON = report.RUN_ALL_JSON
 CHAIN = ("all", "report", "export")  # not links of the chain: the tasks of this module, and export

@@ -23,9 +23,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from common import compile_cache, data_cache, distributed, host_memory, interrupt, locks
-from common.config import field_names
-from common.errors import TrainingDiverged, UserError
+from common.core.config import field_names
+from common.core.errors import TrainingDiverged, UserError
+from common.data import cache as data_cache
+from common.runtime import compile_cache, distributed, host_memory, interrupt, locks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +148,7 @@ TRAINING_FLAGS = ("--quick", "--epochs", "--batch-size", "--lr", "--seed", "--se
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags of every task that trains a classifier (fields of `common.config.TrainConfig`, `limit`)."""
+    """The flags of every task that trains a classifier (fields of `common.core.config.TrainConfig`, `limit`)."""
     g = parser.add_argument_group("training (defaults: the report's values)")
     g.add_argument("--quick", action="store_true",
                    help="start from the config's shrunk preset (minutes on a laptop; not the report's numbers)")
@@ -203,7 +204,7 @@ DETERMINISTIC_XLA_FLAG = "--xla_gpu_deterministic_ops=true"
 
 def deterministic_gpu_ops(args: argparse.Namespace) -> None:
     """--deterministic: XLA_FLAGS gains DETERMINISTIC_XLA_FLAG (metrics.json records XLA_FLAGS with the command's
-    environment: common.outputs.COMMAND_ENV)."""
+    environment: common.runtime.outputs.COMMAND_ENV)."""
     flags = os.environ.get("XLA_FLAGS", "")
     if getattr(args, "deterministic", False) and DETERMINISTIC_XLA_FLAG not in flags.split():
         os.environ["XLA_FLAGS"] = f"{flags} {DETERMINISTIC_XLA_FLAG}".strip()
@@ -354,7 +355,7 @@ def run_task(task: Task, args: argparse.Namespace) -> int:
             distributed.peer_died()
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        from common import outputs  # here, like jax: this module loads before the Ctrl-C handler is in place
+        from common.runtime import outputs  # here, like jax: this module loads before the Ctrl-C handler is in place
 
         print(f"error: {outputs.write_error(e.filename or 'a file', e)}", file=sys.stderr)
         return 2
@@ -385,7 +386,8 @@ def guarded_run(task: Task, args: argparse.Namespace) -> int:
     """`task.run(args)` holding `args.out` (checked: a folder this task may replace, writable; then locked
     against other runs, nested folders included) throughout, so a bad or busy --out is one line before any
     data are loaded."""
-    from common import data, outputs  # import jax and numpy: not at the top (see check_backend)
+    from common import data
+    from common.runtime import outputs  # import jax and numpy: not at the top (see check_backend)
 
     interrupt.check()
     data.check_out_outside_data(args.out, getattr(args, "data_dir", None), getattr(args, "mnist", None))

@@ -1,8 +1,8 @@
 """The pure training core: `train_models` trains N >= 1 models on arrays and returns their states, best epochs
 and per-epoch history. It touches no file, lock, signal or process state: what a run needs beyond that
-(resuming, a checkpoint each epoch, Ctrl-C between calls) comes in as hooks (`common.train.fit` passes them).
+(resuming, a checkpoint each epoch, Ctrl-C between calls) comes in as hooks (`common.run.fit` passes them).
 
-Each epoch's order is `common.train.batches.epoch_order` (seeded by (seed, epoch) per model), sent to the device as
+Each epoch's order is `common.core.batches.epoch_order` (seeded by (seed, epoch) per model), sent to the device as
 int32 indices, k steps per call; the images never leave the device. Only explicit read-backs remain: the
 running loss for the progress bar (at most twice a second) and each epoch's metric sums.
 """
@@ -19,11 +19,11 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from common.config import TrainConfig
-from common.errors import TrainingDiverged
-from common.train import step as step_lib
-from common.train.batches import epoch_order
-from common.train.state import init_states, model_grid, model_variables
+from common.core import step as step_lib
+from common.core.batches import epoch_order
+from common.core.config import TrainConfig
+from common.core.errors import TrainingDiverged
+from common.core.state import init_states, model_grid, model_variables
 
 SPLITS = ("train", "val", "test")
 # On a GPU or TPU `auto` runs the epoch as scans of at most this many steps: a call of LeNet5 or LSTM-128
@@ -203,7 +203,7 @@ class BestEpoch:
             return
         current = model_variables(state)
         if self.variables is None or improved.all():
-            # A copy: the next training call may donate (and so invalidate) the state's buffers (common/xla_cpu.py).
+            # A copy: the next training call may donate (and so invalidate) the state's buffers (runtime/xla_cpu.py).
             self.variables = jax.tree_util.tree_map(jnp.copy, current)
         else:
             mask = improved if mesh is None else step_lib.put(improved, mesh, P("model"))

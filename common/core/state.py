@@ -17,7 +17,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from common.config import TrainConfig, as_tuple
+from common.core.config import TrainConfig, as_tuple
 
 
 class TrainState(train_state.TrainState):
