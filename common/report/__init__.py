@@ -36,6 +36,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Sequence
+from statistics import median
 
 from common.core import stats
 from common.core.errors import UserError
@@ -340,12 +341,6 @@ def _first(metrics: dict, *keys: str) -> float:
     return next((float(metrics[k]) for k in keys if metrics.get(k) is not None), 0.0)
 
 
-def _median(values: list[float]) -> float:
-    s = sorted(values)
-    mid = len(s) // 2
-    return s[mid] if len(s) % 2 else 0.5 * (s[mid - 1] + s[mid])
-
-
 def run_timing(folder: str, metrics: dict | None = None) -> Timing | None:
     """The Timing of the run in `folder` (its metrics.json and history.csv); None without metrics.json.
     Without a history the medians fall back to metrics.json's fields on the same rule."""
@@ -364,8 +359,8 @@ def run_timing(folder: str, metrics: dict | None = None) -> Timing | None:
                       _first(metrics, f"train_images_per_sec_{after}", "train_images_per_sec"),
                       n_models, metrics.get("wall_seconds"))
     return Timing(tuple(int(r["epoch"]) for r in steady), len(history),
-                  _median([r["train_seconds"] for r in steady]), _median([r["epoch_seconds"] for r in steady]),
-                  _median([r["train_images_per_sec"] for r in steady]), n_models, metrics.get("wall_seconds"))
+                  median([r["train_seconds"] for r in steady]), median([r["epoch_seconds"] for r in steady]),
+                  median([r["train_images_per_sec"] for r in steady]), n_models, metrics.get("wall_seconds"))
 
 
 def fmt_train_time(t: Timing | None) -> str:
