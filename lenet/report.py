@@ -192,11 +192,10 @@ def _word(low_ok: bool, high_bad: bool) -> str:
     return "supported" if low_ok else "not supported" if high_bad else "not separated"
 
 
-def claim_1c_parts(tables: list[list[dict]], shrunk: bool, one_model: bool = False) -> tuple[str, str, str]:
+def claim_1c_parts(tables: list[list[dict]], shrunk: bool) -> tuple[str, str, str]:
     """(conv1 verdict, conv2 verdict, what was compared) on the t-intervals over the models: conv1's KS drop
     at least SIGNIFICANT_KS_DROP ('significantly'), and conv2's smaller than conv1's ('only slightly'). Each is a
-    comparison of two networks' measured distributions, so with one model: ONE_SEED (unless `one_model` asks
-    for the description of model 0's values, `claim_1c_verdict`)."""
+    comparison of two networks' measured distributions, so with one model: ONE_SEED."""
     est = ks_estimates(tables)
     if est is None:
         return "n/a", "n/a", "the statistics lack conv1 or conv2 with and without batch norm"
@@ -204,7 +203,7 @@ def claim_1c_parts(tables: list[list[dict]], shrunk: bool, one_model: bool = Fal
     if shrunk:
         word = report.SHRUNK_ONE_SEED if d1.n < report.MIN_SEEDS else NOT_JUDGED
         return word, word, how
-    if d1.n < report.MIN_SEEDS and not one_model:
+    if d1.n < report.MIN_SEEDS:
         return report.ONE_SEED, report.ONE_SEED, how
     one = "the value" if d1.n == 1 else f"the 95% t-interval (N = {d1.n} models)"
     v1 = (f"{_word(d1.low >= SIGNIFICANT_KS_DROP, d1.high < SIGNIFICANT_KS_DROP)}: {one} of conv1's drop, "
@@ -212,20 +211,6 @@ def claim_1c_parts(tables: list[list[dict]], shrunk: bool, one_model: bool = Fal
     v2 = (f"{_word(diff.low > 0, diff.high < 0)}: {one} of conv1's drop minus conv2's, "
           f"{report.fmt_range(diff.low, diff.high)}{report.interval_notes(diff)}, against 0")
     return v1, v2, how
-
-
-def claim_1c_verdict(table: list[dict]) -> str:
-    """The claim on one model's statistics table, in one sentence (a model-0-only view of `claim_1c_parts`)."""
-    est = ks_estimates([table] if table else [])
-    if est is None:
-        return "n/a (the statistics lack conv1 or conv2 with and without batch norm)."
-    d1, d2, _, how = est
-    v1, v2, _ = claim_1c_parts([table], False, one_model=True)
-    s1, s2 = v1.startswith("supported"), v2.startswith("supported")
-    word = "supported" if s1 and s2 else "partly supported" if s1 or s2 else "not supported"
-    return (f"{word}: batch norm lowers the KS distance to a normal by {d1.mean:+.3f} for conv1 and {d2.mean:+.3f} "
-            f"for conv2 ({how}; 'significantly' taken as a drop of at least {SIGNIFICANT_KS_DROP}, 'only slightly' "
-            "as a smaller drop for conv2 than conv1).")
 
 
 def visualize_stats(root: str) -> dict:

@@ -11,7 +11,7 @@ from common import cli, report
 from common.cli import run_all
 from common.core import stats
 from common.runtime import outputs
-from lenet.report import LENET_TARGET, claim_1c_verdict
+from lenet.report import LENET_TARGET, claim_1c_parts
 from recurrent import compare
 from recurrent.report import LSTM128_TARGET, RNN64_TARGET
 from run import TASKS, main
@@ -64,21 +64,22 @@ def test_estimate_text_with_and_without_seeds():
     assert report.estimate_of({}, "test_accuracy") is None
 
 
-def test_claim_1c_verdict_from_the_ks_distances():
-    def table(ks):  # {(network, layer, stage): ks}
-        return [{"network": n, "layer": layer, "stage": s, "ks_normal": v} for (n, layer, s), v in ks.items()]
+def test_claim_1c_from_the_ks_distances_of_several_models():
+    def tables(ks, n=3):  # {(network, layer, stage): ks}, the same for each of n models
+        return [[{"network": k[0], "layer": k[1], "stage": k[2], "ks_normal": v} for k, v in ks.items()]] * n
 
     both = {("batchnorm", "conv1", "pre_bn"): 0.30, ("batchnorm", "conv1", "post_bn"): 0.10,
             ("batchnorm", "conv2", "pre_bn"): 0.30, ("batchnorm", "conv2", "post_bn"): 0.28,
             ("no_batchnorm", "conv1", "pre_bn"): 0.25, ("no_batchnorm", "conv2", "pre_bn"): 0.29}
-    verdict = claim_1c_verdict(table(both))
-    assert verdict.startswith("supported: ") and "+0.150 for conv1 and +0.010 for conv2" in verdict
-    assert "without batch norm" in verdict  # the two networks compared when both are there
+    v1, v2, how = claim_1c_parts(tables(both), shrunk=False)
+    assert v1.startswith("supported") and "N = 3 models" in v1 and v2.startswith("supported")
+    assert "without batch norm" in how  # the two networks compared when both are there
     alone = {k: v for k, v in both.items() if k[0] == "batchnorm"}
-    assert "within the batch-norm network" in claim_1c_verdict(table(alone))
+    assert "within the batch-norm network" in claim_1c_parts(tables(alone), shrunk=False)[2]
     flat = {**both, ("batchnorm", "conv1", "post_bn"): 0.24, ("batchnorm", "conv2", "post_bn"): 0.20}
-    assert claim_1c_verdict(table(flat)).startswith("not supported")
-    assert claim_1c_verdict([]).startswith("n/a")
+    assert claim_1c_parts(tables(flat), shrunk=False)[0].startswith("not supported")
+    assert claim_1c_parts([], shrunk=False)[0] == "n/a"
+    assert claim_1c_parts(tables(both, n=1), shrunk=False)[0] == report.ONE_SEED  # one model judges nothing
 
 
 def test_comparison_row_per_seed_time_to_threshold():
