@@ -48,7 +48,6 @@ BASELINE = "baseline"
 SHARED = "shared"  # the member folder of the baseline's program (with the variants its state carries)
 METRICS = (("val", "validation"), ("test", "test"))
 DEFAULT_SEEDS = 3
-ONE_SEED = "not judged: one seed"
 TRAIN_CLAIM_LEVEL = 0.80  # "the maximum training accuracy achievable was above 80% when training for more than 25"
 
 
@@ -326,8 +325,8 @@ def judge(estimate: report.Estimate, shrunk: bool) -> str:
     excludes 0, 'no effect shown' when it holds 0."""
     if shrunk:
         return report.NOT_JUDGED
-    if estimate.n < 2:
-        return ONE_SEED
+    if estimate.n < report.MIN_SEEDS:
+        return report.ONE_SEED
     return "matters" if estimate.low > 0 or estimate.high < 0 else "no effect shown"
 
 
@@ -354,7 +353,7 @@ def claims(base_rows: list[dict], variants: dict, effects: dict, shrunk: bool) -
         train = report.aggregate(after)
         rises = train.low > TRAIN_CLAIM_LEVEL
         no_gain = not more["low"] > 0
-        verdict = (report.NOT_JUDGED if shrunk else ONE_SEED if train.n < 2
+        verdict = (report.NOT_JUDGED if shrunk else report.ONE_SEED if train.n < report.MIN_SEEDS
                    else "supported" if rises and no_gain else "not supported")
         out["past_epochs"] = {
             "claim": "training past the report's epochs raises the training accuracy above 80% but not the "
@@ -368,8 +367,8 @@ def claims(base_rows: list[dict], variants: dict, effects: dict, shrunk: bool) -
     bn = effects.get("no_batchnorm", {}).get("test")
     if bn and bn["n"]:
         e = report.aggregate(bn["differences"])
-        verdict = (report.NOT_JUDGED if shrunk else ONE_SEED if e.n < 2 else "supported" if e.high < 0
-                   else "contradicted" if e.low > 0 else "no effect shown")
+        verdict = (report.NOT_JUDGED if shrunk else report.ONE_SEED if e.n < report.MIN_SEEDS
+                   else "supported" if e.high < 0 else "contradicted" if e.low > 0 else "no effect shown")
         out["batch_norm"] = {"claim": "batch norm helps (removing it lowers the test accuracy)", "test_effect": bn,
                              "validation_effect": effects["no_batchnorm"]["val"], "verdict": verdict}
     return out

@@ -148,7 +148,7 @@ def test_verdicts_follow_the_report_rules():
     assert ablation.judge(est([0.05, 0.06, 0.07]), shrunk=False) == "matters"
     assert ablation.judge(est([-0.05, -0.06, -0.07]), shrunk=False) == "matters"
     assert ablation.judge(est([-0.05, 0.06, 0.01]), shrunk=False) == "no effect shown"
-    assert ablation.judge(est([0.05]), shrunk=False) == ablation.ONE_SEED == "not judged: one seed"
+    assert ablation.judge(est([0.05]), shrunk=False) == report.ONE_SEED  # the report's rule and words
     assert ablation.judge(est([0.05, 0.06, 0.07]), shrunk=True) == report.NOT_JUDGED
 
 
