@@ -10,6 +10,9 @@
 
 The core and the science (lenet/model.py, recurrent/cells.py, deconv/ops.py, ...) touch no file, lock, signal
 or process state; tests/test_layers.py enforces the order.
+
+The one thing this file does, for one release only: the module names from before the floors (`common.outputs`,
+`common.train.loop`, ...) still import, as the same modules, with a DeprecationWarning (`MOVED`; docs/api.md).
 """
 
 import importlib
