@@ -400,3 +400,14 @@ def test_all_quick_end_to_end_then_report_and_a_missing_part(mock_tfds, image_fo
     command = report.relative_paths("python run.py " + shlex.join(task_argv("deconv", root)), root)
     assert f"Make it with: <code>{command}</code>" in page
     assert len(re.findall(r"<img ", page)) == len(expected) - len(figures["deconv"])
+
+
+def test_the_report_reads_the_published_reference_of_this_repository():
+    """The reference column's default file is docs/results/reference.json beside run.py (the project root,
+    wherever the report module sits in the package), and the published one has claims."""
+    from common.runtime import outputs
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    assert os.path.samefile(outputs.PROJECT_ROOT, root) and os.path.isfile(os.path.join(root, "run.py"))
+    assert os.path.samefile(report.REFERENCE_JSON, os.path.join(root, "docs", "results", "reference.json"))
+    assert report.read_reference()["claims"]

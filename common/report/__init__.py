@@ -69,7 +69,15 @@ from common.report.provenance import (  # noqa: F401
     settings,
     versions_text,
 )
-from common.runtime.outputs import HISTORY_CSV, METRICS_JSON, atomic_write_bytes, committed_path, read_json, unused_name  # noqa: F401 (API)
+from common.runtime.outputs import (  # noqa: F401 (API)
+    HISTORY_CSV,
+    METRICS_JSON,
+    PROJECT_ROOT,
+    atomic_write_bytes,
+    committed_path,
+    read_json,
+    unused_name,
+)
 
 HTML_NAME = "report.html"
 MD_NAME = "REPORT.md"
@@ -427,8 +435,7 @@ HEADLINE_HEADERS = ["part", "claim of the assignment", "measured (mean \u00b1 st
 REFERENCE_HEADER = "published full run"
 # The published full run's numbers, shown beside each headline row of a shrunk or one-seed report (the format:
 # docs/report.md, "The reference column"). Beside the repository's code, so any results folder can use it.
-REFERENCE_JSON = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "results",
-                              "reference.json")
+REFERENCE_JSON = os.path.join(PROJECT_ROOT, "docs", "results", "reference.json")
 
 
 def accuracy_claim(part: str, claim: str, estimate: Estimate | None, target: Target, shrunk: bool,

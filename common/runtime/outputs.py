@@ -49,6 +49,7 @@ MARKER = ".elec576-result.json"  # written by `commit`: this folder is a finishe
 PARTIAL = locks.PARTIAL_SUFFIX  # a folder's working name until it is committed: <out>.partial
 PARTIAL_MARKER = ".elec576-partial.json"  # written by `open`: this `.partial` folder is a working folder of ours
 PROJECT = "elec576-jax"
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # where run.py is
 TMP_TAG = ".tmp-"  # temporary files are `<name>.tmp-<pid>`
 _WRITE_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
                  errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
@@ -286,9 +287,7 @@ def finish_commit(final: str, task: str | None) -> dict | None:
     marker is written just before `place`), moves that result into place now and finishes discarding the
     earlier one; returns the placed result's marker (None when there was nothing to finish). One process
     only: in a multi-process run the other processes read that folder."""
-    import jax
-
-    work = final + locks.PARTIAL_SUFFIX
+    work = final + PARTIAL
     marker = read_marker(work)
     if jax.process_count() > 1 or not marker or marker.get("kind") != "result" or \
             (task is not None and marker.get("task") not in (task, None)):
@@ -306,7 +305,7 @@ def partial_refusal(out: str) -> str | None:
     """Why `<out>.partial` must not be used as this run's working folder: it exists and holds something, but
     neither the marker `RunDir.open` writes nor a finished result's, nor only a killed writer's temporary
     files, so this project did not make it (None: it may be used)."""
-    work = locks.resolve(out) + locks.PARTIAL_SUFFIX
+    work = locks.resolve(out) + PARTIAL
     if not os.path.isdir(work) or is_ours(work):
         return None
     names = sorted(os.listdir(work))
@@ -339,7 +338,7 @@ def working_root(path: str) -> str | None:
     """The outermost working folder of this project (`*.partial` with its marker) that is or holds `path`."""
     found, folder = None, os.path.abspath(path)
     while True:
-        if folder.endswith(locks.PARTIAL_SUFFIX) and os.path.isfile(os.path.join(folder, PARTIAL_MARKER)):
+        if folder.endswith(PARTIAL) and os.path.isfile(os.path.join(folder, PARTIAL_MARKER)):
             found = folder
         if os.path.dirname(folder) == folder:
             return found
@@ -382,6 +381,26 @@ def set_aside(path: str) -> str:
     return target
 
 
+def member_entries(members: Iterable[str]) -> set[str]:
+    """What a sweep member may leave in the sweep's working folder: its folder, its `.partial` and its lock."""
+    return {m + s for m in members for s in ("", PARTIAL, locks.LOCK_SUFFIX)}
+
+
+def set_aside_strays(run: RunDir, names: Iterable[str], why: str) -> None:
+    """Moves the entries `names` of a sweep's working folder out of it (`set_aside`: nothing is deleted but the
+    temporary copies a kill cut short), with one note saying `why` they had to go."""
+    moved = []
+    for name in names:
+        path = run.path(name)
+        if TMP_TAG in name:  # ours, cut short by a kill
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+        else:
+            moved.append(set_aside(path))
+    if moved:
+        print(f"note: {', '.join(os.path.basename(m) for m in moved[:3])} ({why}) moved aside to "
+              f"{os.path.dirname(moved[0])}", file=sys.stderr)
+
+
 class RunDir:
     """A result folder written as `<out>.partial/` and moved into place by `commit`, claimed (common.runtime.locks)
     from `open` until `commit` or `release`, so two runs never share one working folder.
@@ -394,7 +413,7 @@ class RunDir:
 
     def __init__(self, out: str, *, task: str | None = None, config: Any = None):
         self.final = locks.resolve(out)
-        self.shared = self.final + ".partial"
+        self.shared = self.final + PARTIAL
         self.task, self.config = task, config
         self.writer = distributed.is_writer()
         self.work = self.shared if self.writer else tempfile.mkdtemp(prefix=f"process{jax.process_index()}-")
@@ -503,7 +522,7 @@ COMMAND_ENV = ("TFDS_DATA_DIR", "JAX_PLATFORMS", "XLA_FLAGS", "ELEC576_XLA_CPU_D
 def git_state(cwd: str | None = None) -> dict[str, Any]:
     """{'commit': HEAD, 'dirty': uncommitted changes?} of the checkout holding this code; None values when it
     is not a git checkout (or git is absent)."""
-    here = cwd or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = cwd or PROJECT_ROOT
 
     def git(*args) -> str | None:
         try:
