@@ -189,7 +189,7 @@ def test_other_random_bits_fail_the_golden_numbers():
 @pytest.mark.slow
 def test_other_nadam_momentum_fails_the_golden_numbers(monkeypatch):
     """Nadam with b1 = 0.85 instead of 0.9: the same initial weights, other updates."""
-    nadam = lambda lr: optax.inject_hyperparams(optax.nadam)(learning_rate=lr, b1=0.85)
+    nadam = lambda lr, name="nadam": optax.inject_hyperparams(optax.nadam)(learning_rate=lr, b1=0.85)
     monkeypatch.setattr(state_lib, "make_optimizer", nadam)
     bad = mismatches(lstm_run(), GOLDEN["lstm"])
     assert bad and not any(line.startswith("loss 0") for line in bad)  # step 0's loss precedes any update

@@ -76,8 +76,7 @@ def init_states(model: nn.Module, input_shape, specs: list[ModelSpec],
     with seed `specs[i].seed` alone.
     """
     keys = np.stack([np.asarray(jax.random.split(jax.random.PRNGKey(s.seed))) for s in specs])
-    # Nadam is asked for with the rate alone, the call every caller (and a test's stand-in) has always made.
-    tx = make_optimizer(specs[0].lr) if optimizer == "nadam" else make_optimizer(specs[0].lr, optimizer)
+    tx = make_optimizer(specs[0].lr, optimizer)
     state = jax.vmap(lambda k: create_train_state(model, tx, input_shape, k))(keys[:, 0])
     lrs = np.asarray([s.lr for s in specs], np.float32)
     opt_state = state.opt_state._replace(hyperparams={**state.opt_state.hyperparams, "learning_rate": lrs})
