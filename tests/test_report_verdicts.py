@@ -335,8 +335,10 @@ def test_the_published_run_stands_beside_a_shrunk_report(tmp_path, monkeypatch):
 
 def test_data_files_record_paths_that_survive_a_move(tmp_path):
     from common.run import results
+    from common.runtime import outputs
+
     root = tmp_path / "r.partial"
-    assert results.committed_path(str(root / "deconv.partial" / "x")) == str(tmp_path / "r" / "deconv" / "x")
+    assert outputs.committed_path(str(root / "deconv.partial" / "x")) == str(tmp_path / "r" / "deconv" / "x")
     assert results.portable_path(str(root / "lenet"), str(root / "deconv.partial")) == "../lenet"
     (root / "rnn.partial" / "lstm_h8").mkdir(parents=True)
     (root / "run_all.json").write_text("{}")
@@ -375,3 +377,4 @@ def test_run_timing_reads_metrics_named_by_basis_and_older_unnamed_fields(tmp_pa
            "train_images_per_sec_first_epoch": 50.0, "train_seconds_per_epoch_after_first": None}
     assert report.fmt_train_time(report.run_timing(str(tmp_path), one)) == \
         "9.00 s (1 epoch, includes compilation; not comparable)"
+

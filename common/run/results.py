@@ -5,6 +5,7 @@ one-model run's history and metrics hold plain numbers, a several-model run's pe
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -24,10 +25,6 @@ METRICS_JSON = outputs.METRICS_JSON
 TENSORBOARD_DIR = "tensorboard"  # <out>/tensorboard/<model>/events.out.tfevents.*
 DIVERGENCE_GROWTH = 10.0  # last epoch's running loss over the first epoch's
 DIVERGENCE_PER_LN_CLASS = 1e3  # or above this many times a uniform guess's loss, ln(classes)
-
-
-PARTIAL = outputs.PARTIAL
-committed_path = outputs.committed_path
 DESCRIPTIVE = ("command", "data_source", "environment")  # the path-bearing fields written for people to read
 
 
@@ -36,7 +33,7 @@ def portable_path(path: str | None, start: str) -> str | None:
     stays true when the results folder moves and never names a `.partial` folder that is gone."""
     if not path:
         return path
-    return os.path.relpath(committed_path(path), committed_path(start))
+    return os.path.relpath(outputs.committed_path(path), outputs.committed_path(start))
 
 
 def portable(value: Any, root: str) -> Any:
@@ -44,7 +41,7 @@ def portable(value: Any, root: str) -> Any:
     (`provenance.relative_paths`: the results `root` as `$R`, or relative to the repository; folders above the
     repository as '..'), `.partial` working names dropped."""
     if isinstance(value, str):
-        return provenance.relative_paths(value.replace(PARTIAL + os.sep, os.sep), committed_path(root))
+        return provenance.relative_paths(value.replace(outputs.PARTIAL + os.sep, os.sep), outputs.committed_path(root))
     if isinstance(value, dict):
         return {k: portable(v, root) for k, v in value.items()}
     if isinstance(value, list):
@@ -55,9 +52,9 @@ def portable(value: Any, root: str) -> Any:
 def results_root(folder: str) -> str:
     """The results folder a run's folder belongs to, as committed: the nearest of its parent and grandparent
     (a sweep's member) that `--task all` made (it holds run_all.json), else its parent."""
-    parent = os.path.dirname(committed_path(folder))
+    parent = os.path.dirname(outputs.committed_path(folder))
     for candidate in (parent, os.path.dirname(parent)):
-        if any(os.path.isfile(os.path.join(c, "run_all.json")) for c in (candidate, candidate + PARTIAL)):
+        if any(os.path.isfile(os.path.join(c, "run_all.json")) for c in (candidate, candidate + outputs.PARTIAL)):
             return candidate
     return parent
 
@@ -66,6 +63,16 @@ def readable(record: dict, root: str) -> dict:
     """metrics.json or run.json with its DESCRIPTIVE fields `portable`; the config keeps the paths as given
     (they reload the data and are compared on resume)."""
     return {k: portable(v, root) if k in DESCRIPTIVE else v for k, v in record.items()}
+
+
+def finished_metrics(folder: str, config: dict, fingerprint: str) -> dict | None:
+    """metrics.json of the finished result of ours in `folder` when it was trained with the recorded `config` on
+    the data of `fingerprint` (one written before fingerprints passes that test), else None: what a sweep keeps."""
+    metrics = outputs.read_json(os.path.join(folder, METRICS_JSON))
+    if outputs.read_marker(folder) is None or metrics is None:
+        return None
+    same_config = metrics.get("config") == json.loads(json.dumps(config, default=outputs.jsonable))
+    return metrics if same_config and metrics.get("data_fingerprint", fingerprint) == fingerprint else None
 
 
 def squeeze_rows(history: list[dict], n_models: int) -> list[dict]:
