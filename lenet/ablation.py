@@ -22,9 +22,7 @@ never deleted.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -35,6 +33,7 @@ from common.core.config import as_tuple
 from common.core.errors import UserError
 from common.core.state import ModelSpec
 from common.report import document
+from common.run import results
 from common.runtime import distributed, outputs
 from lenet.config import LeNetConfig
 from lenet.train import train_and_evaluate
@@ -198,38 +197,18 @@ def parse_variants(text: str | None) -> list[str]:
 
 def finished(folder: str, program: Program, fingerprint: str) -> dict | None:
     """The member's metrics when `folder` holds its finished result, trained with its config on the same data."""
-    metrics = outputs.read_json(os.path.join(folder, outputs.METRICS_JSON))
-    if outputs.read_marker(folder) is None or metrics is None:
-        return None
-    same_config = metrics.get("config") == json.loads(json.dumps(program.recorded, default=outputs.jsonable))
-    same_data = metrics.get("data_fingerprint") == fingerprint
-    return metrics if same_config and same_data and os.path.isfile(os.path.join(folder, report.HISTORY_CSV)) else None
-
-
-def _set_aside(run: outputs.RunDir, names: list[str]) -> None:
-    """Moves members of other settings (and anything else) out of the working folder, to
-    `<out>.partial.other-<time>/` (`outputs.set_aside`, as every sweep does); nothing is deleted but the
-    temporary copies a kill cut short."""
-    moved = []
-    for name in names:
-        path = run.path(name)
-        if outputs.TMP_TAG in name:  # ours, cut short by a kill
-            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
-        else:
-            moved.append(outputs.set_aside(path))
-    if moved:
-        print(f"note: {', '.join(os.path.basename(m) for m in moved[:3])} (other settings or data) moved to "
-              f"{os.path.dirname(moved[0])}", file=sys.stderr)
+    metrics = results.finished_metrics(folder, program.recorded, fingerprint)
+    return metrics if metrics is not None and os.path.isfile(os.path.join(folder, report.HISTORY_CSV)) else None
 
 
 def gather(run: outputs.RunDir, programs: dict[str, Program], fingerprint: str) -> set[str]:
     """The members already finished: in the working folder, or in an earlier result at `out` (copied in, so a
     narrower rerun keeps them); strays moved aside first. Returns their names."""
-    keep = {outputs.PARTIAL_MARKER, *OUTPUT_FILES} | {m + s for m in programs for s in ("", ".partial", ".lock")}
+    keep = {outputs.PARTIAL_MARKER, *OUTPUT_FILES} | outputs.member_entries(programs)
     strays = [n for n in sorted(os.listdir(run.work)) if n not in keep]
     strays += [m for m in programs if os.path.isdir(run.path(m)) and not finished(run.path(m), programs[m], fingerprint)
                and outputs.read_marker(run.path(m)) is not None]
-    _set_aside(run, strays)
+    outputs.set_aside_strays(run, strays, "other settings or data")  # to <out>.partial.other-<time>/
     done = set()
     for member, program in programs.items():
         if finished(run.path(member), program, fingerprint):
@@ -320,14 +299,15 @@ def paired(base: list[dict], variant: list[dict], key: str) -> tuple[list[int], 
     return seeds, [float(v[s]) - float(b[s]) for s in seeds]
 
 
+def not_judged(shrunk: bool, n: int) -> str | None:
+    """The report's rule for every verdict here: why nothing is judged (a shrunk run, one seed), else None."""
+    return report.NOT_JUDGED if shrunk else report.ONE_SEED if n < report.MIN_SEEDS else None
+
+
 def judge(estimate: report.Estimate, shrunk: bool) -> str:
-    """The report's rules: nothing judged on a shrunk run or one pair; else 'matters' when the 95% interval
-    excludes 0, 'no effect shown' when it holds 0."""
-    if shrunk:
-        return report.NOT_JUDGED
-    if estimate.n < report.MIN_SEEDS:
-        return report.ONE_SEED
-    return "matters" if estimate.low > 0 or estimate.high < 0 else "no effect shown"
+    """'matters' when the 95% interval excludes 0, 'no effect shown' when it holds 0 (or `not_judged`)."""
+    return not_judged(shrunk, estimate.n) or ("matters" if estimate.low > 0 or estimate.high < 0
+                                              else "no effect shown")
 
 
 def effect(base: list[dict], variant: list[dict], key: str, shrunk: bool) -> dict:
@@ -353,8 +333,7 @@ def claims(base_rows: list[dict], variants: dict, effects: dict, shrunk: bool) -
         train = report.aggregate(after)
         rises = train.low > TRAIN_CLAIM_LEVEL
         no_gain = not more["low"] > 0
-        verdict = (report.NOT_JUDGED if shrunk else report.ONE_SEED if train.n < report.MIN_SEEDS
-                   else "supported" if rises and no_gain else "not supported")
+        verdict = not_judged(shrunk, train.n) or ("supported" if rises and no_gain else "not supported")
         out["past_epochs"] = {
             "claim": "training past the report's epochs raises the training accuracy above 80% but not the "
                      "validation or test accuracy",
@@ -367,8 +346,8 @@ def claims(base_rows: list[dict], variants: dict, effects: dict, shrunk: bool) -
     bn = effects.get("no_batchnorm", {}).get("test")
     if bn and bn["n"]:
         e = report.aggregate(bn["differences"])
-        verdict = (report.NOT_JUDGED if shrunk else report.ONE_SEED if e.n < report.MIN_SEEDS
-                   else "supported" if e.high < 0 else "contradicted" if e.low > 0 else "no effect shown")
+        verdict = not_judged(shrunk, e.n) or ("supported" if e.high < 0 else "contradicted" if e.low > 0
+                                              else "no effect shown")
         out["batch_norm"] = {"claim": "batch norm helps (removing it lowers the test accuracy)", "test_effect": bn,
                              "validation_effect": effects["no_batchnorm"]["val"], "verdict": verdict}
     return out

@@ -10,9 +10,7 @@ earlier members it does not name (copied in before the commit) and summarises ev
 from __future__ import annotations
 
 import csv
-import json
 import os
-import shutil
 import sys
 
 from common import data as data_lib
@@ -116,17 +114,15 @@ def finished_member(folder: str, config: RNNConfig, dataset: data_lib.Dataset,
                     fingerprint: str) -> tuple[dict, list[dict]] | None:
     """(metrics, history) of the finished result in `folder` when it was trained with `config` on the same
     data (its `data_fingerprint`, or where it has none its source and split sizes), else None."""
-    metrics = outputs.read_json(os.path.join(folder, results.METRICS_JSON))
-    if outputs.read_marker(folder) is None or metrics is None:
+    metrics = results.finished_metrics(folder, config.to_dict(), fingerprint)
+    if metrics is None:
         return None
-    same_config = metrics.get("config") == json.loads(json.dumps(config.to_dict(), default=outputs.jsonable))
     sizes = (len(dataset.train), len(dataset.val), len(dataset.test))
-    same_data = (metrics.get("data_fingerprint", fingerprint) == fingerprint
-                 # metrics.json writes the source as the report does (results.readable): compare it so
-                 and metrics.get("data_source") in (dataset.source, results.portable(dataset.source,
-                                                                                     results.results_root(folder)))
+    # metrics.json writes the source as the report does (results.readable): compare it so
+    same_data = (metrics.get("data_source") in (dataset.source, results.portable(dataset.source,
+                                                                                 results.results_root(folder)))
                  and tuple(metrics.get(f"{s}_size", -1) for s in ("train", "val", "test")) == sizes)
-    if not (same_config and same_data):
+    if not same_data:
         return None
     try:
         return metrics, read_history(os.path.join(folder, results.HISTORY_CSV))
@@ -190,20 +186,12 @@ def _set_aside_strays(run: outputs.RunDir, configs: list[RNNConfig], earlier: di
     """Moves what an earlier sweep with other members left in the working folder out of this result (once,
     to `<out>.partial.other-<time>`: `outputs.set_aside`). A copy of an earlier member this sweep keeps is
     not a stray when it is that member (the same marker); a half-made copy (a temporary name) is removed."""
-    keep = {n for c in configs for n in (c.name, c.name + ".partial", c.name + ".lock")}
+    keep = outputs.member_entries(c.name for c in configs)
     keep |= {outputs.PARTIAL_MARKER, SUMMARY_CSV, SUMMARY_JSON, SUMMARY_FIGURE, VALIDATION_FIGURE}
     keep |= {n for n in earlier
              if outputs.read_marker(run.path(n)) == outputs.read_marker(os.path.join(run.final, n))}
-    moved = []
-    for name in sorted(set(os.listdir(run.work)) - keep):
-        if outputs.TMP_TAG in name:  # ours, cut short by a kill
-            path = run.path(name)
-            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
-        else:
-            moved.append(outputs.set_aside(run.path(name)))
-    if moved:
-        print(f"note: {', '.join(os.path.basename(m) for m in moved[:3])} (left in {run.work} by an earlier "
-              f"sweep with other members) moved aside to {os.path.dirname(moved[0])}", file=sys.stderr)
+    outputs.set_aside_strays(run, sorted(set(os.listdir(run.work)) - keep),
+                             f"left in {run.work} by an earlier sweep with other members")
 
 
 def _write_summaries(run: outputs.RunDir, rows: list[dict], curves: list) -> None:
