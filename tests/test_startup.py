@@ -9,7 +9,7 @@ import tomllib
 import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HEAVY = ("jax", "jaxlib", "scipy", "matplotlib", "tensorflow", "flax")
+HEAVY = ("jax", "jaxlib", "numpy", "scipy", "matplotlib", "tensorflow", "flax")
 
 
 def _imported(stderr: str) -> set[str]:

@@ -25,7 +25,6 @@ from typing import Any
 
 from common.core.config import field_names
 from common.core.errors import TrainingDiverged, UserError
-from common.data import cache as data_cache
 from common.runtime import compile_cache, distributed, host_memory, interrupt, locks
 
 
@@ -170,6 +169,8 @@ def add_data_arguments(parser: argparse.ArgumentParser, image_folder: str, image
     d.add_argument("--data-dir", help=f"image folder in the course layout PATH/{{Train,Test}}/<label>/*.png "
                    f"({image_folder}), or a dataset file FILE.npz (--task export), instead of the TFDS dataset")
     d.add_argument("--tfds-data-dir", help="TFDS data folder (default: $TFDS_DATA_DIR)")
+    from common.data import cache as data_cache  # here: the data package imports numpy, which `--help` need not
+
     data_cache.add_arguments(d)
     if image_mode:
         d.add_argument("--image-mode", choices=("gray28", "rgb32"),
