@@ -3,10 +3,11 @@
 The baseline is the report's configuration (`LeNetConfig()`); each variant changes one of its ten settings
 (`VARIANTS`). Variants that differ only in values the training state carries (learning rate, L2 weights) train
 in one program with the baseline (the member `shared`, one model per (variant, seed), see `plan`); the others
-train as programs of their own, each in its member folder. The baseline's program runs twice the baseline's
-epochs: with a constant learning rate nothing in its first E epochs depends on the total, so its history read
-up to epoch E is the E-epoch baseline and read up to 2E is the "more epochs" variant (tests/test_ablation.py
-checks this). Every number is the best-validation epoch within the epochs read (`select`), as for `--task lenet`.
+train as programs of their own, each in its member folder. The "more epochs" variant is the baseline's config
+trained twice as long, read from the same runs' history at E and 2E epochs: with a constant learning rate
+nothing in the first E epochs depends on the total, so epochs 1..E of these runs are an E-epoch run
+(tests/test_ablation.py checks this), and its effect pairs each run with itself. Every number is the
+best-validation epoch within the epochs read (`select`), as for `--task lenet`.
 
 Effects are paired by seed: variant minus baseline for the same seed (the same initial key and the same
 per-epoch permutation of the training data), mean and 95% Student-t interval over the N pairs
@@ -56,9 +57,9 @@ class Variant:
 
     name: str  # its id and, when it trains alone, its member folder
     setting: str  # which of the report's ten settings
-    changes: dict  # the flat LeNetConfig fields it sets ({} : the baseline's runs, read longer)
+    changes: dict  # the flat LeNetConfig fields it sets ({}: the baseline's config, trained horizon x longer)
     carried: bool = False  # differs only in values the state carries: trains in the baseline's program
-    horizon: int = 1  # read the best-validation epoch within horizon x the baseline's epochs
+    horizon: int = 1  # > 1: the baseline's config trained horizon x its epochs, paired with its own first E
 
 
 VARIANTS = (
@@ -89,8 +90,9 @@ NOT_VARIED = (
     "both Nadam and Adam here are optax's.",
     "Dropout as a model axis: flax's Dropout takes its rate as a Python number, so each rate is a program of its "
     "own rather than a value the state carries.",
-    "The 25-epoch baseline is not trained separately: it is the 50-epoch runs read up to epoch 25 (a constant "
-    "learning rate makes these the same numbers).",
+    "More epochs pairs each 50-epoch run with itself read up to epoch 25 (a constant learning rate makes that "
+    "a 25-epoch run), not with the baseline's program: the baseline's config trains twice, and only the runs "
+    "that need 50 epochs run them.",
     "Pairing where the variant changes it: Glorot uniform draws other weights from the same key, and batch 128 "
     "groups the same per-epoch permutation into other batches; these pairs share the seed, not the weights or "
     "batches.",
@@ -151,8 +153,8 @@ def carried_variants() -> list[Variant]:
 
 
 def plan(base: LeNetConfig) -> dict[str, Program]:
-    """Every member: the baseline's program (2x epochs; the baseline then each carried variant, seeds inner) and
-    one program per variant that changes the model, the optimizer or the batches."""
+    """Every member: the baseline's program (the baseline then each carried variant, seeds inner) and one
+    program per variant that changes the model, the optimizer, the batches or the epochs."""
     weights = {k: float(as_tuple(getattr(base, k))[0]) for k in ("conv_l2", "fc_l2")}
     specs = []
     for v in [None] + carried_variants():
@@ -160,10 +162,11 @@ def plan(base: LeNetConfig) -> dict[str, Program]:
         lr = float(changes.get("lr", as_tuple(base.train.lr)[0]))
         penalty = {k: float(changes.get(k, w)) for k, w in weights.items()}
         specs += [ModelSpec(seed, lr, penalty) for seed in seeds_of(base)]
-    programs = {SHARED: Program(SHARED, base.replace(epochs=base.train.epochs * 2), tuple(specs))}
+    programs = {SHARED: Program(SHARED, base, tuple(specs))}
     for v in VARIANTS:
-        if not v.carried and v.changes:
-            programs[v.name] = Program(v.name, base.replace(**v.changes), None)
+        if not v.carried:
+            changes = v.changes or {"epochs": base.train.epochs * v.horizon}
+            programs[v.name] = Program(v.name, base.replace(**changes), None)
     return programs
 
 
@@ -176,9 +179,7 @@ def where(variant: str, base: LeNetConfig) -> tuple[str, list[int], int]:
     if v.carried:
         k = [c.name for c in carried_variants()].index(v.name) + 1
         return SHARED, list(range(k * n, (k + 1) * n)), base.train.epochs
-    if not v.changes:
-        return SHARED, list(range(n)), base.train.epochs * v.horizon
-    return v.name, list(range(n)), base.train.epochs
+    return v.name, list(range(n)), base.train.epochs * v.horizon
 
 
 def parse_variants(text: str | None) -> list[str]:
@@ -273,9 +274,12 @@ def member_histories(folder: str) -> tuple[list[dict], list[list[dict]]]:
     return metrics.get("models", []), report.history_by_model(os.path.join(folder, report.HISTORY_CSV))
 
 
-def per_seed(root: str, variant: str, base: LeNetConfig) -> list[dict] | None:
-    """Each seed's selected numbers of the baseline or a variant; None when its member is not there."""
-    member, indices, epochs = where(variant, base)
+def per_seed(root: str, variant: str, base: LeNetConfig, epochs: int | None = None) -> list[dict] | None:
+    """Each seed's selected numbers of the baseline or a variant, read up to `epochs` (default: its own); None
+    when its member is not there. A longer run's rows also carry the highest running training accuracy after
+    the baseline's epochs (for the claim about training past them)."""
+    member, indices, read = where(variant, base)
+    epochs = epochs or read
     if outputs.read_marker(os.path.join(root, member)) is None:
         return None
     models, histories = member_histories(os.path.join(root, member))
@@ -285,8 +289,8 @@ def per_seed(root: str, variant: str, base: LeNetConfig) -> list[dict] | None:
     for i in indices:
         rows = histories[i]
         row = {"seed": int(models[i]["seed"]), **select(rows, epochs)}
-        if variant == BASELINE and len(rows) > epochs:  # for the claim about training past the baseline's epochs
-            row["max_running_accuracy_after"] = max(r["train_running_accuracy"] for r in rows[epochs:])
+        if epochs > base.train.epochs and len(rows) > base.train.epochs:
+            row["max_running_accuracy_after"] = max(r["train_running_accuracy"] for r in rows[base.train.epochs:])
         out.append(row)
     return out
 
@@ -323,11 +327,12 @@ def shrunk_text(base: LeNetConfig) -> str | None:
     return report.shrunk_parts(base.to_dict(), base.train.epochs, LeNetConfig().to_dict())
 
 
-def claims(base_rows: list[dict], variants: dict, effects: dict, shrunk: bool) -> dict:
+def claims(variants: dict, effects: dict, shrunk: bool) -> dict:
     """The assignment's two claims about its settings, from the same runs: past its epochs the training accuracy
     rises above 80% but validation and test accuracy do not improve; batch norm helps."""
     out = {}
-    after = [r["max_running_accuracy_after"] for r in base_rows if "max_running_accuracy_after" in r]
+    longer = variants.get("epochs_2x", {}).get("per_seed", [])
+    after = [r["max_running_accuracy_after"] for r in longer if "max_running_accuracy_after" in r]
     more = effects.get("epochs_2x", {}).get("test")
     if after and more and more["n"]:
         train = report.aggregate(after)
@@ -370,14 +375,20 @@ def analyse(root: str, base: LeNetConfig) -> dict:
         member, _, epochs = where(v.name, base)
         variants[v.name] = {"setting": v.setting, "description": describe(v, base), "per_seed": rows,
                             "member": member, "epochs_read": epochs}
-        effects[v.name] = {m: effect(base_rows, rows, f"{m}_accuracy", bool(shrunk)) for m, _ in METRICS}
+        reference = base_rows
+        if v.horizon > 1:  # its own runs read up to the baseline's epochs: each run paired with itself
+            reference = per_seed(root, v.name, base, epochs=base.train.epochs)
+            variants[v.name]["paired_with"] = {"description": f"the same runs read up to epoch {base.train.epochs}",
+                                               "per_seed": reference}
+        effects[v.name] = {m: effect(reference, rows, f"{m}_accuracy", bool(shrunk)) for m, _ in METRICS}
     return {
         "baseline": base.to_dict() | {k: getattr(base, k) for k in ("kernel_init", "optimizer", "bn_position")},
         "seeds": seeds_of(base), "epochs": base.train.epochs, "shrunk": shrunk,
-        "interval": report.INTERVAL_RULE, "pairing": "variant minus baseline, same seed",
+        "interval": report.INTERVAL_RULE,
+        "pairing": "variant minus baseline, same seed (a variant with paired_with: minus those numbers instead)",
         "rule": "matters: the 95% interval excludes 0; no effect shown: it holds 0; shrunk runs and one seed: "
                 "not judged",
-        "variants": variants, "effects": effects, "claims": claims(base_rows, variants, effects, bool(shrunk)),
+        "variants": variants, "effects": effects, "claims": claims(variants, effects, bool(shrunk)),
         "missing": [v.name for v in VARIANTS if v.name not in variants], "not_varied": list(NOT_VARIED),
         "environment": outputs.environment_info(),
     }
@@ -409,12 +420,24 @@ def table_rows(result: dict) -> list[list[str]]:
     return rows
 
 
+def csv_rows(result: dict) -> list[dict]:
+    """One row per variant and seed: its selected numbers and those it is paired with (`paired_*`), so that each
+    effect recomputes from the CSV alone."""
+    base = result["variants"][BASELINE]["per_seed"]
+    rows = []
+    for name, v in result["variants"].items():
+        reference = {r["seed"]: r for r in v.get("paired_with", {"per_seed": base})["per_seed"]}
+        for r in v["per_seed"]:
+            paired = {} if name == BASELINE else {f"paired_{m}_accuracy": reference.get(r["seed"], {}).get(
+                f"{m}_accuracy") for m, _ in METRICS}
+            rows.append({"variant": name, "setting": v["setting"], **r, **paired})
+    return rows
+
+
 def write_outputs(folder: str, result: dict) -> None:
     """ablation.json, ablation.csv (one row per variant and seed), ablation.md (the effects) and the forest plot."""
     outputs.atomic_write_json(os.path.join(folder, ABLATION_JSON), result)
-    outputs.write_csv(os.path.join(folder, ABLATION_CSV),
-                      [{"variant": name, "setting": v["setting"], **r} for name, v in result["variants"].items()
-                       for r in v["per_seed"]])
+    outputs.write_csv(os.path.join(folder, ABLATION_CSV), csv_rows(result))
     table = document.markdown_table(TABLE_HEADERS, table_rows(result))
     outputs.atomic_write_text(os.path.join(folder, ABLATION_MD), table + "\n")
     plot_forest(result, os.path.join(folder, FOREST_FIGURE))

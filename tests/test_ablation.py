@@ -48,10 +48,11 @@ def test_every_one_of_the_ten_settings_is_changed_alone():
                        if x != flat[k]}
             assert changed == set(v.changes), v.name
             assert epochs == 25
-        else:  # more epochs: the baseline's own runs read longer
-            assert (member, epochs) == (ablation.SHARED, 50)
+        else:  # more epochs: the baseline's config trained twice as long, read at 25 and 50
+            config = programs[member].config
+            assert (member, epochs) == ("epochs_2x", 50) and config == base.replace(epochs=50)
     shared = programs[ablation.SHARED]
-    assert shared.config.train.epochs == 50 and len(shared.specs) == 3 * 5  # baseline + 4 carried, 3 seeds each
+    assert shared.config.train.epochs == 25 and len(shared.specs) == 3 * 5  # baseline + 4 carried, 3 seeds each
     assert [s.seed for s in shared.specs[:3]] == [0, 1, 2]
     assert shared.specs[0] == ModelSpec(0, 1.7e-4, {"conv_l2": 0.01, "fc_l2": 0.005})
     # every model of the shared program belongs to exactly one of the baseline and the carried variants
@@ -199,17 +200,27 @@ def test_outputs_from_finished_members_recompute_from_the_per_seed_numbers(tmp_p
     assert result["missing"] == ["adam"] and "adam" not in result["effects"]
     assert set(result["effects"]) == {v.name for v in ablation.VARIANTS} - {"adam"}
     base_rows = result["variants"]["baseline"]["per_seed"]
+    with open(os.path.join(root, ablation.ABLATION_CSV)) as f:
+        table_rows = list(csv.DictReader(f))
+    assert len(table_rows) == 3 * (len(ablation.VARIANTS) - 1 + 1)
     for name, effects in result["effects"].items():
+        variant = result["variants"][name]
+        reference = variant.get("paired_with", {"per_seed": base_rows})["per_seed"]
         for metric in ("val", "test"):
-            rows = result["variants"][name]["per_seed"]
-            d = [r[f"{metric}_accuracy"] - b[f"{metric}_accuracy"] for r, b in zip(rows, base_rows)]
+            d = [r[f"{metric}_accuracy"] - b[f"{metric}_accuracy"] for r, b in zip(variant["per_seed"], reference)]
             assert effects[metric]["mean"] == pytest.approx(np.mean(d))
             assert effects[metric]["verdict"] == report.NOT_JUDGED  # 4 epochs: shrunk
-    # the shared program's baseline read up to epoch 4, the epochs variant up to 8
-    assert max(r["epoch"] for r in base_rows) <= 4 and result["variants"]["epochs_2x"]["epochs_read"] == 8
+            # the CSV alone recomputes it too: each row holds the numbers it is paired with
+            mine = [r for r in table_rows if r["variant"] == name]
+            assert np.mean([float(r[f"{metric}_accuracy"]) - float(r[f"paired_{metric}_accuracy"])
+                            for r in mine]) == pytest.approx(np.mean(d))
+    # the shared program's baseline read up to epoch 4; the longer runs up to 8, paired with themselves up to 4
+    longer = result["variants"]["epochs_2x"]
+    assert max(r["epoch"] for r in base_rows) <= 4 and longer["epochs_read"] == 8 and longer["member"] == "epochs_2x"
+    assert max(r["epoch"] for r in longer["paired_with"]["per_seed"]) <= 4
     assert set(result["claims"]) == {"past_epochs", "batch_norm"}
-    with open(os.path.join(root, ablation.ABLATION_CSV)) as f:
-        assert len(list(csv.DictReader(f))) == 3 * (len(ablation.VARIANTS) - 1 + 1)
+    after = result["claims"]["past_epochs"]["max_running_accuracy_after"]["values"]
+    assert after == [r["max_running_accuracy_after"] for r in longer["per_seed"]] and len(after) == 3
     table = open(os.path.join(root, ablation.ABLATION_MD)).read()
     assert all(f"| {n}: " in table for n in result["effects"]) and "adam:" not in table
     assert open(os.path.join(root, ablation.FOREST_FIGURE), "rb").read(4) == b"\x89PNG"
