@@ -244,6 +244,7 @@ def test_report_section_lists_effects_claims_and_what_was_not_varied(tmp_path):
     assert "What it could not vary" in md and "Keras's Nadam" in md
     claims = ablation_claims(root, "cmd")
     assert [c.part for c in claims] == ["1b", "1b"] and all(c.verdict for c in claims)
+    assert "over epochs 26-50" in claims[0].measured  # the longer runs' epochs past the baseline's
 
 
 # ------------------------------------------------------------------------------------------------ training
