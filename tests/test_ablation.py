@@ -269,6 +269,28 @@ def test_the_first_epochs_of_a_longer_run_are_the_shorter_run(tmp_path):
 
 
 @pytest.mark.slow
+def test_on_a_cpu_the_longer_runs_begin_as_the_shared_programs_baseline(tmp_path):
+    """epochs_2x pairs with its own first E epochs; on a CPU (models unrolled, not vmapped) these are also the
+    shared program's baseline models, number for number, so pairing it with the baseline gives the same effect."""
+    from conftest import write_image_folder
+
+    from lenet.train import train_and_evaluate
+
+    folder = write_image_folder(tmp_path / "course", n_train_per_class=8)
+    programs = ablation.plan(_tiny_base(folder, epochs=2))
+    shared, longer = programs[ablation.SHARED], programs["epochs_2x"]
+    train_and_evaluate(shared.config, str(tmp_path / ablation.SHARED), progress=False, specs=list(shared.specs),
+                       recorded=shared.recorded)
+    train_and_evaluate(longer.config, str(tmp_path / "epochs_2x"), progress=False)
+    together = report.history_by_model(str(tmp_path / ablation.SHARED / "history.csv"))
+    alone = report.history_by_model(str(tmp_path / "epochs_2x" / "history.csv"))
+    assert len(together) == 2 * 5 and len(alone) == 2 and len(alone[0]) == 4
+    for i in range(2):  # the baseline is the shared program's first N models
+        for key in ("train_loss", "val_loss", "val_accuracy", "test_accuracy"):
+            assert [r[key] for r in alone[i][:2]] == [r[key] for r in together[i]], key
+
+
+@pytest.mark.slow
 def test_a_killed_ablation_resumes_to_the_numbers_of_an_uninterrupted_one(tmp_path, monkeypatch):
     from conftest import write_image_folder
 
