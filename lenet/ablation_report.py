@@ -54,8 +54,9 @@ def ablation_claims(root: str, command: str) -> list[Claim]:
         t = past["max_running_accuracy_after"]
         epochs, longer = r.get("epochs"), r["variants"]["epochs_2x"]["epochs_read"]
         out.append(Claim("1b", f"training past {epochs} epochs: training accuracy above 80%, validation and test "
-                         "not improved", f"max running train accuracy over epochs {epochs + 1}-{longer} {t['mean']:.4f} "
-                         f"[{t['low']:.4f}, {t['high']:.4f}]; test gain {fmt_effect(past['test_gain'])}",
+                         "not improved", f"max running train accuracy over epochs {epochs + 1}-{longer} "
+                         f"{t['mean']:.4f} [{t['low']:.4f}, {t['high']:.4f}]; "
+                         f"test gain {fmt_effect(past['test_gain'])}",
                          "above 80%, no gain", past["verdict"]))
     bn = r.get("claims", {}).get("batch_norm")
     if bn:
