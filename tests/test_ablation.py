@@ -1,5 +1,6 @@
 """`--task ablation` (lenet/ablation.py): the plan, the pairing, the effect arithmetic against numpy/scipy, the verdict
-rules, the outputs from finished members; slow: the epochs claim, a killed sweep resumed, the task end to end."""
+rules, the outputs from finished members; slow: the same initial weights where the variant allows, the epochs
+claim, the longer runs begin as the shared baseline, a killed sweep resumed, the task end to end."""
 import csv
 import json
 import os
@@ -80,6 +81,7 @@ def _init(config, seed=0):
     return jax.tree_util.tree_map(lambda x: np.asarray(x[0]), state)
 
 
+@pytest.mark.slow  # ten initialisations, each compiled: 9 s
 def test_same_seed_same_initial_weights_where_the_variant_allows():
     base = LeNetConfig.create(**TINY)
     b = _init(base)

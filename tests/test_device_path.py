@@ -23,7 +23,8 @@ def _dataset(n_train=60, n_val=13, n_test=11):
     return data_lib.Dataset(split(n_train), split(n_val), split(n_test), tuple("0123456789"), "generated")
 
 
-@pytest.mark.parametrize("n_models, k", [(1, 1), (2, 3)], ids=["one-model", "two-models-scanned"])
+@pytest.mark.parametrize("n_models, k", [(1, 1), pytest.param(2, 3, marks=pytest.mark.slow)],
+                         ids=["one-model", "two-models-scanned"])  # the second: 12 s, so in the slow tier
 def test_an_epoch_runs_under_transfer_guard_disallow(n_models, k):
     config = LeNetConfig.create(hidden=16, features=(4, 8))
     dataset, batch = _dataset(), 10
