@@ -377,4 +377,3 @@ def test_run_timing_reads_metrics_named_by_basis_and_older_unnamed_fields(tmp_pa
            "train_images_per_sec_first_epoch": 50.0, "train_seconds_per_epoch_after_first": None}
     assert report.fmt_train_time(report.run_timing(str(tmp_path), one)) == \
         "9.00 s (1 epoch, includes compilation; not comparable)"
-

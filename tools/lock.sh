@@ -7,7 +7,8 @@
 # Both are universal (environment markers, one file for Linux x86-64/aarch64, macOS arm64 and Windows) for
 # Python 3.11 (setuptools and wheel included: with hashes pip wants every package pinned; setuptools was moved
 # off the 65.5 a Python 3.11 venv ships with, whose package_index has published CVEs, by `tools/lock.sh
-# --upgrade-package 'setuptools<81'`: 82 removes pkg_resources), and the runtime lock takes the test lock's versions (-c), so both compute the same numbers.
+# --upgrade-package 'setuptools<81'`: 82 removes pkg_resources), and the runtime lock takes the test lock's
+# versions (-c), so both compute the same numbers.
 # The versions already in requirements.lock are kept (uv prefers them); `tools/lock.sh --upgrade` moves every pin
 # to the newest release the floors allow (then see docs/install.md: rerun the suite, tests/test_golden.py).
 # Needs uv (`pip install uv`) and the package index.
