@@ -158,6 +158,18 @@ def test_report_without_results_folder_exits_2(tmp_path):
     assert raised.value.exit_code == 2
 
 
+def test_a_data_folder_recorded_absolute_and_relative_is_listed_once(tmp_path, monkeypatch):
+    """Runs of one results root may record one data folder by either path; the report shows it once, relative."""
+    os.makedirs(tmp_path / "repo")
+    monkeypatch.chdir(tmp_path / "repo")  # where the commands run; the data beside it, as ../shared is
+    for run, source in (("a", f"image folder {tmp_path}/shared"), ("b", "image folder ../shared"),
+                        ("c", "tfds:mnist")):
+        os.makedirs(tmp_path / "results" / run)
+        (tmp_path / "results" / run / "metrics.json").write_text(json.dumps({"data_source": source}))
+    lead = report.kind_blocks(str(tmp_path / "results"), SECTIONS)[0].text
+    assert "data: `image folder ../shared`, `tfds:mnist`." in lead, lead
+
+
 def test_report_of_an_empty_folder_lists_every_part_missing_with_its_command(tmp_path, capsys):
     root = str(tmp_path / "results")
     os.makedirs(os.path.join(root, "deconv.partial"))  # a run that was killed

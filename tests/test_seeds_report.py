@@ -210,3 +210,20 @@ def test_validation_overlay_shares_one_axis_and_bands_seeds(tmp_path, monkeypatc
     assert [ln.get_label() for ln in axes[0].get_lines()] == ["16 hidden", "64 hidden"]  # by size
     np.testing.assert_allclose(axes[0].get_lines()[1].get_ydata(), [0.515, 0.53, 0.545])  # mean of the seeds
     assert len(axes[0].collections) == 2 and "2 seeds" in axes[0].get_ylabel()  # one band per line
+
+
+def test_curves_of_several_models_say_models_not_seeds(tmp_path, monkeypatch):
+    """A run's models may differ in more than the seed (--lr a,b; the ablation's shared program): the legend of
+    its curves names what they are, the mean of N models with their min-max band."""
+    from common.report import plotting
+
+    saved = {}
+    monkeypatch.setattr(plotting, "save", lambda fig, path, dpi=130: saved.setdefault("fig", fig) and path)
+    keys = ("train_accuracy", "train_running_accuracy", "val_accuracy", "test_accuracy", "train_loss", "val_loss",
+            "test_loss", "train_running_loss")
+    per_model = [[{"epoch": e, **{k: 0.1 * e + 0.01 * m for k in keys}} for e in (1, 2)] for m in range(2)]
+    rows = [{"epoch": e, **{k: 0.1 * e + 0.005 for k in keys}} for e in (1, 2)]
+    plotting.plot_history(rows, str(tmp_path / "f.png"), "LeNet5 (mean of 2 models)", per_model=per_model)
+    labels = [t.get_text() for legend in saved["fig"].legends for t in legend.get_texts()]
+    assert "validation, mean of 2 models" in labels and "shaded: min-max over the models" in labels
+    assert not any("seed" in label for label in labels)

@@ -694,7 +694,8 @@ def kind_blocks(root: str, sections: Sequence[Section]) -> list[Block]:
     kind, reasons = run_kind(root, sections)
     metrics = [read_json(os.path.join(root, f, METRICS_JSON)) or {} for f in run_folders(root)]
     seeds = sorted({len(m.get("seeds") or [0]) for m in metrics})
-    data = sorted({m["data_source"] for m in metrics if m.get("data_source")})
+    # Deduplicated as shown: runs that recorded one folder by an absolute and a relative path list it once
+    data = sorted({relative_paths(m["data_source"], root) for m in metrics if m.get("data_source")})
     seed_text = " or ".join(f"{n} seed{'s' if n > 1 else ''}" for n in seeds) or "no run"
     seed_text += " per configuration" if seeds else ""
     lines = [f"Kind of run: **{kind}**; {seed_text}; data: " + (", ".join(f"`{d}`" for d in data) or "none")

@@ -59,7 +59,7 @@ def _curve(ax, epochs, rows, per_model, key: str, style: dict, several: bool, of
     one = len(epochs) == 1
     ax.plot(x, values, ms=6 if one else 4, zorder=3,
             **{**style, "marker": style.get("marker", "o") if len(epochs) < 30 else None,
-               "label": style["label"] + (f", mean of {n} seeds" if several else "")})
+               "label": style["label"] + (f", mean of {n} models" if several else "")})
     if several:
         band(ax, x, [[r[key] for r in m] for m in per_model], style["color"], width=3 if one else 6)
 
@@ -95,7 +95,7 @@ def plot_history(rows: Sequence[dict[str, Any]], path: str, title: str, selected
             ax.set_xlim(epochs[0] - 0.5, epochs[0] + 0.5)
     draw_targets(axes[0], targets_for(title))
     if several:
-        axes[0].fill_between([], [], [], color="grey", alpha=0.2, label="shaded: min-max over seeds")
+        axes[0].fill_between([], [], [], color="grey", alpha=0.2, label="shaded: min-max over the models")
     figure_legend(fig, axes)
     fig.suptitle(title)
     return save(fig, path)
