@@ -7,6 +7,12 @@ its heap once enough is free, so the next step faults the same memory in again, 
 (35 ms a step); with the two thresholds below raised it takes none (23 ms a step). The recurrent nets gain too.
 
 The cost: the process keeps its peak heap until it exits, which a training run reaches in its first step anyway.
+
+What it does not reach: a block that XLA's worker threads allocate comes from their own arenas, whose heaps are at
+most 64 MiB, so a larger one (the restacked state of several LeNet5 models: fc1's kernel is 12.8 MB a model) is still
+mapped and faulted in every step. glibc's `MALLOC_ARENA_MAX=1`, set by the user, sends every thread to the main
+arena: LeNet5 sweeps train 1.2-1.5x faster with it, the recurrent nets about 12% slower, so it is not set here
+(docs/performance.md, "Models trained together"); a user's setting is kept.
 """
 from __future__ import annotations
 
