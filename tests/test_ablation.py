@@ -104,11 +104,15 @@ def test_batch_norm_after_pooling_normalises_the_pooled_maps():
     x = np.random.default_rng(0).random((8, 28, 28, 1), np.float32)
     pooled = {}
     for position in ("before_pool", "after_pool"):
-        config = LeNetConfig.create(**TINY, bn_position=position)
-        v = _init(config)
-        _, sown = create_model(config).apply({"params": v.params, "batch_stats": v.batch_stats}, x, train=True,
-                                             rngs={"dropout": jax.random.PRNGKey(0)},
-                                             mutable=["intermediates", "batch_stats"])
+        model = create_model(LeNetConfig.create(**TINY, bn_position=position))
+
+        @jax.jit  # one compile each, not one per operation (an eager init and apply took 8 s)
+        def sown_maps(x):
+            variables = model.init(jax.random.PRNGKey(0), x[:1], train=False)
+            return model.apply(variables, x, train=True, rngs={"dropout": jax.random.PRNGKey(0)},
+                               mutable=["intermediates", "batch_stats"])[1]
+
+        sown = sown_maps(x)
         pooled[position] = np.asarray(sown["intermediates"]["conv1_pool"][0])
         assert pooled[position].shape == (8, 14, 14, 4)
     # batch norm (scale 1, offset 0 at init) last: each pooled channel has mean 0; pooling last: the max of
