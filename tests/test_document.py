@@ -60,6 +60,8 @@ def test_figures_keep_the_assignments_numbers_are_embedded_and_open_full_size(tm
     md = to_markdown(blocks, "T")
     assert "[![Figure 4](a/one.png)](a/one.png)\n\n**Figure 4 (the assignment's).** First. (`a/one.png`)" in md
     assert md.startswith("# T\n\nlead\n")
+    # the page's links lead somewhere in REPORT.md on GitHub too: each heading and figure carries its id
+    assert '## <a id="h"></a>H\n' in md and '<a id="figure-4"></a>[![Figure 4](a/one.png)]' in md
 
 
 def test_bold_outside_code_only():

@@ -171,20 +171,26 @@ def to_markdown(blocks: list[Block], title: str) -> str:
     page (so the file belongs in the figures' root, where GitHub shows them, each a link to the full size)."""
     out = [f"# {md_text(title)}", ""]
     for b in blocks:
+        # Each heading and figure carries the HTML page's id, so the page's links ('[1b](#part-1b)', '#figure-1')
+        # lead somewhere on GitHub too, whose own heading ids are made from the text.
         if isinstance(b, Heading):
-            out += [f"{'#' * b.level} {md_text(b.text)}", ""]
+            out += [f"{'#' * b.level} {_md_anchor(b.anchor)}{md_text(b.text)}", ""]
         elif isinstance(b, Para):
             out += [("> " if b.css == "finding" else "") + md_inline(b.text), ""]
         elif isinstance(b, Table):
             out += [markdown_table(b.headers, b.rows), ""] + ([f"*{md_inline(b.caption)}*", ""] if b.caption else [])
         elif isinstance(b, Figure):
             url = _url(b.path)
-            out += [f"[![Figure {md_text(b.label)}]({url})]({url})", "",
+            out += [f"{_md_anchor('figure-' + b.label)}[![Figure {md_text(b.label)}]({url})]({url})", "",
                     f"**{md_text(_figure_title(b))}.** {md_inline(b.caption)} ({md_code(b.path)})", ""]
         elif isinstance(b, Missing):
             note = f" ({md_inline(b.note)})" if b.note else ""
             out += [f"- **Missing:** {md_inline(b.what)}{note}. Make it with: {md_code(b.command)}", ""]
     return "\n".join(out).rstrip() + "\n"
+
+
+def _md_anchor(anchor: str) -> str:
+    return f'<a id="{html.escape(anchor, quote=True)}"></a>' if anchor else ""
 
 
 def _url(path: str) -> str:
