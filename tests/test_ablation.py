@@ -350,7 +350,7 @@ def test_task_ablation_quick_two_seeds_end_to_end(tmp_path, capsys):
         assert os.path.isfile(os.path.join(root, "ablation", name))
     assert main(["--task", "report", "--out", root]) == 0
     md = open(os.path.join(root, "REPORT.md")).read()
-    assert "## Beyond the assignment: which settings matter" in md and "fig_forest.png" in md
+    assert '## <a id="ablation"></a>Beyond the assignment: which settings matter' in md and "fig_forest.png" in md
     assert md.count("not judged: shrunk run") >= 2 * len(ablation.VARIANTS)
 
 
